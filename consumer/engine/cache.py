@@ -1,0 +1,137 @@
+"""An LRU cache of lazily loaded pipelines, safe to use from several threads.
+
+- A model is loaded on first use, once, however many threads ask for it at the same moment.
+- At most `capacity` models stay loaded; the least recently used one that nobody is using goes.
+- A pipeline in use is never evicted or purged: if every slot is busy the cache briefly holds one
+  more and trims itself when a user lets go.
+- A pipeline object is not thread-safe, so each entry has a lock that serialises its calls.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from consumer.engine.protocol import CacheStats, PurgeResult
+
+P = TypeVar("P")
+
+
+@dataclass
+class _Entry(Generic[P]):
+    loaded: threading.Event = field(default_factory=threading.Event)
+    pipeline: P | None = None
+    error: BaseException | None = None
+    users: int = 0
+    call_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ModelCache(Generic[P]):
+    def __init__(
+        self,
+        loader: Callable[[str], P],
+        capacity: int,
+        on_evict: Callable[[str, P], None] | None = None,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._loader = loader
+        self._capacity = capacity
+        self._on_evict = on_evict
+        self._entries: OrderedDict[str, _Entry[P]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.stats = CacheStats()
+
+    @contextmanager
+    def use(self, model_id: str) -> Iterator[P]:
+        """Yield the pipeline for `model_id`, loading it if needed, with exclusive use of it."""
+        entry, must_load = self._acquire(model_id)
+        try:
+            if must_load:  # the first caller loads; concurrent callers wait for it
+                self._load(model_id, entry)
+            pipeline = self._wait_loaded(model_id, entry)
+            with entry.call_lock:
+                yield pipeline
+        finally:
+            self._release(model_id, entry)
+
+    def loaded(self) -> list[str]:
+        """Loaded models, least recently used first."""
+        with self._lock:
+            return [m for m, e in self._entries.items() if e.pipeline is not None]
+
+    def purge(self, model_id: str | None = None) -> PurgeResult:
+        """Drop one model (or all); models in use stay and are listed in `remaining`."""
+        with self._lock:
+            targets = [model_id] if model_id is not None else list(self._entries)
+            removed = [m for m in targets if self._drop_if_idle(m)]
+            remaining = [m for m, e in self._entries.items() if e.pipeline is not None]
+        return PurgeResult(model_id=model_id, removed=removed, remaining=remaining)
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _acquire(self, model_id: str) -> tuple[_Entry[P], bool]:
+        with self._lock:
+            entry = self._entries.get(model_id)
+            must_load = entry is None
+            if entry is None:
+                entry = _Entry()
+                self._entries[model_id] = entry
+                self.stats.misses += 1
+            else:
+                self.stats.hits += 1
+            entry.users += 1
+            self._entries.move_to_end(model_id)
+            return entry, must_load
+
+    def _load(self, model_id: str, entry: _Entry[P]) -> None:
+        started = time.perf_counter()
+        try:
+            entry.pipeline = self._loader(model_id)
+            self.stats.load_seconds[model_id] = time.perf_counter() - started
+        except BaseException as exc:  # handed to every waiter, re-raised there
+            entry.error = exc
+        finally:
+            entry.loaded.set()
+
+    def _wait_loaded(self, model_id: str, entry: _Entry[P]) -> P:
+        entry.loaded.wait()
+        if entry.error is not None:
+            with self._lock:  # forget the failure so that a later request tries again
+                if self._entries.get(model_id) is entry:
+                    del self._entries[model_id]
+            raise entry.error
+        assert entry.pipeline is not None
+        with self._lock:
+            self._trim()
+        return entry.pipeline
+
+    def _release(self, model_id: str, entry: _Entry[P]) -> None:
+        with self._lock:
+            entry.users -= 1
+            self._trim()
+
+    def _trim(self) -> None:
+        """Evict idle least-recently-used models until at most `capacity` are loaded."""
+        loaded = [m for m, e in self._entries.items() if e.pipeline is not None]
+        excess = len(loaded) - self._capacity
+        for model_id in loaded:
+            if excess <= 0:
+                break
+            if self._drop_if_idle(model_id):
+                self.stats.evictions += 1
+                excess -= 1
+
+    def _drop_if_idle(self, model_id: str) -> bool:
+        entry = self._entries.get(model_id)
+        if entry is None or entry.users > 0 or entry.pipeline is None:
+            return False
+        del self._entries[model_id]
+        if self._on_evict is not None:
+            self._on_evict(model_id, entry.pipeline)
+        return True

@@ -1,0 +1,87 @@
+"""A fake engine for unit tests: same protocol, same cache, no model.
+
+Images are solid colours derived from the seed, so seed handling is visible in the pixels.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from PIL import Image
+
+from consumer.engine.cache import ModelCache
+from consumer.engine.jobs import GenerationJob
+from consumer.engine.protocol import CacheStats, EngineError, JobOutput, PurgeResult
+from schemas import ErrorCode
+
+
+class FakePipeline:
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        self.calls = 0
+
+
+class FakeEngine:
+    def __init__(
+        self,
+        capacity: int = 2,
+        load_seconds: float = 0.0,
+        step_seconds: float = 0.0,
+        unavailable: frozenset[str] = frozenset(),
+    ) -> None:
+        self.load_calls: list[str] = []
+        self.batches: list[list[str]] = []  # request ids of each call, for batching tests
+        self.evicted: list[str] = []
+        self._load_seconds = load_seconds
+        self._step_seconds = step_seconds
+        self._unavailable = unavailable
+        self._cache: ModelCache[FakePipeline] = ModelCache(
+            self._load, capacity, on_evict=lambda model_id, _: self.evicted.append(model_id)
+        )
+
+    def _load(self, model_id: str) -> FakePipeline:
+        self.load_calls.append(model_id)
+        time.sleep(self._load_seconds)
+        if model_id in self._unavailable:
+            raise EngineError(ErrorCode.MODEL_UNAVAILABLE, f"model {model_id!r} is not available")
+        return FakePipeline(model_id)
+
+    def generate(
+        self,
+        jobs: Sequence[GenerationJob],
+        timeout_seconds: float,
+        cancel: threading.Event | None = None,
+    ) -> list[JobOutput]:
+        first = jobs[0]
+        with self._cache.use(first.model) as pipeline:
+            started = time.perf_counter()
+            pipeline.calls += 1
+            self.batches.append([job.request_id for job in jobs])
+            for _ in range(first.steps):
+                time.sleep(self._step_seconds)
+                if cancel is not None and cancel.is_set():
+                    raise EngineError(ErrorCode.GENERATION_FAILED, "generation cancelled")
+                if timeout_seconds and time.perf_counter() - started > timeout_seconds:
+                    raise EngineError(ErrorCode.TIMEOUT, f"generation exceeded {timeout_seconds}s")
+            duration = time.perf_counter() - started
+            return [JobOutput(job, [_image(job, seed) for seed in job.seeds], duration) for job in jobs]
+
+    def loaded_models(self) -> list[str]:
+        return self._cache.loaded()
+
+    def purge(self, model_id: str | None = None) -> PurgeResult:
+        return self._cache.purge(model_id)
+
+    @property
+    def stats(self) -> CacheStats:
+        return self._cache.stats
+
+    def describe(self) -> dict[str, object]:
+        return {"engine": "fake", "device": "none"}
+
+
+def _image(job: GenerationJob, seed: int) -> Image.Image:
+    colour = (seed % 256, (seed >> 8) % 256, (seed >> 16) % 256)
+    return Image.new("RGB", (job.width, job.height), colour)

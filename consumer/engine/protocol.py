@@ -1,0 +1,75 @@
+"""The engine seen by the worker: a small protocol with a diffusers and a fake implementation."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from PIL.Image import Image
+
+from consumer.engine.jobs import GenerationJob
+from schemas import ErrorCode
+
+
+class EngineError(Exception):
+    """A generation that could not produce images; `code` is the contract's stable error code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    job: GenerationJob
+    images: list[Image]  # one per seed, same order
+    duration_sec: float  # wall time of the pipeline call that produced it (shared by its batch)
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    model_id: str | None
+    removed: list[str]
+    remaining: list[str]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"model_id": self.model_id, "removed": self.removed, "remaining": self.remaining}
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """Synchronous on purpose: the worker runs it on its own thread, never on the event loop."""
+
+    def generate(
+        self,
+        jobs: Sequence[GenerationJob],
+        timeout_seconds: float,
+        cancel: threading.Event | None = None,
+    ) -> list[JobOutput]:
+        """Generate every image of `jobs` (all with one batch key) in one call.
+
+        Raises EngineError with code `timeout` once `timeout_seconds` (0 = no limit) have passed
+        at a denoising step boundary, `model_unavailable` when the model cannot be loaded, and
+        `generation_failed` otherwise. The engine stays usable after any of them."""
+        ...
+
+    def loaded_models(self) -> list[str]: ...
+
+    def purge(self, model_id: str | None = None) -> PurgeResult: ...
+
+    @property
+    def stats(self) -> CacheStats: ...
+
+    def describe(self) -> dict[str, object]:
+        """Device, dtype and similar facts for /health and logs."""
+        ...

@@ -1,0 +1,29 @@
+"""The models a worker knows by name, and what to tell users about them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_MODEL_ID = "tiny-sdxl"
+TINY_MODEL_NOTE = "tiny-sdxl has random weights: it draws noise (for tests and demos only)"
+
+
+def model_note(model_id: str) -> str | None:
+    return TINY_MODEL_NOTE if model_id == TINY_MODEL_ID else None
+
+
+def model_kind(model_id: str) -> str:
+    if model_id == TINY_MODEL_ID:
+        return "built-in"
+    path = Path(model_id).expanduser()
+    if path.is_dir() or path.is_absolute() or model_id.startswith((".", "~")):
+        return "local"
+    return "hub"
+
+
+def describe_models(allowed: list[str], loaded: list[str]) -> list[dict[str, object]]:
+    """One entry per allowed model for GET /v1/models."""
+    return [
+        {"id": m, "kind": model_kind(m), "loaded": m in loaded, "note": model_note(m)}
+        for m in allowed
+    ]

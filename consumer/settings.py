@@ -1,0 +1,167 @@
+"""One settings object for the whole worker, built once at startup and passed in.
+
+Nothing in this project reads the environment at import time: `load_settings()` is called by the
+entry points (worker, CLI, tests) and the resulting object is handed to every constructor.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Annotated, Literal
+
+from dotenv import load_dotenv
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas import RequestLimits
+
+log = logging.getLogger(__name__)
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: object) -> object:
+    """Accept `a,b,c` (the seed's format) as well as a real list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker. Field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    # --- seed variables -------------------------------------------------------------------------
+    app_port: int = Field(8001, ge=0, le=65535, description="Port of the aiohttp sidecar.")
+    app_host: str = Field("127.0.0.1", description="Interface the sidecar binds to.")
+    data_dir: Path = Field(Path("data"), description="Models built here, local images, stack data.")
+    base_url: str | None = Field(None, description="Public URL prefix of stored images.")
+    default_model: str = Field("stabilityai/sdxl-turbo", description="Model used when none asked.")
+    model_id: str | None = Field(None, description="Deprecated alias of DEFAULT_MODEL.")
+    allowed_models: CommaList = Field(default_factory=list, description="Comma-separated allowlist.")
+    max_models_cache: int = Field(1, ge=1, description="Pipelines kept loaded (LRU).")
+    require_api_key: bool = False
+    api_key: SecretStr | None = None
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    generation_timeout_seconds: float = Field(120.0, ge=0, description="0 disables the timeout.")
+    metrics_enabled: bool = True
+
+    # --- engine ---------------------------------------------------------------------------------
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = all cores.")
+    hf_hub_offline: bool = Field(False, validation_alias=AliasChoices("HF_HUB_OFFLINE"))
+    hub_probe_timeout_seconds: float = Field(2.0, gt=0)
+    default_negative_prompt: str = (
+        "nsfw, nudity, gore, violence, blood, weapon, hate symbol, low quality, blurry, deformed"
+    )
+
+    # --- request limits -------------------------------------------------------------------------
+    max_prompt_length: int = Field(2000, ge=1)
+    min_image_size: int = Field(64, ge=8)
+    max_image_size: int = Field(2048, ge=8, le=2048)
+    min_steps: int = Field(1, ge=1)
+    max_steps: int = Field(50, ge=1)
+    max_cfg: float = Field(20.0, ge=0)
+    max_num_images: int = Field(4, ge=1)
+
+    # --- kafka ----------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    request_topic: str = "generation.requests"
+    result_topic: str = "generation.results"
+    dlq_topic: str = "generation.requests.dlq"
+    group_id: str = "image-workers"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_enable_idempotence: bool = True
+    kafka_session_timeout_ms: int = Field(10_000, ge=1000)
+    kafka_max_request_size: int = Field(8 * 1024 * 1024, ge=1024)
+    max_batch_size: int = Field(4, ge=1, description="Images per engine call; 1 = no batching.")
+    max_batch_wait_ms: int = Field(10, ge=0)
+    max_batches_in_flight: int = Field(2, ge=1, description="Generated batches awaiting upload.")
+    drain_timeout_seconds: float = Field(30.0, ge=0)
+
+    # --- storage --------------------------------------------------------------------------------
+    storage_backend: Literal["s3", "local"] = "s3"
+    s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
+    s3_bucket: str = "images"
+    s3_region: str = "us-east-1"
+    s3_create_bucket: bool = True
+    s3_key_prefix: str = "images"
+    s3_presign_expiry_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    aws_access_key_id: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id")
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")
+    )
+    storage_retry_attempts: int = Field(5, ge=1)
+
+    # --- logging --------------------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_prompts: bool = False
+
+    @field_validator("allowed_models", mode="before")
+    @classmethod
+    def _models_from_csv(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_from_csv(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @model_validator(mode="after")
+    def _resolve_models(self) -> Settings:
+        if self.model_id and "default_model" not in self.model_fields_set:
+            warnings.warn(
+                "MODEL_ID is deprecated; set DEFAULT_MODEL instead", DeprecationWarning, stacklevel=2
+            )
+            log.warning("MODEL_ID is deprecated; using it as DEFAULT_MODEL=%s", self.model_id)
+            self.default_model = self.model_id
+        if self.default_model not in self.allowed_models:
+            self.allowed_models = [self.default_model, *self.allowed_models]
+        if self.min_steps > self.max_steps:
+            raise ValueError("MIN_STEPS must not exceed MAX_STEPS")
+        if self.min_image_size > self.max_image_size:
+            raise ValueError("MIN_IMAGE_SIZE must not exceed MAX_IMAGE_SIZE")
+        return self
+
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(
+            allowed_models=tuple(self.allowed_models),
+            default_model=self.default_model,
+            max_prompt_length=self.max_prompt_length,
+            min_image_size=self.min_image_size,
+            max_image_size=self.max_image_size,
+            min_steps=self.min_steps,
+            max_steps=self.max_steps,
+            max_cfg=self.max_cfg,
+            max_num_images=self.max_num_images,
+        )
+
+    def valid_api_keys(self) -> list[str]:
+        keys = [k.get_secret_value() for k in self.api_keys]
+        if self.api_key is not None:
+            keys.append(self.api_key.get_secret_value())
+        return [k for k in keys if k]
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
+    """Build the settings at startup: `.env` is loaded into the process environment first so that
+    libraries configured through standard variables (AWS_*, HF_*) see the same values."""
+    if env_file is not None and Path(env_file).is_file():
+        load_dotenv(env_file, override=False)
+    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]

@@ -1,0 +1,22 @@
+"""Limits the request validator enforces; built from the settings at startup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ABSOLUTE_MAX_IMAGE_SIZE = 2048
+SIZE_MULTIPLE = 8
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    allowed_models: tuple[str, ...] = ("stabilityai/sdxl-turbo",)
+    default_model: str = "stabilityai/sdxl-turbo"
+    max_prompt_length: int = 2000
+    min_image_size: int = 64
+    max_image_size: int = ABSOLUTE_MAX_IMAGE_SIZE
+    min_steps: int = 1
+    max_steps: int = 50
+    max_cfg: float = 20.0
+    max_num_images: int = 4

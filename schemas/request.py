@@ -1,0 +1,182 @@
+"""The request event (contract v1) and the pure function that turns raw bytes into one.
+
+Configurable limits travel in the validation context (`RequestLimits`), so the same models also
+produce a static JSON Schema with the absolute bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from schemas.errors import ViolationCode
+from schemas.limits import ABSOLUTE_MAX_IMAGE_SIZE, MAX_SEED, SIZE_MULTIPLE, RequestLimits
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+RequestId = Annotated[
+    str,
+    Field(
+        pattern=REQUEST_ID_PATTERN,
+        description="1-128 chars of [A-Za-z0-9._:-]; the idempotency key.",
+    ),
+]
+
+
+def _limits(info: ValidationInfo) -> RequestLimits:
+    context = info.context if isinstance(info.context, dict) else {}
+    limits = context.get("limits")
+    return limits if isinstance(limits, RequestLimits) else RequestLimits()
+
+
+def _violation(code: ViolationCode, message: str, **ctx: object) -> PydanticCustomError:
+    return PydanticCustomError(code.value, message, dict(ctx) or None)
+
+
+class GenerationParams(BaseModel):
+    """Generation parameters; defaults fit sdxl-turbo (512x512, 1 step, cfg 0)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    width: int = Field(512, multiple_of=SIZE_MULTIPLE, le=ABSOLUTE_MAX_IMAGE_SIZE)
+    height: int = Field(512, multiple_of=SIZE_MULTIPLE, le=ABSOLUTE_MAX_IMAGE_SIZE)
+    steps: int = Field(1, ge=1)
+    cfg: float = Field(0.0, ge=0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed of the first image.")
+    num_images: int = Field(1, ge=1)
+    model: str | None = Field(
+        None,
+        validate_default=True,
+        description="Must be in ALLOWED_MODELS; the worker's DEFAULT_MODEL when absent.",
+    )
+
+    @field_validator("width", "height", mode="after")
+    @classmethod
+    def _check_size(cls, value: int, info: ValidationInfo) -> int:
+        limits = _limits(info)
+        if value % SIZE_MULTIPLE:
+            raise _violation(
+                ViolationCode.SIZE_NOT_MULTIPLE_OF_8,
+                "params.{field} must be a multiple of 8, got {value}",
+                field=info.field_name,
+                value=value,
+            )
+        if not limits.min_image_size <= value <= limits.max_image_size:
+            raise _violation(
+                ViolationCode.SIZE_OUT_OF_RANGE,
+                "params.{field} must be between {lo} and {hi}, got {value}",
+                field=info.field_name,
+                lo=limits.min_image_size,
+                hi=limits.max_image_size,
+                value=value,
+            )
+        return value
+
+    @field_validator("steps", mode="after")
+    @classmethod
+    def _check_steps(cls, value: int, info: ValidationInfo) -> int:
+        limits = _limits(info)
+        if not limits.min_steps <= value <= limits.max_steps:
+            raise _violation(
+                ViolationCode.STEPS_OUT_OF_RANGE,
+                "params.steps must be between {lo} and {hi}, got {value}",
+                lo=limits.min_steps,
+                hi=limits.max_steps,
+                value=value,
+            )
+        return value
+
+    @field_validator("cfg", mode="after")
+    @classmethod
+    def _check_cfg(cls, value: float, info: ValidationInfo) -> float:
+        limits = _limits(info)
+        if not math.isfinite(value):
+            raise _violation(ViolationCode.NOT_FINITE, "params.cfg must be a finite number")
+        if not 0.0 <= value <= limits.max_cfg:
+            raise _violation(
+                ViolationCode.CFG_OUT_OF_RANGE,
+                "params.cfg must be between 0 and {hi}, got {value}",
+                hi=limits.max_cfg,
+                value=value,
+            )
+        return value
+
+    @field_validator("num_images", mode="after")
+    @classmethod
+    def _check_num_images(cls, value: int, info: ValidationInfo) -> int:
+        limits = _limits(info)
+        if not 1 <= value <= limits.max_num_images:
+            raise _violation(
+                ViolationCode.NUM_IMAGES_OUT_OF_RANGE,
+                "params.num_images must be between 1 and {hi}, got {value}",
+                hi=limits.max_num_images,
+                value=value,
+            )
+        return value
+
+    @field_validator("model", mode="after")
+    @classmethod
+    def _check_model(cls, value: str | None, info: ValidationInfo) -> str:
+        limits = _limits(info)
+        model = limits.default_model if value is None else value
+        if model not in limits.allowed_models:
+            raise _violation(
+                ViolationCode.MODEL_NOT_ALLOWED,
+                "params.model '{model}' is not allowed; allowed: {allowed}",
+                model=model,
+                allowed=", ".join(limits.allowed_models),
+            )
+        return model
+
+    @property
+    def model_name(self) -> str:
+        """The model to use; validation has already replaced an absent model by the default."""
+        return self.model or RequestLimits().default_model
+
+
+class GenerationRequest(BaseModel):
+    """A request event on `generation.requests` (key = request_id)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    request_id: RequestId
+    prompt: str = Field(min_length=1, description="Non-empty after trimming; length-capped.")
+    negative_prompt: str | None = Field(
+        None, description="Absent or null: the worker's safe default negative prompt."
+    )
+    # Validated even when absent, so that the default model comes from the worker's limits.
+    params: GenerationParams = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+
+    @field_validator("prompt", mode="after")
+    @classmethod
+    def _check_prompt(cls, value: str, info: ValidationInfo) -> str:
+        limits = _limits(info)
+        trimmed = value.strip()
+        if not trimmed:
+            raise _violation(ViolationCode.PROMPT_EMPTY, "prompt must not be empty")
+        if len(trimmed) > limits.max_prompt_length:
+            raise _violation(
+                ViolationCode.PROMPT_TOO_LONG,
+                "prompt must be at most {hi} characters, got {value}",
+                hi=limits.max_prompt_length,
+                value=len(trimmed),
+            )
+        return trimmed
+
+    @field_validator("negative_prompt", mode="after")
+    @classmethod
+    def _check_negative(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        limits = _limits(info)
+        if len(value) > limits.max_prompt_length:
+            raise _violation(
+                ViolationCode.PROMPT_TOO_LONG,
+                "negative_prompt must be at most {hi} characters, got {value}",
+                hi=limits.max_prompt_length,
+                value=len(value),
+            )
+        return value.strip() or None

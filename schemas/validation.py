@@ -1,0 +1,131 @@
+"""Pure function from the raw bytes of an event to one of three outcomes.
+
+- `Accepted`: a valid request for the engine;
+- `Rejected`: invalid, but it carries a usable request_id, so it gets a `rejected` result;
+- `Undeliverable`: no usable request_id can be read, so it goes to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from schemas.errors import ErrorCode, ErrorInfo, Violation, ViolationCode
+from schemas.limits import RequestLimits
+from schemas.request import REQUEST_ID_PATTERN, GenerationRequest
+from schemas.result import GenerationResult, Status
+
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+
+# pydantic's own error types, mapped onto the contract's stable violation codes.
+_PYDANTIC_CODES: dict[str, ViolationCode] = {
+    "missing": ViolationCode.MISSING_FIELD,
+    "extra_forbidden": ViolationCode.UNKNOWN_FIELD,
+    "finite_number": ViolationCode.NOT_FINITE,
+    "string_pattern_mismatch": ViolationCode.INVALID_REQUEST_ID,
+    "string_too_short": ViolationCode.PROMPT_EMPTY,
+    "multiple_of": ViolationCode.SIZE_NOT_MULTIPLE_OF_8,
+}
+_RANGE_CODES: dict[str, ViolationCode] = {
+    "width": ViolationCode.SIZE_OUT_OF_RANGE,
+    "height": ViolationCode.SIZE_OUT_OF_RANGE,
+    "steps": ViolationCode.STEPS_OUT_OF_RANGE,
+    "cfg": ViolationCode.CFG_OUT_OF_RANGE,
+    "num_images": ViolationCode.NUM_IMAGES_OUT_OF_RANGE,
+    "seed": ViolationCode.SEED_OUT_OF_RANGE,
+}
+_RANGE_TYPES = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+@dataclass(frozen=True)
+class Accepted:
+    request: GenerationRequest
+
+
+@dataclass(frozen=True)
+class Rejected:
+    request_id: str
+    error: ErrorInfo
+
+    def result(self) -> GenerationResult:
+        return GenerationResult.failure(self.request_id, Status.REJECTED, self.error)
+
+
+@dataclass(frozen=True)
+class Undeliverable:
+    error: ErrorInfo
+
+
+ParseOutcome = Accepted | Rejected | Undeliverable
+
+
+def parse_request(raw: bytes | None, limits: RequestLimits) -> ParseOutcome:
+    """Decode and validate one event. Never raises for bad input."""
+    try:
+        # NaN/Infinity are decoded here and refused by the model as `not_finite`, so such an event
+        # still gets a `rejected` result under its request_id instead of a dead letter.
+        payload = json.loads(raw or b"")
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Undeliverable(ErrorInfo(code=ErrorCode.INVALID_JSON, message=f"not JSON: {exc}"))
+    if not isinstance(payload, dict):
+        kind = type(payload).__name__
+        message = f"the event must be a JSON object, got {kind}"
+        return Undeliverable(ErrorInfo(code=ErrorCode.NOT_AN_OBJECT, message=message))
+    request_id = payload.get("request_id")
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        return Undeliverable(_request_id_error(request_id))
+    try:
+        request = GenerationRequest.model_validate(payload, context={"limits": limits})
+    except ValidationError as exc:
+        return Rejected(request_id, error_from_validation(exc))
+    return Accepted(request)
+
+
+def _request_id_error(request_id: object) -> ErrorInfo:
+    if request_id is None:
+        violation = Violation(
+            field="request_id", code=ViolationCode.MISSING_FIELD, message="request_id is required"
+        )
+    else:
+        violation = Violation(
+            field="request_id",
+            code=ViolationCode.INVALID_REQUEST_ID,
+            message="request_id must be 1-128 characters of [A-Za-z0-9._:-]",
+        )
+    return ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=violation.message, violations=[violation])
+
+
+def error_from_validation(exc: ValidationError) -> ErrorInfo:
+    """One typed violation per broken rule; the top-level code stays coarse and stable."""
+    violations = [_violation(detail) for detail in exc.errors(include_url=False)]
+    codes = {v.code for v in violations}
+    top = (
+        ErrorCode.MODEL_NOT_ALLOWED
+        if codes == {ViolationCode.MODEL_NOT_ALLOWED}
+        else ErrorCode.INVALID_REQUEST
+    )
+    return ErrorInfo(
+        code=top, message="; ".join(v.message for v in violations), violations=violations
+    )
+
+
+def _violation(detail: ErrorDetails) -> Violation:
+    field = ".".join(str(part) for part in detail["loc"]) or "(event)"
+    kind = detail["type"]
+    code = _code_for(kind, field)
+    message = detail["msg"]
+    if code is not None and kind == code.value:
+        return Violation(field=field, code=code, message=message)  # already names the field
+    return Violation(field=field, code=code or ViolationCode.INVALID_TYPE, message=f"{field}: {message}")
+
+
+def _code_for(kind: str, field: str) -> ViolationCode | None:
+    if kind in ViolationCode._value2member_map_:
+        return ViolationCode(kind)
+    if kind in _RANGE_TYPES:
+        return _RANGE_CODES.get(field.rsplit(".", 1)[-1], ViolationCode.INVALID_TYPE)
+    return _PYDANTIC_CODES.get(kind)

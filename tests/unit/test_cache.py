@@ -1,0 +1,121 @@
+"""The LRU of pipelines: lazy, loaded once under concurrency, never evicting what is in use."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from consumer.engine import EngineError
+from consumer.engine.cache import ModelCache
+from consumer.engine.fake import FakeEngine
+from consumer.engine.jobs import GenerationJob
+from schemas import ErrorCode
+
+
+def job(model: str = "m1", request_id: str = "r", steps: int = 1, seeds: tuple[int, ...] = (1,)) -> GenerationJob:
+    return GenerationJob(request_id, "p", "n", "standard", model, 64, 64, steps, 0.0, seeds)
+
+
+def test_lazy_load_then_hits() -> None:
+    engine = FakeEngine(capacity=2)
+    assert engine.loaded_models() == []
+    engine.generate([job()], 0)
+    engine.generate([job()], 0)
+    assert engine.load_calls == ["m1"]
+    assert (engine.stats.misses, engine.stats.hits) == (1, 1)
+
+
+def test_concurrent_requests_for_one_model_load_it_once() -> None:
+    engine = FakeEngine(capacity=2, load_seconds=0.2)
+    with ThreadPoolExecutor(8) as pool:
+        outputs = list(pool.map(lambda i: engine.generate([job(request_id=f"r{i}")], 0), range(8)))
+    assert engine.load_calls == ["m1"]
+    assert len(outputs) == 8
+
+
+def test_lru_evicts_least_recently_used() -> None:
+    engine = FakeEngine(capacity=2)
+    for model in ["a", "b", "a", "c"]:
+        engine.generate([job(model)], 0)
+    assert engine.loaded_models() == ["a", "c"]
+    assert engine.evicted == ["b"]
+    assert engine.stats.evictions == 1
+
+
+def test_a_pipeline_in_use_is_never_evicted() -> None:
+    cache: ModelCache[str] = ModelCache(lambda m: f"pipe-{m}", capacity=1)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_a() -> None:
+        with cache.use("a"):
+            holding.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold_a)
+    holder.start()
+    assert holding.wait(5)
+    with cache.use("b") as pipe:
+        assert pipe == "pipe-b"
+        assert set(cache.loaded()) == {"a", "b"}  # over capacity rather than evicting "a"
+    assert cache.loaded() == ["a"]  # once "b" is released it is the one to go: "a" is in use
+    release.set()
+    holder.join(5)
+    assert len(cache.loaded()) == 1
+
+
+def test_purge_one_and_all() -> None:
+    engine = FakeEngine(capacity=3)
+    for model in ["a", "b", "c"]:
+        engine.generate([job(model)], 0)
+    one = engine.purge("b")
+    assert one.as_dict() == {"model_id": "b", "removed": ["b"], "remaining": ["a", "c"]}
+    assert engine.purge("zzz").removed == []
+    everything = engine.purge()
+    assert everything.model_id is None
+    assert sorted(everything.removed) == ["a", "c"] and everything.remaining == []
+    engine.generate([job("a")], 0)
+    assert engine.load_calls.count("a") == 2  # purged models load again on demand
+
+
+def test_purge_leaves_a_model_in_use() -> None:
+    cache: ModelCache[str] = ModelCache(lambda m: m, capacity=2)
+    with cache.use("a"):
+        result = cache.purge()
+        assert result.removed == [] and result.remaining == ["a"]
+    assert cache.purge().removed == ["a"]
+
+
+def test_failed_load_is_reported_to_every_waiter_and_retried_later() -> None:
+    engine = FakeEngine(capacity=2, load_seconds=0.1, unavailable=frozenset({"bad"}))
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(engine.generate, [job("bad")], 0) for _ in range(4)]
+    for future in futures:
+        with pytest.raises(EngineError) as info:
+            future.result()
+        assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
+    assert engine.load_calls == ["bad"]
+    assert engine.loaded_models() == []
+    with pytest.raises(EngineError):
+        engine.generate([job("bad")], 0)
+    assert engine.load_calls == ["bad", "bad"]
+
+
+def test_timeout_and_engine_still_usable() -> None:
+    engine = FakeEngine(step_seconds=0.01)
+    with pytest.raises(EngineError) as info:
+        engine.generate([job(steps=20)], timeout_seconds=0.02)
+    assert info.value.code is ErrorCode.TIMEOUT
+    started = time.perf_counter()
+    outputs = engine.generate([job(steps=1)], timeout_seconds=1)
+    assert outputs[0].images and time.perf_counter() - started < 5
+
+
+def test_batch_outputs_keep_each_jobs_seeds() -> None:
+    engine = FakeEngine()
+    outputs = engine.generate([job(request_id="a", seeds=(1, 2)), job(request_id="b", seeds=(3,))], 0)
+    assert [len(o.images) for o in outputs] == [2, 1]
+    assert [o.job.request_id for o in outputs] == ["a", "b"]
+    assert outputs[0].images[1].getpixel((0, 0)) == (2, 0, 0)
