@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from dotenv import load_dotenv
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     base_url: str | None = Field(None, description="Public URL prefix of stored images.")
     default_model: str = Field("stabilityai/sdxl-turbo", description="Model used when none asked.")
     model_id: str | None = Field(None, description="Deprecated alias of DEFAULT_MODEL.")
-    allowed_models: CommaList = Field(default_factory=list, description="Comma-separated allowlist.")
+    allowed_models: CommaList = Field(
+        default_factory=list, description="Comma-separated allowlist."
+    )
     max_models_cache: int = Field(1, ge=1, description="Pipelines kept loaded (LRU).")
     require_api_key: bool = False
     api_key: SecretStr | None = None
@@ -123,12 +125,16 @@ class Settings(BaseSettings):
     def _resolve_models(self) -> Settings:
         if self.model_id and "default_model" not in self.model_fields_set:
             warnings.warn(
-                "MODEL_ID is deprecated; set DEFAULT_MODEL instead", DeprecationWarning, stacklevel=2
+                "MODEL_ID is deprecated; set DEFAULT_MODEL instead",
+                DeprecationWarning,
+                stacklevel=2,
             )
             log.warning("MODEL_ID is deprecated; using it as DEFAULT_MODEL=%s", self.model_id)
             self.default_model = self.model_id
         if self.default_model not in self.allowed_models:
             self.allowed_models = [self.default_model, *self.allowed_models]
+        if self.require_api_key and not self.valid_api_keys():
+            raise ValueError("REQUIRE_API_KEY is set but neither API_KEY nor API_KEYS is")
         if self.min_steps > self.max_steps:
             raise ValueError("MIN_STEPS must not exceed MAX_STEPS")
         if self.min_image_size > self.max_image_size:
@@ -159,9 +165,9 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
     """Build the settings at startup: `.env` is loaded into the process environment first so that
     libraries configured through standard variables (AWS_*, HF_*) see the same values."""
     if env_file is not None and Path(env_file).is_file():
         load_dotenv(env_file, override=False)
-    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=env_file, **overrides)

@@ -15,7 +15,9 @@ def write_schemas(out_dir: Path) -> list[Path]:
     written = []
     for name, model in (("request", GenerationRequest), ("result", GenerationResult)):
         path = out_dir / f"generation-{name}.v1.schema.json"
-        schema = model.model_json_schema(mode="validation" if name == "request" else "serialization")
+        schema = model.model_json_schema(
+            mode="validation" if name == "request" else "serialization"
+        )
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         written.append(path)
     return written

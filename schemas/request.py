@@ -148,7 +148,7 @@ class GenerationRequest(BaseModel):
         None, description="Absent or null: the worker's safe default negative prompt."
     )
     # Validated even when absent, so that the default model comes from the worker's limits.
-    params: GenerationParams = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+    params: GenerationParams = Field(default_factory=dict, validate_default=True)
 
     @field_validator("prompt", mode="after")
     @classmethod

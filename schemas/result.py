@@ -30,7 +30,9 @@ class ImageRef(BaseModel):
 class Audit(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    policy: str = Field(description="Negative prompt policy: 'standard' (safe default) or 'custom'.")
+    policy: str = Field(
+        description="Negative prompt policy: 'standard' (safe default) or 'custom'."
+    )
     duration_sec: str = Field(description="Wall time of the generation, seconds, as a string.")
     model: str
     note: str | None = Field(None, description="E.g. that the tiny test model draws noise.")
@@ -54,4 +56,6 @@ class GenerationResult(BaseModel):
     @classmethod
     def failed(cls, request_id: str, code: ErrorCode, message: str) -> GenerationResult:
         status = Status.TIMEOUT if code is ErrorCode.TIMEOUT else Status.FAILED
-        return cls(request_id=request_id, status=status, error=ErrorInfo(code=code, message=message))
+        return cls(
+            request_id=request_id, status=status, error=ErrorInfo(code=code, message=message)
+        )

@@ -96,7 +96,9 @@ def _request_id_error(request_id: object) -> ErrorInfo:
             code=ViolationCode.INVALID_REQUEST_ID,
             message="request_id must be 1-128 characters of [A-Za-z0-9._:-]",
         )
-    return ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=violation.message, violations=[violation])
+    return ErrorInfo(
+        code=ErrorCode.INVALID_REQUEST, message=violation.message, violations=[violation]
+    )
 
 
 def error_from_validation(exc: ValidationError) -> ErrorInfo:
@@ -120,7 +122,9 @@ def _violation(detail: ErrorDetails) -> Violation:
     message = detail["msg"]
     if code is not None and kind == code.value:
         return Violation(field=field, code=code, message=message)  # already names the field
-    return Violation(field=field, code=code or ViolationCode.INVALID_TYPE, message=f"{field}: {message}")
+    return Violation(
+        field=field, code=code or ViolationCode.INVALID_TYPE, message=f"{field}: {message}"
+    )
 
 
 def _code_for(kind: str, field: str) -> ViolationCode | None:

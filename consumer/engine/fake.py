@@ -66,7 +66,9 @@ class FakeEngine:
                 if timeout_seconds and time.perf_counter() - started > timeout_seconds:
                     raise EngineError(ErrorCode.TIMEOUT, f"generation exceeded {timeout_seconds}s")
             duration = time.perf_counter() - started
-            return [JobOutput(job, [_image(job, seed) for seed in job.seeds], duration) for job in jobs]
+            return [
+                JobOutput(job, [_image(job, seed) for seed in job.seeds], duration) for job in jobs
+            ]
 
     def loaded_models(self) -> list[str]:
         return self._cache.loaded()

@@ -45,7 +45,9 @@ def random_seed() -> int:
     return secrets.randbits(63)
 
 
-def image_seeds(first: int | None, count: int, draw: Callable[[], int] = random_seed) -> tuple[int, ...]:
+def image_seeds(
+    first: int | None, count: int, draw: Callable[[], int] = random_seed
+) -> tuple[int, ...]:
     """Seeds for `count` images: `first`, `first+1`, ... (wrapping below 2**63) when a seed is
     given, so image i of a request is reproduced alone by asking for its seed; otherwise a fresh
     63-bit seed per image."""

@@ -15,7 +15,9 @@ from consumer.engine.jobs import GenerationJob
 from schemas import ErrorCode
 
 
-def job(model: str = "m1", request_id: str = "r", steps: int = 1, seeds: tuple[int, ...] = (1,)) -> GenerationJob:
+def job(
+    model: str = "m1", request_id: str = "r", steps: int = 1, seeds: tuple[int, ...] = (1,)
+) -> GenerationJob:
     return GenerationJob(request_id, "p", "n", "standard", model, 64, 64, steps, 0.0, seeds)
 
 
@@ -115,7 +117,9 @@ def test_timeout_and_engine_still_usable() -> None:
 
 def test_batch_outputs_keep_each_jobs_seeds() -> None:
     engine = FakeEngine()
-    outputs = engine.generate([job(request_id="a", seeds=(1, 2)), job(request_id="b", seeds=(3,))], 0)
+    outputs = engine.generate(
+        [job(request_id="a", seeds=(1, 2)), job(request_id="b", seeds=(3,))], 0
+    )
     assert [len(o.images) for o in outputs] == [2, 1]
     assert [o.job.request_id for o in outputs] == ["a", "b"]
     assert outputs[0].images[1].getpixel((0, 0)) == (2, 0, 0)

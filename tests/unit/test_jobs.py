@@ -40,7 +40,10 @@ def test_plan_job_uses_the_safe_default_negative_prompt() -> None:
 
 
 def test_plan_job_keeps_a_custom_negative_prompt() -> None:
-    body = '{"request_id": "a", "prompt": "cat", "negative_prompt": "dogs", "params": {"seed": 5, "num_images": 2}}'
+    body = (
+        '{"request_id": "a", "prompt": "cat", "negative_prompt": "dogs",'
+        ' "params": {"seed": 5, "num_images": 2}}'
+    )
     job = plan_job(request(body), "ugly")
     assert job.negative_prompt == "dogs" and job.policy == CUSTOM_POLICY
     assert job.seeds == (5, 6)

@@ -122,7 +122,9 @@ def test_prompt_rules() -> None:
     assert violations(json.dumps({**base, "prompt": ""}).encode()) == [("prompt", "prompt_empty")]
     long = json.dumps({**base, "prompt": "x" * 51}).encode()
     assert violations(long) == [("prompt", "prompt_too_long")]
-    assert isinstance(parse_request(json.dumps({**base, "prompt": "x" * 50}).encode(), LIMITS), Accepted)
+    assert isinstance(
+        parse_request(json.dumps({**base, "prompt": "x" * 50}).encode(), LIMITS), Accepted
+    )
     assert violations(json.dumps(base).encode()) == [("prompt", "missing_field")]
     assert violations(json.dumps({**base, "prompt": 5}).encode()) == [("prompt", "invalid_type")]
 
@@ -163,7 +165,10 @@ def test_model_not_allowed_alone_has_its_own_top_level_code() -> None:
         (b'{"request_id": "", "prompt": "x"}', ErrorCode.INVALID_REQUEST),
         (b'{"request_id": "../../etc", "prompt": "x"}', ErrorCode.INVALID_REQUEST),
         (b'{"request_id": 5, "prompt": "x"}', ErrorCode.INVALID_REQUEST),
-        (('{"request_id": "' + "a" * 129 + '", "prompt": "x"}').encode(), ErrorCode.INVALID_REQUEST),
+        (
+            ('{"request_id": "' + "a" * 129 + '", "prompt": "x"}').encode(),
+            ErrorCode.INVALID_REQUEST,
+        ),
     ],
 )
 def test_events_without_a_usable_request_id_are_undeliverable(raw: bytes, code: ErrorCode) -> None:

@@ -1,0 +1,141 @@
+"""Command line: `python -m consumer [run|generate|submit|stack|schemas] ...`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from consumer.logs import configure_logging
+from consumer.settings import Settings, load_settings
+
+NOISE_WARNING = "note: tiny-sdxl has random weights, so its images are noise (tests and demos only)"
+
+
+def _add_request_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt")
+    parser.add_argument("--negative-prompt", default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--cfg", type=float, default=0.0)
+    parser.add_argument("--num-images", type=int, default=1)
+    parser.add_argument("--model", default=None, help="default: DEFAULT_MODEL")
+    parser.add_argument("--request-id", default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m consumer", description=__doc__)
+    parser.add_argument("--env-file", default=".env", help="dotenv file to load (default .env)")
+    commands = parser.add_subparsers(dest="command")
+
+    run = commands.add_parser("run", help="run the worker and its sidecar (the default)")
+    run.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS")
+
+    generate = commands.add_parser("generate", help="generate once, without Kafka")
+    _add_request_args(generate)
+    generate.add_argument("--out", type=Path, default=None, help="write the PNG here")
+
+    submit = commands.add_parser("submit", help="send a request and wait for its result")
+    _add_request_args(submit)
+    submit.add_argument("--wait", type=float, default=300.0, metavar="SECONDS")
+    submit.add_argument("--save", type=Path, default=None, help="download the PNG here")
+
+    stack = commands.add_parser("stack", help="embedded Tansu + SeaweedFS on 127.0.0.1")
+    stack.add_argument("action", choices=["up", "down"])
+    stack.add_argument("--partitions", type=int, default=4)
+
+    schemas = commands.add_parser("schemas", help="write the JSON Schemas of both events")
+    schemas.add_argument("out_dir", type=Path, nargs="?", default=Path("schemas/json"))
+    return parser
+
+
+def _request(args: argparse.Namespace) -> dict[str, object]:
+    from consumer.oneshot import request_from_args
+
+    return request_from_args(
+        args.prompt,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        steps=args.steps,
+        cfg=args.cfg,
+        num_images=args.num_images,
+        model=args.model,
+        negative_prompt=args.negative_prompt,
+        request_id=args.request_id,
+    )
+
+
+def _generate(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.oneshot import generate_once
+
+    if args.model:  # a local one-shot run may use any model its user names
+        settings = settings.model_copy(
+            update={"default_model": args.model, "allowed_models": [args.model]}
+        )
+    result = generate_once(settings, _request(args), args.out)
+    print(result.model_dump_json(indent=2))
+    for image in result.images:
+        print(f"image {image.image_id}: seed {image.seed} -> {image.url}", file=sys.stderr)
+    if result.audit is not None and result.audit.note:
+        print(NOISE_WARNING, file=sys.stderr)
+    return 0 if result.status == "completed" else 1
+
+
+def _submit(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.submit import download, run_submit
+
+    result = run_submit(settings, _request(args), args.wait)
+    if result is None:
+        print(f"no result within {args.wait:.0f}s: is a worker running?", file=sys.stderr)
+        return 2
+    print(result.model_dump_json(indent=2))
+    for index, image in enumerate(result.images):
+        print(f"image {image.image_id} (seed {image.seed}): {image.url}", file=sys.stderr)
+        if args.save is not None:
+            target = args.save if index == 0 else args.save.with_stem(f"{args.save.stem}-{index}")
+            print(f"saved to {download(image.url, target)}", file=sys.stderr)
+    if result.audit is not None and result.audit.note:
+        print(NOISE_WARNING, file=sys.stderr)
+    return 0 if result.status == "completed" else 1
+
+
+def _stack(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.stack import stack_down, stack_up
+
+    if args.action == "up":
+        path = stack_up(settings, args.partitions)
+        print(f"embedded stack running; its settings are in {path}")
+    else:
+        stopped = stack_down(settings)
+        print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_settings(args.env_file)
+    configure_logging(settings.log_level)
+    command = args.command or "run"
+    if command == "run":
+        from consumer.app import serve
+
+        return asyncio.run(serve(settings, exit_when_idle=getattr(args, "exit_when_idle", None)))
+    if command == "generate":
+        return _generate(settings, args)
+    if command == "submit":
+        return _submit(settings, args)
+    if command == "stack":
+        return _stack(settings, args)
+    from schemas.__main__ import write_schemas
+
+    for path in write_schemas(args.out_dir):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

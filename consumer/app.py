@@ -1,0 +1,43 @@
+"""Running the worker process: sidecar first, then the consumer; signals only set an event."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from consumer.engine import Engine, build_engine
+from consumer.settings import Settings
+from consumer.sidecar import start_sidecar
+from consumer.worker import Worker
+from storage import ImageStore, build_store
+
+log = logging.getLogger(__name__)
+
+
+async def serve(
+    settings: Settings,
+    engine: Engine | None = None,
+    store: ImageStore | None = None,
+    exit_when_idle: float | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT (or idle, when asked): drain, commit, leave the group, exit 0."""
+    loop = asyncio.get_running_loop()
+    if store is None:
+        store = await loop.run_in_executor(None, build_store, settings)
+    worker = Worker(
+        settings, engine or build_engine(settings), store, exit_when_idle=exit_when_idle
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.request_stop)
+    # The sidecar starts before the consumer: consumer.start() returns only once partitions are
+    # assigned, and health must answer meanwhile.
+    runner = await start_sidecar(settings, worker) if settings.app_port else None
+    try:
+        await worker.run()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0

@@ -1,0 +1,138 @@
+"""The real engine: diffusers pipelines from an LRU cache, one generator per image."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from consumer.engine.cache import ModelCache
+from consumer.engine.jobs import GenerationJob
+from consumer.engine.loading import PipelineLoader, choose_placement
+from consumer.engine.protocol import CacheStats, EngineError, JobOutput, PurgeResult
+from consumer.settings import Settings
+from schemas import ErrorCode
+
+log = logging.getLogger(__name__)
+
+
+class _Stop(Exception):
+    """Raised from the step callback: stops the pipeline at once and leaves it usable."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DiffusersEngine:
+    def __init__(self, settings: Settings) -> None:
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        self._placement = choose_placement(settings.device)
+        loader = PipelineLoader(
+            settings.models_dir,
+            self._placement,
+            offline=settings.hf_hub_offline,
+            probe_timeout=settings.hub_probe_timeout_seconds,
+        )
+        self._cache: ModelCache[Any] = ModelCache(
+            loader, settings.max_models_cache, on_evict=self._free
+        )
+
+    def generate(
+        self,
+        jobs: Sequence[GenerationJob],
+        timeout_seconds: float,
+        cancel: threading.Event | None = None,
+    ) -> list[JobOutput]:
+        first = jobs[0]
+        if any(job.batch_key != first.batch_key for job in jobs):
+            raise ValueError("a batch must share model, size, steps and cfg")
+        with self._cache.use(first.model) as pipeline:
+            started = time.perf_counter()
+            images = self._run(pipeline, jobs, _step_guard(started, timeout_seconds, cancel))
+            duration = time.perf_counter() - started
+        outputs, offset = [], 0
+        for job in jobs:
+            outputs.append(JobOutput(job, images[offset : offset + job.num_images], duration))
+            offset += job.num_images
+        return outputs
+
+    def _run(self, pipeline: Any, jobs: Sequence[GenerationJob], guard: Any) -> list[Any]:
+        first = jobs[0]
+        prompts = [job.prompt for job in jobs for _ in job.seeds]
+        negatives = [job.negative_prompt for job in jobs for _ in job.seeds]
+        # CPU generators: the same seed gives the same initial noise on every device.
+        generators = [torch.Generator("cpu").manual_seed(s) for job in jobs for s in job.seeds]
+        try:
+            with torch.inference_mode():
+                result = pipeline(
+                    prompt=prompts,
+                    negative_prompt=negatives,
+                    width=first.width,
+                    height=first.height,
+                    num_inference_steps=first.steps,
+                    guidance_scale=first.cfg,
+                    generator=generators,
+                    output_type="pil",
+                    callback_on_step_end=guard,
+                )
+        except _Stop as stop:
+            raise EngineError(stop.code, str(stop)) from None
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            raise EngineError(ErrorCode.GENERATION_FAILED, f"out of GPU memory: {exc}") from exc
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise EngineError(ErrorCode.GENERATION_FAILED, f"generation failed: {exc}") from exc
+        return list(result.images)
+
+    def loaded_models(self) -> list[str]:
+        return self._cache.loaded()
+
+    def purge(self, model_id: str | None = None) -> PurgeResult:
+        return self._cache.purge(model_id)
+
+    @property
+    def stats(self) -> CacheStats:
+        return self._cache.stats
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "engine": "diffusers",
+            "device": self._placement.device,
+            "dtype": str(self._placement.dtype).removeprefix("torch."),
+            "torch_threads": torch.get_num_threads(),
+        }
+
+    def _free(self, model_id: str, pipeline: Any) -> None:
+        log.info("unloading model %s", model_id)
+        del pipeline
+        gc.collect()
+        if self._placement.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _step_guard(started: float, timeout_seconds: float, cancel: threading.Event | None) -> Any:
+    """A `callback_on_step_end` that stops the run at the next step boundary when the timeout has
+    passed or the worker abandons the batch. Nothing can interrupt the middle of a step."""
+
+    def on_step_end(
+        pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        if cancel is not None and cancel.is_set():
+            raise _Stop(ErrorCode.GENERATION_FAILED, "generation abandoned by the worker")
+        elapsed = time.perf_counter() - started
+        if timeout_seconds and elapsed > timeout_seconds:
+            raise _Stop(
+                ErrorCode.TIMEOUT,
+                f"generation stopped after {elapsed:.2f}s at step {step + 1} "
+                f"(GENERATION_TIMEOUT_SECONDS={timeout_seconds:g})",
+            )
+        return callback_kwargs
+
+    return on_step_end

@@ -1,0 +1,113 @@
+"""Loading a pipeline from a model id: the built-in tiny model, a local folder or a hub id.
+
+Loading is offline-aware. A hub id is first looked up in the local cache only; the hub is asked
+only when it is allowed (HF_HUB_OFFLINE unset) and reachable, so an unreachable hub costs one
+short probe instead of ~20 s of download retries, and the error says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from consumer.engine.protocol import EngineError
+from consumer.models import TINY_MODEL_ID, model_kind
+from consumer.tiny_model import ensure_tiny_model
+from schemas import ErrorCode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str
+    dtype: torch.dtype
+
+
+def choose_placement(requested: str) -> Placement:
+    """fp16 on CUDA, fp32 elsewhere (fp16 on CPU is slow and poorly supported)."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda":
+        return Placement("cuda", torch.float16)
+    return Placement(requested, torch.float32)
+
+
+class PipelineLoader:
+    def __init__(
+        self, models_dir: Path, placement: Placement, offline: bool, probe_timeout: float
+    ) -> None:
+        self._models_dir = models_dir
+        self._placement = placement
+        self._offline = offline
+        self._probe_timeout = probe_timeout
+
+    def __call__(self, model_id: str) -> Any:
+        source, is_local = self._resolve(model_id)
+        try:
+            pipeline = self._from_pretrained(source, local_only=True)
+        except (OSError, ValueError) as exc:
+            if is_local or self._offline:
+                raise _unavailable(model_id, exc, "it is not in the local cache (offline)") from exc
+            if not _hub_reachable(self._probe_timeout):
+                raise _unavailable(
+                    model_id, exc, "it is not in the local cache and the hub is unreachable"
+                ) from exc
+            log.info("downloading %s from the hub", model_id)
+            try:
+                pipeline = self._from_pretrained(source, local_only=False)
+            except (OSError, ValueError) as download_exc:
+                raise _unavailable(model_id, download_exc, "the download failed") from download_exc
+        return self._prepare(pipeline)
+
+    def _resolve(self, model_id: str) -> tuple[str, bool]:
+        if model_id == TINY_MODEL_ID:
+            return str(ensure_tiny_model(self._models_dir)), True
+        if model_kind(model_id) == "local":
+            return str(Path(model_id).expanduser()), True
+        return model_id, False
+
+    def _from_pretrained(self, source: str, local_only: bool) -> Any:
+        from diffusers import AutoPipelineForText2Image  # heavy import, done on the engine thread
+
+        kwargs: dict[str, Any] = {
+            "dtype": self._placement.dtype,
+            "use_safetensors": True,  # never unpickle .bin weights
+            "local_files_only": local_only,
+        }
+        if self._placement.dtype == torch.float16:
+            try:
+                return AutoPipelineForText2Image.from_pretrained(source, variant="fp16", **kwargs)
+            except (OSError, ValueError):
+                pass  # no fp16 variant files: load the full-precision files and cast
+        return AutoPipelineForText2Image.from_pretrained(source, **kwargs)
+
+    def _prepare(self, pipeline: Any) -> Any:
+        pipeline = pipeline.to(self._placement.device)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+
+
+def _unavailable(model_id: str, exc: BaseException, why: str) -> EngineError:
+    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return EngineError(
+        ErrorCode.MODEL_UNAVAILABLE, f"model '{model_id}' cannot be loaded: {why} ({detail})"
+    )
+
+
+def _hub_reachable(timeout: float) -> bool:
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False

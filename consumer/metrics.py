@@ -1,0 +1,79 @@
+"""Prometheus metrics of one worker, on a registry of its own (tests build several workers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from consumer.engine import CacheStats
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _CacheCollector(Collector):
+    """Reads the cache counters at scrape time, so the engine knows nothing of Prometheus."""
+
+    def __init__(self, stats: Callable[[], CacheStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self._stats()
+        yield CounterMetricFamily(
+            "model_cache_hits", "Requests served by a loaded model.", stats.hits
+        )
+        yield CounterMetricFamily(
+            "model_cache_misses", "Requests that loaded a model.", stats.misses
+        )
+        yield CounterMetricFamily(
+            "model_cache_evictions", "Models unloaded to make room.", stats.evictions
+        )
+        loads = GaugeMetricFamily(
+            "model_load_seconds", "Seconds the last load of each model took.", labels=["model"]
+        )
+        for model, seconds in stats.load_seconds.items():
+            loads.add_metric([model], seconds)
+        yield loads
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.generations = Counter(
+            "image_generations",
+            "Requests finished, by status and model.",
+            ["status", "model"],
+            registry=r,
+        )
+        self.generation_seconds = Histogram(
+            "image_generation_seconds",
+            "Engine time per batch.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "request_latency_seconds",
+            "From the request's Kafka timestamp to its result.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "batch_size_images", "Images per engine call.", buckets=(1, 2, 4, 8, 16, 32), registry=r
+        )
+        self.in_flight = Gauge(
+            "requests_in_flight", "Requests taken but not yet committed.", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "consumer_lag", "Records behind the end of each partition.", ["partition"], registry=r
+        )
+        self.dead_letters = Counter(
+            "dead_letters", "Events sent to the dead-letter topic.", registry=r
+        )
+        self.storage_retries = Counter("storage_retries", "Retried uploads.", registry=r)
+
+    def watch_cache(self, stats: Callable[[], CacheStats]) -> None:
+        self.registry.register(_CacheCollector(stats))

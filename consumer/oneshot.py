@@ -1,0 +1,84 @@
+"""`python -m consumer generate`: one request through the real engine and storage, no Kafka."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from consumer.engine import EngineError, build_engine, plan_job
+from consumer.results import encode_output, store_output
+from consumer.settings import Settings
+from schemas import Accepted, ErrorCode, GenerationResult, Rejected, parse_request
+from storage import ImageStore, LocalImageStore, StorageError, build_store
+
+
+def generate_once(
+    settings: Settings, request: dict[str, object], out: Path | None
+) -> GenerationResult:
+    """Validate like the worker does, generate, store (to `out` when given), return the result."""
+    outcome = parse_request(json.dumps(request).encode(), settings.request_limits())
+    if isinstance(outcome, Rejected):
+        return outcome.result()
+    if not isinstance(outcome, Accepted):
+        raise ValueError(outcome.error.message)
+    job = plan_job(outcome.request, settings.default_negative_prompt)
+    engine = build_engine(settings)
+    try:
+        output = engine.generate([job], settings.generation_timeout_seconds)[0]
+    except EngineError as exc:
+        return GenerationResult.failed(job.request_id, exc.code, exc.message)
+    try:
+        store: ImageStore = _FileStore(out.resolve()) if out else build_store(settings)
+        return store_output(output, encode_output(output), store, _key_prefix(settings, out))
+    except StorageError as exc:
+        return GenerationResult.failed(job.request_id, ErrorCode.STORAGE_FAILED, str(exc))
+
+
+def _key_prefix(settings: Settings, out: Path | None) -> str:
+    return "" if out else settings.s3_key_prefix
+
+
+class _FileStore(LocalImageStore):
+    """`--out x.png` writes x.png (and x-1.png, x-2.png, ... for more images)."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__(out.parent, base_url=None)
+        self._out = out
+
+    def put(self, key: str, data: bytes, content_type: str = "image/png") -> str:
+        index = int(Path(key).stem)
+        name = self._out.name if index == 0 else f"{self._out.stem}-{index}{self._out.suffix}"
+        return super().put(name, data, content_type)
+
+
+def request_from_args(
+    prompt: str,
+    *,
+    seed: int | None,
+    width: int,
+    height: int,
+    steps: int,
+    cfg: float,
+    num_images: int,
+    model: str | None,
+    negative_prompt: str | None,
+    request_id: str | None = None,
+) -> dict[str, object]:
+    params: dict[str, object] = {
+        "width": width,
+        "height": height,
+        "steps": steps,
+        "cfg": cfg,
+        "num_images": num_images,
+    }
+    if seed is not None:
+        params["seed"] = seed
+    if model is not None:
+        params["model"] = model
+    return {
+        "request_id": request_id or f"cli-{int(time.time() * 1000)}",
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "params": params,
+    }

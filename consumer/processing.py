@@ -1,0 +1,104 @@
+"""One batch, from jobs to result events: generate on the engine thread, encode and upload on I/O
+threads, with retries for a store that went away. Nothing here touches Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from consumer.engine import Engine, EngineError, GenerationJob, JobOutput
+from consumer.results import encode_output, store_output
+from schemas import ErrorCode, GenerationResult
+from storage import ImageStore, StorageError
+
+log = logging.getLogger(__name__)
+
+
+class Abandoned(Exception):
+    """The worker gave the batch up (shutdown or rebalance): publish nothing, commit nothing,
+    so the requests are delivered again."""
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        engine: Engine,
+        store: ImageStore,
+        *,
+        key_prefix: str,
+        timeout_seconds: float,
+        engine_thread: ThreadPoolExecutor,
+        io_threads: ThreadPoolExecutor,
+        on_storage_retry: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self._key_prefix = key_prefix
+        self._timeout = timeout_seconds
+        self._engine_thread = engine_thread
+        self._io_threads = io_threads
+        self._on_storage_retry = on_storage_retry
+        # Set by abandon(): the engine stops at its next denoising step, retries stop at once.
+        self._abandon_thread = threading.Event()
+        self._abandon_loop = asyncio.Event()
+
+    def abandon(self) -> None:
+        self._abandon_thread.set()
+        self._abandon_loop.set()
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandon_thread.is_set()
+
+    async def run(self, jobs: Sequence[GenerationJob]) -> list[GenerationResult]:
+        """Results for every job, in order. Raises Abandoned when the worker gives up."""
+        loop = asyncio.get_running_loop()
+        try:
+            outputs = await loop.run_in_executor(
+                self._engine_thread,
+                self._engine.generate,
+                jobs,
+                self._timeout,
+                self._abandon_thread,
+            )
+        except EngineError as exc:
+            if self.abandoned:
+                raise Abandoned from exc
+            return [GenerationResult.failed(job.request_id, exc.code, exc.message) for job in jobs]
+        except Exception as exc:  # a bug in the engine must fail the batch, not the worker
+            log.exception("engine raised unexpectedly")
+            message = f"generation failed: {type(exc).__name__}"
+            return [
+                GenerationResult.failed(j.request_id, ErrorCode.GENERATION_FAILED, message)
+                for j in jobs
+            ]
+        return list(await asyncio.gather(*(self._store_one(output) for output in outputs)))
+
+    async def _store_one(self, output: JobOutput) -> GenerationResult:
+        loop = asyncio.get_running_loop()
+        pngs = await loop.run_in_executor(self._io_threads, encode_output, output)
+        delay = 0.2
+        while True:
+            try:
+                return await loop.run_in_executor(
+                    self._io_threads, store_output, output, pngs, self._store, self._key_prefix
+                )
+            except StorageError as exc:
+                if not exc.retryable:
+                    return GenerationResult.failed(
+                        output.job.request_id, ErrorCode.STORAGE_FAILED, str(exc)
+                    )
+                if self.abandoned:
+                    raise Abandoned from exc
+                self._on_storage_retry()
+                log.warning("store unavailable (%s); retrying in %.1fs", exc, delay)
+                await self._sleep_unless_abandoned(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _sleep_unless_abandoned(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._abandon_loop.wait(), seconds)

@@ -1,0 +1,129 @@
+"""The aiohttp sidecar: health, readiness, models, metrics and an API-key protected purge."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from consumer.models import describe_models
+from consumer.settings import Settings
+from consumer.worker import Worker
+
+log = logging.getLogger(__name__)
+
+WORKER: web.AppKey[Worker] = web.AppKey("worker", Worker)
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+
+
+def build_app(settings: Settings, worker: Worker) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    app[WORKER] = worker
+    app[SETTINGS] = settings
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/models/purge", purge)
+    if settings.metrics_enabled:
+        app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness with readiness detail; always 200 while the process serves."""
+    worker = request.app[WORKER]
+    status = "draining" if worker.draining else ("ok" if worker.ready else "starting")
+    return web.json_response(
+        {
+            "status": status,
+            "ready": worker.ready,
+            "broker_connected": worker.broker_connected,
+            "partitions": [f"{tp.topic}:{tp.partition}" for tp in worker.assignment()],
+            "models_loaded": worker.engine.loaded_models(),
+            "default_model": request.app[SETTINGS].default_model,
+            "engine": worker.engine.describe(),
+            "completed": worker.completed,
+        }
+    )
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: 503 until partitions are assigned, and again while draining."""
+    worker = request.app[WORKER]
+    body = {"ready": worker.ready, "draining": worker.draining}
+    return web.json_response(body, status=200 if worker.ready else 503)
+
+
+async def models(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    loaded = request.app[WORKER].engine.loaded_models()
+    return web.json_response(
+        {
+            "models": list(settings.allowed_models),
+            "default_model": settings.default_model,
+            "loaded": loaded,
+            "details": describe_models(list(settings.allowed_models), loaded),
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[WORKER].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def purge(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if settings.require_api_key and not key_is_valid(
+        request.headers.get("X-API-Key"), settings.valid_api_keys()
+    ):
+        return web.json_response(
+            {"error": {"code": "unauthorized", "message": "missing or invalid X-API-Key"}},
+            status=401,
+        )
+    model_id = await _purge_target(request)
+    if isinstance(model_id, web.Response):
+        return model_id
+    engine = request.app[WORKER].engine
+    result = await asyncio.get_running_loop().run_in_executor(None, engine.purge, model_id)
+    log.info("purge", extra={"model_id": model_id, "removed": result.removed})
+    return web.json_response(result.as_dict())
+
+
+async def _purge_target(request: web.Request) -> str | web.Response | None:
+    if not request.can_read_body:
+        return None
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("model_id", ""), str | None):
+        return web.json_response(
+            {"error": {"code": "invalid_request", "message": 'body must be {"model_id": str}'}},
+            status=400,
+        )
+    model_id = body.get("model_id")
+    return model_id if isinstance(model_id, str) else None
+
+
+def key_is_valid(given: str | None, valid: list[str]) -> bool:
+    """Constant time over digests, so neither the key nor its length leaks through timing."""
+    if not given or not valid:
+        return False
+    digest = hashlib.sha256(given.encode()).digest()
+    matches = [hmac.compare_digest(digest, hashlib.sha256(k.encode()).digest()) for k in valid]
+    return any(matches)
+
+
+async def start_sidecar(settings: Settings, worker: Worker) -> web.AppRunner:
+    runner = web.AppRunner(build_app(settings, worker), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.app_host, settings.app_port)
+    await site.start()
+    log.info("sidecar listening", extra={"host": settings.app_host, "port": settings.app_port})
+    return runner

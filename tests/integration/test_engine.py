@@ -1,0 +1,111 @@
+"""The real diffusers engine on the tiny SDXL-architecture model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from consumer.engine import EngineError, GenerationJob
+from consumer.engine.diffusers_engine import DiffusersEngine
+from consumer.results import encode_output
+from consumer.settings import Settings
+from schemas import ErrorCode
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def engine(engine_settings: Settings) -> DiffusersEngine:
+    return DiffusersEngine(engine_settings)
+
+
+def job(
+    seeds: tuple[int, ...],
+    request_id: str = "r1",
+    steps: int = 1,
+    size: int = 256,
+    model: str = "tiny-sdxl",
+    prompt: str = "a red fox",
+) -> GenerationJob:
+    return GenerationJob(
+        request_id, prompt, "blurry", "standard", model, size, size, steps, 0.0, seeds
+    )
+
+
+def pixels(engine: DiffusersEngine, j: GenerationJob) -> list[np.ndarray]:
+    return [np.asarray(im) for im in engine.generate([j], 0)[0].images]
+
+
+def test_same_seed_gives_identical_png_bytes(engine: DiffusersEngine) -> None:
+    first = encode_output(engine.generate([job((42,))], 0)[0])
+    second = encode_output(engine.generate([job((42,))], 0)[0])
+    assert first == second
+    assert first[0][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_different_seeds_differ(engine: DiffusersEngine) -> None:
+    a, b = pixels(engine, job((1,)))[0], pixels(engine, job((2,)))[0]
+    assert a.shape == (256, 256, 3)
+    assert not np.array_equal(a, b)
+
+
+def test_each_image_of_a_request_reproduces_alone_from_its_seed(engine: DiffusersEngine) -> None:
+    together = pixels(engine, job((7, 8, 9)))
+    assert len(together) == 3
+    for seed, image in zip((7, 8, 9), together, strict=True):
+        alone = pixels(engine, job((seed,)))[0]
+        # Batched kernels may round differently: within 1/255 per value (DESIGN.md).
+        assert np.abs(alone.astype(int) - image.astype(int)).max() <= 1
+
+
+def test_batch_of_requests_keeps_each_images_seed(engine: DiffusersEngine) -> None:
+    outputs = engine.generate([job((5,), "a", prompt="cat"), job((6, 7), "b", prompt="dog")], 0)
+    assert [len(o.images) for o in outputs] == [1, 2]
+    alone = pixels(engine, job((6,), "b", prompt="dog"))[0]
+    assert np.abs(alone.astype(int) - np.asarray(outputs[1].images[0]).astype(int)).max() <= 1
+
+
+def test_timeout_stops_generation_and_the_next_call_works(engine: DiffusersEngine) -> None:
+    engine.generate([job((1,))], 0)  # loaded and warm
+    started = time.perf_counter()
+    with pytest.raises(EngineError) as info:
+        engine.generate([job((1,), steps=50, size=512)], timeout_seconds=0.001)
+    assert info.value.code is ErrorCode.TIMEOUT
+    assert time.perf_counter() - started < 5  # stopped early, not after 50 steps
+    assert pixels(engine, job((3,)))[0].shape == (256, 256, 3)
+
+
+def test_abandon_flag_stops_at_the_next_step(engine: DiffusersEngine) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(EngineError) as info:
+        engine.generate([job((1,), steps=4)], 0, cancel)
+    assert info.value.code is ErrorCode.GENERATION_FAILED
+
+
+def test_unavailable_model_fails_fast_and_clearly(engine: DiffusersEngine) -> None:
+    started = time.perf_counter()
+    with pytest.raises(EngineError) as info:
+        engine.generate([job((1,), model="stabilityai/sdxl-turbo")], 0)
+    assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
+    assert "stabilityai/sdxl-turbo" in info.value.message
+    assert time.perf_counter() - started < 5  # no hub retries
+
+
+def test_missing_local_folder_is_unavailable(engine: DiffusersEngine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(EngineError) as info:
+        engine.generate([job((1,), model=str(tmp_path / "nope"))], 0)
+    assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
+
+
+def test_concurrent_first_use_loads_once(engine_settings: Settings) -> None:
+    fresh = DiffusersEngine(engine_settings)
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda s: fresh.generate([job((s,))], 0), range(3)))
+    assert fresh.stats.misses == 1 and fresh.stats.hits == 2
+    assert fresh.loaded_models() == ["tiny-sdxl"]
+    assert fresh.purge().as_dict() == {"model_id": None, "removed": ["tiny-sdxl"], "remaining": []}

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from consumer.batching import OffsetTracker, group_batches
+
+
+def batches(items: list[tuple[str, int]], max_images: int) -> list[list[str]]:
+    named = [(f"{k}{i}", k, n) for i, (k, n) in enumerate(items)]
+    grouped = group_batches(named, key=lambda t: t[1], size=lambda t: t[2], max_images=max_images)
+    return [[name for name, _, _ in batch] for batch in grouped]
+
+
+def test_compatible_requests_share_a_batch_in_arrival_order() -> None:
+    assert batches([("a", 1), ("b", 1), ("a", 1), ("a", 1)], 4) == [["a0", "a2", "a3"], ["b1"]]
+
+
+def test_batches_are_capped_by_images_not_requests() -> None:
+    assert batches([("a", 2), ("a", 2), ("a", 1)], 4) == [["a0", "a1"], ["a2"]]
+    assert batches([("a", 1)] * 5, 2) == [["a0", "a1"], ["a2", "a3"], ["a4"]]
+
+
+def test_size_one_turns_batching_off() -> None:
+    assert batches([("a", 1), ("a", 1)], 1) == [["a0"], ["a1"]]
+
+
+def test_a_request_larger_than_the_cap_runs_alone() -> None:
+    assert batches([("a", 1), ("a", 8), ("a", 1)], 4) == [["a0"], ["a1"], ["a2"]]
+
+
+def test_empty() -> None:
+    assert batches([], 4) == []
+
+
+def test_offsets_commit_only_below_the_lowest_unfinished() -> None:
+    tracker = OffsetTracker()
+    for offset in (10, 11, 12, 13):
+        tracker.add(offset)
+    tracker.done([12, 13])
+    assert tracker.committable() is None  # 10 and 11 are still running
+    tracker.done([10])
+    assert tracker.committable() == 11
+    assert tracker.committable() is None  # nothing new
+    tracker.done([11])
+    assert tracker.committable() == 14
+    assert len(tracker) == 0
+
+
+def test_offsets_with_gaps_from_compaction_or_transactions() -> None:
+    tracker = OffsetTracker()
+    tracker.add(5)
+    tracker.add(9)
+    tracker.done([9])
+    assert tracker.committable() is None
+    tracker.done([5])
+    assert tracker.committable() == 10
