@@ -1,0 +1,43 @@
+"""Image storage: deterministic keys, PNG encoding and the S3 / local backends."""
+
+from __future__ import annotations
+
+from storage.base import ImageStore, StorageError, StorageSettings
+from storage.keys import image_id, image_key
+from storage.local import LocalImageStore
+from storage.png import encode_png, read_png_parameters
+from storage.s3 import S3ImageStore
+
+__all__ = [
+    "ImageStore",
+    "LocalImageStore",
+    "S3ImageStore",
+    "StorageError",
+    "StorageSettings",
+    "build_store",
+    "encode_png",
+    "image_id",
+    "image_key",
+    "read_png_parameters",
+]
+
+
+def build_store(settings: StorageSettings) -> ImageStore:
+    """Build the configured backend; for S3, create the bucket first when asked to."""
+    if settings.storage_backend == "local":
+        return LocalImageStore(settings.data_dir / "images", settings.base_url)
+    key_id, secret = settings.aws_access_key_id, settings.aws_secret_access_key
+    store = S3ImageStore(
+        settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        public_endpoint_url=settings.s3_public_endpoint_url,
+        region=settings.s3_region,
+        # Both or neither: half a key pair falls back to boto3's default credential chain.
+        access_key_id=key_id.get_secret_value() if key_id else None,
+        secret_access_key=secret.get_secret_value() if secret else None,
+        base_url=settings.base_url,
+        presign_expiry_seconds=settings.s3_presign_expiry_seconds,
+    )
+    if settings.s3_create_bucket:
+        store.ensure_bucket()
+    return store

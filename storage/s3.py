@@ -1,0 +1,177 @@
+"""S3 (and S3-compatible: SeaweedFS, MinIO) image store on boto3."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, cast
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+
+from storage.base import StorageError
+
+# Redelivery may rewrite a key with new content (a request without a seed gets a fresh one), so
+# objects are cacheable but not "immutable".
+DEFAULT_CACHE_CONTROL = "public, max-age=86400"
+_RETRYABLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "SlowDown",
+        "RequestTimeout",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "ServiceUnavailable",
+        "InternalError",
+    }
+)
+_MISSING_BUCKET_CODES = frozenset({"404", "NoSuchBucket", "NotFound"})
+
+
+class _S3Client(Protocol):
+    """The calls this module makes; boto3-stubs' S3Client needs the optional [s3] extra."""
+
+    def put_object(self, **kwargs: Any) -> object: ...
+    def head_bucket(self, **kwargs: Any) -> object: ...
+    def create_bucket(self, **kwargs: Any) -> object: ...
+    def generate_presigned_url(
+        self, ClientMethod: str, Params: dict[str, str], ExpiresIn: int
+    ) -> str: ...
+
+
+def _client_config() -> Config:
+    # boto3 >= 1.36 sends CRC checksums that some S3-compatible stores reject: only when required.
+    return Config(
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=3,
+        read_timeout=30,
+        s3={"addressing_style": "path"},
+        # Without this, presigned URLs for us-east-1 use legacy SigV2 query auth.
+        signature_version="s3v4",
+    )
+
+
+class S3ImageStore:
+    """Puts images into one bucket; URLs are BASE_URL/key or presigned GETs."""
+
+    name = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        base_url: str | None = None,
+        presign_expiry_seconds: int = 3600,
+        cache_control: str = DEFAULT_CACHE_CONTROL,
+    ) -> None:
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url
+        self.base_url = base_url
+        self.presign_expiry_seconds = presign_expiry_seconds
+        self.cache_control = cache_control
+        # Kept only to scrub them out of error text; never printed (see __repr__).
+        self._secrets = tuple(s for s in (access_key_id, secret_access_key) if s)
+        creds: dict[str, Any] = {}
+        if access_key_id and secret_access_key:
+            creds = {"aws_access_key_id": access_key_id, "aws_secret_access_key": secret_access_key}
+        self._client = self._make_client(endpoint_url, region, creds)
+        # The presigned signature covers the host, so sign with the name clients will use.
+        public = public_endpoint_url or endpoint_url
+        self._signer = (
+            self._client if public == endpoint_url else self._make_client(public, region, creds)
+        )
+
+    @staticmethod
+    def _make_client(endpoint_url: str | None, region: str, creds: dict[str, Any]) -> _S3Client:
+        session = boto3.session.Session(region_name=region, **creds)
+        client = session.client("s3", endpoint_url=endpoint_url, config=_client_config())
+        return cast(_S3Client, client)
+
+    def __repr__(self) -> str:
+        return f"S3ImageStore(bucket={self.bucket!r}, endpoint_url={self.endpoint_url!r})"
+
+    def put(self, key: str, data: bytes, content_type: str = "image/png") -> str:
+        """Upload `data` to `key` (overwrites) and return its client URL."""
+        try:
+            self._client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                CacheControl=self.cache_control,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._wrap(exc, f"put {key!r}") from None
+        return self.url_for(key)
+
+    def url_for(self, key: str) -> str:
+        """BASE_URL/key when a public gateway is configured, else a presigned GET URL."""
+        if self.base_url:
+            return self.base_url.rstrip("/") + "/" + key
+        try:
+            return self._signer.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": key},
+                ExpiresIn=self.presign_expiry_seconds,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._wrap(exc, f"presign {key!r}") from None
+
+    def check(self) -> None:
+        """Raise StorageError unless the bucket answers a HEAD request."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._wrap(exc, "head bucket") from None
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when it does not exist yet (idempotent)."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            if _error_code(exc) not in _MISSING_BUCKET_CODES:
+                raise self._wrap(exc, "head bucket") from None
+        except BotoCoreError as exc:
+            raise self._wrap(exc, "head bucket") from None
+        try:
+            self._client.create_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            # Another worker may have won the race; that is the outcome we wanted.
+            if _error_code(exc) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                raise self._wrap(exc, "create bucket") from None
+        except BotoCoreError as exc:
+            raise self._wrap(exc, "create bucket") from None
+
+    def _wrap(self, exc: BotoCoreError | ClientError, action: str) -> StorageError:
+        """Turn a botocore error into a StorageError with a scrubbed message.
+
+        The chain is cut (`from None`) by callers because botocore's own text may echo request
+        details; the code and status are kept as attributes instead.
+        """
+        where = f"s3 {action} in bucket {self.bucket!r}"
+        if isinstance(exc, ClientError):
+            code = _error_code(exc)
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            retryable = code in _RETRYABLE_CODES or (status or 0) >= 500 or status == 429
+            message = f"{where} failed: {code} (HTTP {status})"
+            return StorageError(message, retryable=retryable, code=code, status=status)
+        retryable = isinstance(exc, ConnectionError | HTTPClientError)
+        message = self._scrub(f"{where} failed: {type(exc).__name__}: {exc}")
+        return StorageError(message, retryable=retryable, code=type(exc).__name__)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "Unknown"))

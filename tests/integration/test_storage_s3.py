@@ -1,0 +1,115 @@
+"""S3ImageStore against a real S3 server: embedded SeaweedFS, or S3_ENDPOINT_URL when set."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import urllib.request
+from typing import Any
+
+import boto3
+import pytest
+
+from consumer.services import free_port
+from storage import S3ImageStore, StorageError, encode_png
+from tests.fixtures.services import S3Endpoint
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def plain_client(endpoint_url: str, key: str | None, secret: str | None, region: str) -> Any:
+    """A boto3 client that shares no code with the store, to read back what it wrote."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+    )
+
+
+def sample_png() -> bytes:
+    from PIL import Image
+
+    return encode_png(Image.new("RGB", (64, 64), (12, 34, 56)), {"seed": 1, "prompt": "test"})
+
+
+def put_and_read_back(store: S3ImageStore, client: Any) -> None:
+    """Shared by the SeaweedFS and MinIO tests: put, then get_object and the presigned URL."""
+    data, key = sample_png(), f"images/req-{secrets.token_hex(4)}/0.png"
+    url = store.put(key, data)
+    stored = client.get_object(Bucket=store.bucket, Key=key)
+    assert stored["Body"].read() == data
+    assert stored["ContentType"] == "image/png"
+    assert stored.get("CacheControl")
+    with urllib.request.urlopen(url, timeout=10) as response:  # presigned GET
+        assert response.read() == data
+
+
+def _store(endpoint: S3Endpoint, **kwargs: Any) -> S3ImageStore:
+    options: dict[str, Any] = {
+        "endpoint_url": endpoint.endpoint_url,
+        "region": endpoint.region,
+        "access_key_id": endpoint.access_key_id,
+        "secret_access_key": endpoint.secret_access_key,
+    }
+    return S3ImageStore(kwargs.pop("bucket", endpoint.bucket), **{**options, **kwargs})
+
+
+@pytest.fixture
+def client(s3_endpoint: S3Endpoint) -> Any:
+    e = s3_endpoint
+    return plain_client(e.endpoint_url, e.access_key_id, e.secret_access_key, e.region)
+
+
+def test_put_then_read_back(s3_endpoint: S3Endpoint, client: Any) -> None:
+    store = _store(s3_endpoint)
+    store.ensure_bucket()
+    store.check()
+    put_and_read_back(store, client)
+
+
+def test_put_overwrites_same_key(s3_endpoint: S3Endpoint, client: Any) -> None:
+    store = _store(s3_endpoint)
+    store.ensure_bucket()
+    store.put("images/same/0.png", b"first")
+    store.put("images/same/0.png", b"second")
+    body = client.get_object(Bucket=store.bucket, Key="images/same/0.png")["Body"].read()
+    assert body == b"second"
+
+
+def test_bucket_is_auto_created(s3_endpoint: S3Endpoint, client: Any) -> None:
+    bucket = f"auto-{secrets.token_hex(4)}"
+    store = _store(s3_endpoint, bucket=bucket)
+    with pytest.raises(StorageError) as info:
+        store.check()
+    assert info.value.retryable is False
+    store.ensure_bucket()
+    store.ensure_bucket()  # idempotent
+    client.head_bucket(Bucket=bucket)
+    put_and_read_back(store, client)
+
+
+def test_closed_port_is_retryable_and_quick(s3_endpoint: S3Endpoint) -> None:
+    store = _store(s3_endpoint, endpoint_url=f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    with pytest.raises(StorageError) as info:
+        store.put("images/x/0.png", b"x")
+    assert info.value.retryable is True
+    assert time.monotonic() - started < 15  # 3 attempts with backoff, connection refused
+    with pytest.raises(StorageError):
+        store.check()
+
+
+def test_wrong_credentials_are_not_retryable(s3_endpoint: S3Endpoint) -> None:
+    if not s3_endpoint.auth_enforced:
+        pytest.skip("this S3 endpoint does not check credentials")
+    wrong_secret = "wrong-" + secrets.token_hex(16)
+    store = _store(s3_endpoint, secret_access_key=wrong_secret)
+    with pytest.raises(StorageError) as info:
+        store.put("images/x/0.png", b"x")
+    error = info.value
+    assert error.retryable is False
+    assert error.status == 403
+    assert wrong_secret not in str(error)
+    assert wrong_secret not in repr(store)
