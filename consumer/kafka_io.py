@@ -105,8 +105,10 @@ async def publish_dead_letter(
     producer: AIOKafkaProducer, topic: str, record: ConsumerRecord[Any, Any], error: ErrorInfo
 ) -> None:
     """The original bytes, untouched, with headers that say where they came from and why."""
+    # A record with neither key nor value is legal in Kafka but not sendable with aiokafka.
+    key = b"" if record.key is None and record.value is None else record.key
     await producer.send_and_wait(
-        topic, key=record.key, value=record.value, headers=dead_letter_headers(record, error)
+        topic, key=key, value=record.value, headers=dead_letter_headers(record, error)
     )
 
 

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     s3_bucket: str = "images"
     s3_region: str = "us-east-1"
     s3_create_bucket: bool = True
-    s3_key_prefix: str = "images"
+    s3_key_prefix: str = Field("", description="Prefix of object keys inside the bucket.")
     s3_presign_expiry_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
     aws_access_key_id: SecretStr | None = Field(
         None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id")

@@ -47,7 +47,7 @@ def stack_up(settings: Settings, partitions: int = 4) -> Path:
     folder = stack_dir(settings)
     kafka_port, s3_port = _ports(settings)
     key_id, secret = _credentials(folder)
-    if not SeaweedS3.pidfile(folder / "seaweedfs").exists():
+    if not SeaweedS3.is_running(folder / "seaweedfs"):
         SeaweedS3(
             folder / "seaweedfs",
             bucket=settings.s3_bucket,
@@ -55,7 +55,7 @@ def stack_up(settings: Settings, partitions: int = 4) -> Path:
             secret_key=secret,
             port=s3_port,
         ).start(detach=True, timeout=60)
-    if not TansuBroker.pidfile(folder / "tansu").exists():
+    if not TansuBroker.is_running(folder / "tansu"):
         TansuBroker(folder / "tansu", port=kafka_port).start(detach=True, timeout=30)
     bootstrap = f"127.0.0.1:{kafka_port}"
     topics = [settings.request_topic, settings.result_topic, settings.dlq_topic]

@@ -51,12 +51,17 @@ async def _wait_for(
 ) -> GenerationResult | None:
     started = time.monotonic()
     key = request_id.encode()
+    interactive = sys.stderr.isatty()
     while (elapsed := time.monotonic() - started) < wait_seconds:
-        print(f"\rwaiting for the result... {elapsed:4.0f}s", end="", file=sys.stderr, flush=True)
+        if interactive:
+            print(f"\rwaiting for the result... {elapsed:4.0f}s", end="", file=sys.stderr, flush=True)
+        elif int(elapsed) % 5 == 0:
+            print(f"waiting for the result... {elapsed:.0f}s", file=sys.stderr, flush=True)
         batches = await consumer.getmany(timeout_ms=1000)
         for record in (r for rs in batches.values() for r in rs):
             if record.key == key:
-                print(f"\rresult after {time.monotonic() - started:.1f}s      ", file=sys.stderr)
+                prefix = "\r" if interactive else ""
+                print(f"{prefix}result after {time.monotonic() - started:.1f}s   ", file=sys.stderr)
                 return GenerationResult.model_validate_json(record.value)
     print("", file=sys.stderr)
     return None

@@ -15,13 +15,14 @@ from pydantic_core import PydanticCustomError
 from schemas.errors import ViolationCode
 from schemas.limits import ABSOLUTE_MAX_IMAGE_SIZE, MAX_SEED, SIZE_MULTIPLE, RequestLimits
 
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# Starts with a letter or digit, so "." and ".." (path segments) can never be an id.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 RequestId = Annotated[
     str,
     Field(
         pattern=REQUEST_ID_PATTERN,
-        description="1-128 chars of [A-Za-z0-9._:-]; the idempotency key.",
+        description="1-128 chars of [A-Za-z0-9._:-], starting with a letter or digit; the idempotency key.",
     ),
 ]
 

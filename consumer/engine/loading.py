@@ -75,6 +75,11 @@ class PipelineLoader:
 
     def _from_pretrained(self, source: str, local_only: bool) -> Any:
         from diffusers import AutoPipelineForText2Image  # heavy import, done on the engine thread
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()  # progress bars would break the JSON log lines
+        transformers_logging.disable_progress_bar()
 
         kwargs: dict[str, Any] = {
             "dtype": self._placement.dtype,

@@ -1,0 +1,105 @@
+"""Small bounded helpers for the Kafka integration tests (all talk to 127.0.0.1 only)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from consumer.engine import Engine
+from consumer.engine.diffusers_engine import DiffusersEngine
+from consumer.settings import Settings
+from consumer.worker import Worker
+from schemas import GenerationResult
+from storage import ImageStore, build_store
+
+
+def request(request_id: str, prompt: str = "a lighthouse", **params: Any) -> bytes:
+    body = {"request_id": request_id, "prompt": prompt, "params": {"width": 256, "height": 256, **params}}
+    return json.dumps(body).encode()
+
+
+async def produce(bootstrap: str, topic: str, values: Iterable[bytes | None], key: bytes | None = None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=8 * 1024 * 1024)
+    await producer.start()
+    try:
+        for value in values:
+            # A null value needs a key (aiokafka refuses a record with neither).
+            record_key = key if key is not None or value is not None else b"tombstone"
+            await producer.send_and_wait(
+                topic, value=value, key=record_key, headers=[("origin", b"test")]
+            )
+    finally:
+        await producer.stop()
+
+
+async def collect(bootstrap: str, topic: str, count: int, timeout: float = 90.0) -> list[Any]:
+    """Read `topic` from the beginning until `count` records arrived or `timeout` passed."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            records += [r for rs in batch.values() for r in rs]
+    finally:
+        await consumer.stop()
+    return records
+
+
+def results(records: list[Any]) -> dict[str, list[GenerationResult]]:
+    by_id: dict[str, list[GenerationResult]] = {}
+    for record in records:
+        result = GenerationResult.model_validate_json(record.value)
+        by_id.setdefault(result.request_id or "", []).append(result)
+    return by_id
+
+
+async def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        end = await consumer.end_offsets(tps)
+        committed = {tp.partition: (await consumer.committed(tp)) or 0 for tp in tps}
+        return committed, {tp.partition: offset for tp, offset in end.items()}
+    finally:
+        await consumer.stop()
+
+
+def download(url: str) -> bytes:
+    assert url.startswith("http://127.0.0.1"), url
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return bytes(response.read())
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: Settings, engine: Engine | None = None, store: ImageStore | None = None
+) -> AsyncIterator[Worker]:
+    worker = Worker(settings, engine or DiffusersEngine(settings), store or build_store(settings))
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, 60)
+
+
+async def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
