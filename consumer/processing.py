@@ -31,6 +31,7 @@ class BatchProcessor:
         *,
         key_prefix: str,
         timeout_seconds: float,
+        max_backoff_seconds: float = 10.0,
         engine_thread: ThreadPoolExecutor,
         io_threads: ThreadPoolExecutor,
         on_storage_retry: Callable[[], None] = lambda: None,
@@ -39,6 +40,7 @@ class BatchProcessor:
         self._store = store
         self._key_prefix = key_prefix
         self._timeout = timeout_seconds
+        self._max_backoff = max_backoff_seconds
         self._engine_thread = engine_thread
         self._io_threads = io_threads
         self._on_storage_retry = on_storage_retry
@@ -97,7 +99,7 @@ class BatchProcessor:
                 self._on_storage_retry()
                 log.warning("store unavailable (%s); retrying in %.1fs", exc, delay)
                 await self._sleep_unless_abandoned(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, self._max_backoff)
 
     async def _sleep_unless_abandoned(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -105,7 +105,9 @@ class Settings(BaseSettings):
     aws_secret_access_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")
     )
-    storage_retry_attempts: int = Field(5, ge=1)
+    storage_retry_max_backoff_seconds: float = Field(
+        10.0, gt=0, description="Cap of the backoff between upload retries while the store is down."
+    )
 
     # --- logging --------------------------------------------------------------------------------
     log_level: str = "INFO"

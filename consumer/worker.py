@@ -68,6 +68,7 @@ class Worker:
             store,
             key_prefix=settings.s3_key_prefix,
             timeout_seconds=settings.generation_timeout_seconds,
+            max_backoff_seconds=settings.storage_retry_max_backoff_seconds,
             engine_thread=self._engine_thread,
             io_threads=self._io_threads,
             on_storage_retry=self.metrics.storage_retries.inc,

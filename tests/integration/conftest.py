@@ -31,9 +31,7 @@ def engine_settings(shared_data_dir: Path) -> Settings:
 
 
 @pytest.fixture
-def make_settings(
-    request: pytest.FixtureRequest, shared_data_dir: Path
-) -> Callable[..., Settings]:
+def make_settings(request: pytest.FixtureRequest, shared_data_dir: Path) -> Callable[..., Settings]:
     """Worker settings on the session's broker and store, with topics and group of this test."""
     kafka: str = request.getfixturevalue("kafka_bootstrap")
     s3: S3Endpoint = request.getfixturevalue("s3_endpoint")

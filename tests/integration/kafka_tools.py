@@ -21,11 +21,17 @@ from storage import ImageStore, build_store
 
 
 def request(request_id: str, prompt: str = "a lighthouse", **params: Any) -> bytes:
-    body = {"request_id": request_id, "prompt": prompt, "params": {"width": 256, "height": 256, **params}}
+    body = {
+        "request_id": request_id,
+        "prompt": prompt,
+        "params": {"width": 256, "height": 256, **params},
+    }
     return json.dumps(body).encode()
 
 
-async def produce(bootstrap: str, topic: str, values: Iterable[bytes | None], key: bytes | None = None) -> None:
+async def produce(
+    bootstrap: str, topic: str, values: Iterable[bytes | None], key: bytes | None = None
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=8 * 1024 * 1024)
     await producer.start()
     try:
@@ -54,6 +60,21 @@ async def collect(bootstrap: str, topic: str, count: int, timeout: float = 90.0)
     return records
 
 
+async def collect_until(bootstrap: str, topic: str, ids: set[str], timeout: float) -> list[Any]:
+    """Read `topic` from the beginning until a result for every id in `ids` arrived."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not ids <= set(results(records)) and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            records += [r for rs in batch.values() for r in rs]
+    finally:
+        await consumer.stop()
+    return records
+
+
 def results(records: list[Any]) -> dict[str, list[GenerationResult]]:
     by_id: dict[str, list[GenerationResult]] = {}
     for record in records:
@@ -62,8 +83,12 @@ def results(records: list[Any]) -> dict[str, list[GenerationResult]]:
     return by_id
 
 
-async def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+async def committed_and_end(
+    bootstrap: str, group: str, topic: str
+) -> tuple[dict[int, int], dict[int, int]]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -103,3 +128,37 @@ async def wait_until(condition: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as the environment variables a worker process reads."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None or name == "model_id":
+            continue
+        if isinstance(value, list):
+            value = ",".join(
+                v.get_secret_value() if hasattr(v, "get_secret_value") else str(v) for v in value
+            )
+        elif hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[name.upper()] = str(value)
+    return env
+
+
+async def produce_tracked(
+    bootstrap: str, topic: str, events: dict[str, bytes]
+) -> dict[str, tuple[int, int]]:
+    """Produce keyed by request id; return where each landed: id -> (partition, offset)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    placed = {}
+    try:
+        for request_id, value in events.items():
+            meta = await producer.send_and_wait(topic, value=value, key=request_id.encode())
+            placed[request_id] = (meta.partition, meta.offset)
+    finally:
+        await producer.stop()
+    return placed

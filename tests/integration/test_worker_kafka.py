@@ -68,8 +68,14 @@ async def test_invalid_events_get_rejected_results_or_dead_letters(
 ) -> None:
     settings = make_settings()
     bootstrap = settings.kafka_bootstrap_servers
-    undeliverable = [b"\xff\xfe not json", b"[1, 2, 3]", b'{"prompt": "no id"}', None,
-                     b'{"request_id": "bad id!", "prompt": "x"}', b"x" * (2 * 1024 * 1024)]
+    undeliverable = [
+        b"\xff\xfe not json",
+        b"[1, 2, 3]",
+        b'{"prompt": "no id"}',
+        None,
+        b'{"request_id": "bad id!", "prompt": "x"}',
+        b"x" * (2 * 1024 * 1024),
+    ]
     rejected = {
         "bad-size": request("bad-size", width=513),
         "bad-model": request("bad-model", model="someone/else"),
@@ -117,11 +123,17 @@ async def test_redelivered_request_overwrites_the_same_objects(make_settings: Ma
         "s3",
         endpoint_url=settings.s3_endpoint_url,
         region_name=settings.s3_region,
-        aws_access_key_id=settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None,
-        aws_secret_access_key=settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None,
+        aws_access_key_id=settings.aws_access_key_id.get_secret_value()
+        if settings.aws_access_key_id
+        else None,
+        aws_secret_access_key=settings.aws_secret_access_key.get_secret_value()
+        if settings.aws_secret_access_key
+        else None,
         config=Config(s3={"addressing_style": "path"}),
     )
-    listed = s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=f"{settings.s3_key_prefix}/dup-1/")
+    listed = s3.list_objects_v2(
+        Bucket=settings.s3_bucket, Prefix=f"{settings.s3_key_prefix}/dup-1/"
+    )
     assert [o["Key"] for o in listed.get("Contents", [])] == [first.images[0].key]
 
 

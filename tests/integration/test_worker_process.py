@@ -1,0 +1,115 @@
+"""The worker as operators run it: a process that gets SIGTERM or kill -9 mid-backlog."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from consumer.services import create_topics
+from consumer.settings import Settings
+from tests.integration.kafka_tools import (
+    collect,
+    collect_until,
+    committed_and_end,
+    produce_tracked,
+    request,
+    results,
+    running_worker,
+    settings_env,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+BACKLOG = 12
+
+
+def start_worker_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings_env(settings)}
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumer", "--env-file", "/nonexistent", "run"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def backlog(settings: Settings) -> dict[str, tuple[int, int]]:
+    await create_topics(settings.kafka_bootstrap_servers, [settings.request_topic], 2)
+    # 8 steps at 256x256: long enough that a signal lands mid-backlog.
+    events = {f"job-{i}": request(f"job-{i}", seed=i, steps=8) for i in range(BACKLOG)}
+    return await produce_tracked(settings.kafka_bootstrap_servers, settings.request_topic, events)
+
+
+async def assert_nothing_committed_without_a_result(
+    settings: Settings, placed: dict[str, tuple[int, int]]
+) -> set[str]:
+    """Every request below a committed offset must already have its result published."""
+    bootstrap = settings.kafka_bootstrap_servers
+    committed, _ = await committed_and_end(bootstrap, settings.group_id, settings.request_topic)
+    below = {rid for rid, (p, off) in placed.items() if off < committed.get(p, 0)}
+    published = set(
+        results(await collect(bootstrap, settings.result_topic, len(below), timeout=10))
+    )
+    assert below <= published, f"committed without a result: {sorted(below - published)}"
+    return published
+
+
+async def finish_backlog(settings: Settings, placed: dict[str, tuple[int, int]]) -> None:
+    """A fresh worker takes over; in the end every request has at least one result."""
+    bootstrap = settings.kafka_bootstrap_servers
+    async with running_worker(settings):
+        records = await collect_until(bootstrap, settings.result_topic, set(placed), timeout=120)
+    by_id = results(records)
+    assert set(placed) <= set(by_id), f"lost: {sorted(set(placed) - set(by_id))}"
+    assert all(r.status == "completed" for rs in by_id.values() for r in rs)
+
+
+async def wait_for_first_result(settings: Settings, proc: subprocess.Popen[bytes]) -> None:
+    first = await collect(settings.kafka_bootstrap_servers, settings.result_topic, 1, timeout=90)
+    assert first, f"no result from the worker process (exit code {proc.poll()})"
+
+
+async def test_sigterm_drains_publishes_commits_and_exits_0(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(max_batch_size=2)
+    placed = await backlog(settings)
+    proc = start_worker_process(settings, tmp_path / "worker.log")
+    try:
+        await wait_for_first_result(settings, proc)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = (tmp_path / "worker.log").read_text()
+    assert code == 0, log[-3000:]
+    assert '"worker stopped"' in log
+    published = await assert_nothing_committed_without_a_result(settings, placed)
+    assert published  # it did work before stopping
+    await finish_backlog(settings, placed)
+
+
+async def test_kill_9_mid_backlog_loses_nothing(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(max_batch_size=2)
+    placed = await backlog(settings)
+    proc = start_worker_process(settings, tmp_path / "worker.log")
+    try:
+        await wait_for_first_result(settings, proc)
+        proc.kill()
+        await asyncio.to_thread(proc.wait, 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    await assert_nothing_committed_without_a_result(settings, placed)
+    await finish_backlog(settings, placed)
