@@ -54,7 +54,9 @@ async def _wait_for(
     interactive = sys.stderr.isatty()
     while (elapsed := time.monotonic() - started) < wait_seconds:
         if interactive:
-            print(f"\rwaiting for the result... {elapsed:4.0f}s", end="", file=sys.stderr, flush=True)
+            print(
+                f"\rwaiting for the result... {elapsed:4.0f}s", end="", file=sys.stderr, flush=True
+            )
         elif int(elapsed) % 5 == 0:
             print(f"waiting for the result... {elapsed:.0f}s", file=sys.stderr, flush=True)
         batches = await consumer.getmany(timeout_ms=1000)
