@@ -22,7 +22,9 @@ RequestId = Annotated[
     str,
     Field(
         pattern=REQUEST_ID_PATTERN,
-        description="1-128 chars of [A-Za-z0-9._:-], starting with a letter or digit; the idempotency key.",
+        description=(
+            "1-128 chars of [A-Za-z0-9._:-], starting with a letter or digit; the idempotency key."
+        ),
     ),
 ]
 

@@ -94,7 +94,10 @@ def _request_id_error(request_id: object) -> ErrorInfo:
         violation = Violation(
             field="request_id",
             code=ViolationCode.INVALID_REQUEST_ID,
-            message="request_id must be 1-128 characters of [A-Za-z0-9._:-], starting with a letter or digit",
+            message=(
+                "request_id must be 1-128 characters of [A-Za-z0-9._:-], "
+                "starting with a letter or digit"
+            ),
         )
     return ErrorInfo(
         code=ErrorCode.INVALID_REQUEST, message=violation.message, violations=[violation]
