@@ -6,13 +6,25 @@ import asyncio
 import logging
 import signal
 
-from consumer.engine import Engine, build_engine
+from consumer.engine import STANDARD_POLICY, Engine, EngineError, GenerationJob, build_engine
 from consumer.settings import Settings
 from consumer.sidecar import start_sidecar
 from consumer.worker import Worker
 from storage import ImageStore, build_store
 
 log = logging.getLogger(__name__)
+
+
+def warm_up(engine: Engine, settings: Settings) -> None:
+    """Load the default model and run one small image, before taking partitions: the first
+    request then pays no load, compile or kernel-selection cost."""
+    job = GenerationJob(
+        "warmup", "warmup", "", STANDARD_POLICY, settings.default_model, 512, 512, 1, 0.0, (0,)
+    )
+    try:
+        engine.generate([job], 0)
+    except EngineError as exc:
+        log.warning("warmup failed: %s", exc.message)
 
 
 async def serve(
@@ -25,9 +37,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     if store is None:
         store = await loop.run_in_executor(None, build_store, settings)
-    worker = Worker(
-        settings, engine or build_engine(settings), store, exit_when_idle=exit_when_idle
-    )
+    engine = engine or build_engine(settings)
+    if settings.warmup:
+        await loop.run_in_executor(None, warm_up, engine, settings)
+    worker = Worker(settings, engine, store, exit_when_idle=exit_when_idle)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop)
     # The sidecar starts before the consumer: consumer.start() returns only once partitions are

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # --- engine ---------------------------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = all cores.")
+    torch_compile: bool = Field(False, description="CUDA only: torch.compile the UNet.")
+    fp16_vae: str | None = Field(None, description="CUDA only: an fp16-safe VAE id or folder.")
+    warmup: bool = Field(False, description="Generate one image before joining the group.")
     hf_hub_offline: bool = Field(False, validation_alias=AliasChoices("HF_HUB_OFFLINE"))
     hub_probe_timeout_seconds: float = Field(2.0, gt=0)
     default_negative_prompt: str = (

@@ -1,9 +1,9 @@
 """The Kafka worker: one group member that turns request records into result records.
 
-Acknowledgement rule, in one place (`_publish_and_commit`): images stored, result acknowledged by
-the broker, then the offset committed, never past a request that is not finished. Intake reserves
-capacity first: when `max_batches_in_flight` batches are running, partitions are paused and the
-loop keeps polling, so heartbeats and the poll interval never lapse during a long batch.
+Acknowledgement (acks.py): images stored, result acknowledged by the broker, then the offset
+committed, never past a request that is not finished. Intake reserves capacity first: when
+`max_batches_in_flight` batches are running, partitions are paused and the loop keeps polling,
+so heartbeats and the poll interval never lapse during a long batch.
 """
 
 from __future__ import annotations
@@ -13,24 +13,24 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import IllegalStateError
 
 from consumer import kafka_io
-from consumer.batching import OffsetTracker, group_batches
+from consumer.acks import Acknowledger, BrokerGaveUp
+from consumer.batching import group_batches
 from consumer.engine import Engine, GenerationJob, plan_job
 from consumer.logs import log_result
 from consumer.metrics import WorkerMetrics
 from consumer.processing import Abandoned, BatchProcessor
 from consumer.rebalance import RebalanceListener
 from consumer.settings import Settings
-from schemas import Accepted, ErrorInfo, GenerationResult, Rejected, parse_request
+from schemas import Accepted, GenerationResult, Rejected, parse_request
 from storage import ImageStore
 
 log = logging.getLogger(__name__)
@@ -75,20 +75,23 @@ class Worker:
         )
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
-        self._commit_lock = asyncio.Lock()
         self._pending: deque[list[Work]] = deque()
         self._running: dict[asyncio.Task[None], list[Work]] = {}
-        self._trackers: dict[TopicPartition, OffsetTracker] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._acks: Acknowledger | None = None
         self.draining = False
-        self.completed = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     def request_stop(self) -> None:
         """Safe from a signal handler: only sets an event."""
         self._stopping.set()
+
+    @property
+    def completed(self) -> int:
+        """Requests finished (result published and committed) by this worker."""
+        return self._acks.completed if self._acks is not None else 0
 
     @property
     def broker_connected(self) -> bool:
@@ -105,6 +108,9 @@ class Worker:
         self._producer = await kafka_io.start_producer(self.settings)
         consumer = kafka_io.build_consumer(self.settings)
         consumer.subscribe([self.settings.request_topic], listener=RebalanceListener(self))
+        self._acks = Acknowledger(
+            self.settings, self._producer, consumer, self.metrics, lambda: self._processor.abandoned
+        )
         try:
             await consumer.start()
             self._consumer = consumer
@@ -200,11 +206,10 @@ class Worker:
 
     async def _triage(self, records: list[ConsumerRecord[Any, Any]]) -> list[Work]:
         """Valid requests become work; invalid ones get their rejected result or dead letter now."""
+        assert self._acks is not None
         works = []
         for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            self._trackers.setdefault(tp, OffsetTracker()).add(record.offset)
-            self.metrics.in_flight.inc()
+            self._acks.track(record)
             outcome = parse_request(record.value, self._limits)
             if isinstance(outcome, Accepted):
                 job = plan_job(outcome.request, self.settings.default_negative_prompt)
@@ -216,9 +221,9 @@ class Worker:
                     "request rejected",
                     extra={"request_id": outcome.request_id, "code": outcome.error.code.value},
                 )
-                await self._publish_and_commit([record], [result])
+                await self._acks.publish([record], [result])
             else:
-                await self._dead_letter(record, outcome.error)
+                await self._acks.dead_letter(record, outcome.error)
         return works
 
     # --- batches --------------------------------------------------------------------------------
@@ -246,7 +251,11 @@ class Worker:
         for work, result in zip(batch, results, strict=True):
             self._observe(work, result)
         # Shielded: a cancelled drain must not interrupt a publish between send and commit.
-        await asyncio.shield(self._publish_and_commit([w.record for w in batch], results))
+        assert self._acks is not None
+        try:
+            await asyncio.shield(self._acks.publish([w.record for w in batch], results))
+        except BrokerGaveUp:
+            log.warning("broker away at shutdown: %d result(s) left for redelivery", len(batch))
 
     def _observe(self, work: Work, result: GenerationResult) -> None:
         model = work.job.model
@@ -254,82 +263,6 @@ class Worker:
         if result.audit is not None:
             self.metrics.generation_seconds.labels(model).observe(float(result.audit.duration_sec))
         log_result(work.job, result, work.record.timestamp, self.settings.log_prompts)
-
-    # --- acknowledgement ------------------------------------------------------------------------
-
-    async def _publish_and_commit(
-        self, records: list[ConsumerRecord[Any, Any]], results: list[GenerationResult]
-    ) -> None:
-        assert self._producer is not None
-        for record, result in zip(records, results, strict=True):
-            await self._retry_broker(
-                partial(kafka_io.publish_result, self._producer, self.settings.result_topic, result)
-            )
-            if record.timestamp:
-                self.metrics.request_seconds.observe(
-                    max(0.0, time.time() - record.timestamp / 1000)
-                )
-        self.completed += len(records)
-        await self._mark_done(records)
-
-    async def _dead_letter(self, record: ConsumerRecord[Any, Any], error: ErrorInfo) -> None:
-        assert self._producer is not None
-        log.warning(
-            "dead letter",
-            extra={
-                "partition": record.partition,
-                "offset": record.offset,
-                "code": error.code.value,
-            },
-        )
-        await self._retry_broker(
-            partial(
-                kafka_io.publish_dead_letter, self._producer, self.settings.dlq_topic, record, error
-            )
-        )
-        self.metrics.dead_letters.inc()
-        await self._mark_done([record])
-
-    async def _retry_broker(self, send: Callable[[], Awaitable[None]]) -> None:
-        """Retry a publish while the broker is away; give up only when the worker is stopping."""
-        delay = 0.5
-        while True:
-            try:
-                await send()
-                return
-            except KafkaError as exc:
-                if self._processor.abandoned:
-                    raise Abandoned from exc
-                log.warning("publish failed (%s); retrying in %.1fs", type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-    async def _mark_done(self, records: list[ConsumerRecord[Any, Any]]) -> None:
-        touched = set()
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            tracker = self._trackers.get(tp)
-            if tracker is not None:  # None: the partition was revoked meanwhile
-                self.metrics.in_flight.dec()
-                tracker.done([record.offset])
-                touched.add(tp)
-        await self.commit(touched)
-
-    async def commit(self, partitions: set[TopicPartition]) -> None:
-        offsets = {}
-        for tp in partitions:
-            tracker = self._trackers.get(tp)
-            position = tracker.committable() if tracker is not None else None
-            if position is not None:
-                offsets[tp] = position
-        if not offsets or self._consumer is None:
-            return
-        async with self._commit_lock:
-            try:
-                await self._consumer.commit(offsets)
-            except (CommitFailedError, IllegalStateError) as exc:
-                # Another member owns the partition now and will redeliver: keys are deterministic.
-                log.warning("commit refused after a rebalance: %s", exc)
 
     # --- rebalance ------------------------------------------------------------------------------
 
@@ -341,8 +274,5 @@ class Worker:
             self.settings.drain_timeout_seconds, self.settings.kafka_session_timeout_ms / 2000
         )
         await self.wait_for_running(touching, bound)
-        await self.commit(set(revoked))
-        for tp in revoked:
-            tracker = self._trackers.pop(tp, None)
-            if tracker is not None:
-                self.metrics.in_flight.dec(len(tracker))
+        if self._acks is not None:
+            await self._acks.hand_over(revoked)

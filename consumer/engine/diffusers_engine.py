@@ -13,7 +13,7 @@ import torch
 
 from consumer.engine.cache import ModelCache
 from consumer.engine.jobs import GenerationJob
-from consumer.engine.loading import PipelineLoader, choose_placement
+from consumer.engine.loading import PipelineLoader, Tuning, choose_placement
 from consumer.engine.protocol import CacheStats, EngineError, JobOutput, PurgeResult
 from consumer.settings import Settings
 from schemas import ErrorCode
@@ -39,6 +39,7 @@ class DiffusersEngine:
             self._placement,
             offline=settings.hf_hub_offline,
             probe_timeout=settings.hub_probe_timeout_seconds,
+            tuning=Tuning(torch_compile=settings.torch_compile, fp16_vae=settings.fp16_vae),
         )
         self._cache: ModelCache[Any] = ModelCache(
             loader, settings.max_models_cache, on_evict=self._free
