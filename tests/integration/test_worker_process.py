@@ -93,6 +93,8 @@ async def test_sigterm_drains_publishes_commits_and_exits_0(
     log = (tmp_path / "worker.log").read_text()
     assert code == 0, log[-3000:]
     assert '"worker stopped"' in log
+    secret = settings.aws_secret_access_key
+    assert secret is None or secret.get_secret_value() not in log  # secrets never logged
     published = await assert_nothing_committed_without_a_result(settings, placed)
     assert published  # it did work before stopping
     await finish_backlog(settings, placed)
