@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,12 @@ from consumer.tiny_model import ensure_tiny_model
 from schemas import ErrorCode
 
 log = logging.getLogger(__name__)
+
+# from_pretrained is not thread-safe: accelerate's init_empty_weights patches torch.nn.Module
+# process-wide while a model is built, and two interleaved loads can leave that patch in place
+# for good (every later load then fails with "Cannot copy out of meta tensor"). One load at a
+# time per process, whichever engine or cache asks.
+_LOAD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,10 @@ class PipelineLoader:
         self._tuning = tuning or Tuning()
 
     def __call__(self, model_id: str) -> Any:
+        with _LOAD_LOCK:
+            return self._load(model_id)
+
+    def _load(self, model_id: str) -> Any:
         source, is_local = self._resolve(model_id)
         try:
             pipeline = self._from_pretrained(source, local_only=True)

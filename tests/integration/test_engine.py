@@ -109,3 +109,12 @@ def test_concurrent_first_use_loads_once(engine_settings: Settings) -> None:
     assert fresh.stats.misses == 1 and fresh.stats.hits == 2
     assert fresh.loaded_models() == ["tiny-sdxl"]
     assert fresh.purge().as_dict() == {"model_id": None, "removed": ["tiny-sdxl"], "remaining": []}
+
+
+def test_two_engines_loading_at_once_leave_loading_intact(engine_settings: Settings) -> None:
+    """Concurrent from_pretrained calls used to leave accelerate's meta-device patch behind."""
+    engines = [DiffusersEngine(engine_settings) for _ in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda e: e.generate([job((1,))], 0), engines))
+    later = DiffusersEngine(engine_settings)
+    assert pixels(later, job((1,)))[0].shape == (256, 256, 3)
