@@ -135,3 +135,19 @@ class ModelCache(Generic[P]):
         if self._on_evict is not None:
             self._on_evict(model_id, entry.pipeline)
         return True
+
+
+class CacheBackedEngine(Generic[P]):
+    """The engine protocol's model-management half, served by a ModelCache."""
+
+    _cache: ModelCache[P]
+
+    def loaded_models(self) -> list[str]:
+        return self._cache.loaded()
+
+    def purge(self, model_id: str | None = None) -> PurgeResult:
+        return self._cache.purge(model_id)
+
+    @property
+    def stats(self) -> CacheStats:
+        return self._cache.stats

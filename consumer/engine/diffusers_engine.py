@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from consumer.engine.cache import ModelCache
+from consumer.engine.cache import CacheBackedEngine, ModelCache
 from consumer.engine.jobs import GenerationJob
 from consumer.engine.loading import PipelineLoader, Tuning, choose_placement
-from consumer.engine.protocol import CacheStats, EngineError, JobOutput, PurgeResult
+from consumer.engine.protocol import EngineError, JobOutput
 from consumer.settings import Settings
 from schemas import ErrorCode
 
@@ -29,7 +29,7 @@ class _Stop(Exception):
         self.code = code
 
 
-class DiffusersEngine:
+class DiffusersEngine(CacheBackedEngine[Any]):
     def __init__(self, settings: Settings) -> None:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
@@ -91,16 +91,6 @@ class DiffusersEngine:
         except (RuntimeError, ValueError, TypeError) as exc:
             raise EngineError(ErrorCode.GENERATION_FAILED, f"generation failed: {exc}") from exc
         return list(result.images)
-
-    def loaded_models(self) -> list[str]:
-        return self._cache.loaded()
-
-    def purge(self, model_id: str | None = None) -> PurgeResult:
-        return self._cache.purge(model_id)
-
-    @property
-    def stats(self) -> CacheStats:
-        return self._cache.stats
 
     def describe(self) -> dict[str, object]:
         return {

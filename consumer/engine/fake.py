@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from consumer.engine.cache import ModelCache
+from consumer.engine.cache import CacheBackedEngine, ModelCache
 from consumer.engine.jobs import GenerationJob
-from consumer.engine.protocol import CacheStats, EngineError, JobOutput, PurgeResult
+from consumer.engine.protocol import EngineError, JobOutput
 from schemas import ErrorCode
 
 
@@ -23,7 +23,7 @@ class FakePipeline:
         self.calls = 0
 
 
-class FakeEngine:
+class FakeEngine(CacheBackedEngine[FakePipeline]):
     def __init__(
         self,
         capacity: int = 2,
@@ -69,16 +69,6 @@ class FakeEngine:
             return [
                 JobOutput(job, [_image(job, seed) for seed in job.seeds], duration) for job in jobs
             ]
-
-    def loaded_models(self) -> list[str]:
-        return self._cache.loaded()
-
-    def purge(self, model_id: str | None = None) -> PurgeResult:
-        return self._cache.purge(model_id)
-
-    @property
-    def stats(self) -> CacheStats:
-        return self._cache.stats
 
     def describe(self) -> dict[str, object]:
         return {"engine": "fake", "device": "none"}

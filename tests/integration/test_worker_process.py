@@ -77,19 +77,24 @@ async def wait_for_first_result(settings: Settings, proc: subprocess.Popen[bytes
     assert first, f"no result from the worker process (exit code {proc.poll()})"
 
 
+async def signal_after_first_result(settings: Settings, log: Path, sig: signal.Signals) -> int:
+    """Start a worker process on the backlog; once it has published a result, send `sig`."""
+    proc = start_worker_process(settings, log)
+    try:
+        await wait_for_first_result(settings, proc)
+        proc.send_signal(sig)
+        return await asyncio.to_thread(proc.wait, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 async def test_sigterm_drains_publishes_commits_and_exits_0(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     settings = make_settings(max_batch_size=2)
     placed = await backlog(settings)
-    proc = start_worker_process(settings, tmp_path / "worker.log")
-    try:
-        await wait_for_first_result(settings, proc)
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(proc.wait, 60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code = await signal_after_first_result(settings, tmp_path / "worker.log", signal.SIGTERM)
     log = (tmp_path / "worker.log").read_text()
     assert code == 0, log[-3000:]
     assert '"worker stopped"' in log
@@ -105,13 +110,6 @@ async def test_kill_9_mid_backlog_loses_nothing(
 ) -> None:
     settings = make_settings(max_batch_size=2)
     placed = await backlog(settings)
-    proc = start_worker_process(settings, tmp_path / "worker.log")
-    try:
-        await wait_for_first_result(settings, proc)
-        proc.kill()
-        await asyncio.to_thread(proc.wait, 30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    await signal_after_first_result(settings, tmp_path / "worker.log", signal.SIGKILL)
     await assert_nothing_committed_without_a_result(settings, placed)
     await finish_backlog(settings, placed)
