@@ -53,24 +53,27 @@ class Acknowledger:
     async def publish(
         self, records: list[ConsumerRecord[Any, Any]], results: list[GenerationResult]
     ) -> None:
+        if not records:
+            return
         topic = self._settings.result_topic
-        for record, result in zip(records, results, strict=True):
-            await self._retry(partial(kafka_io.publish_result, self._producer, topic, result))
+        await self._retry(partial(kafka_io.publish_results, self._producer, topic, results))
+        now = time.time()
+        for record in records:
             if record.timestamp:
-                latency = max(0.0, time.time() - record.timestamp / 1000)
-                self._metrics.request_seconds.observe(latency)
+                self._metrics.request_seconds.observe(max(0.0, now - record.timestamp / 1000))
         self.completed += len(records)
         await self._done(records)
 
-    async def dead_letter(self, record: ConsumerRecord[Any, Any], error: ErrorInfo) -> None:
-        where = {"partition": record.partition, "offset": record.offset, "code": error.code.value}
-        log.warning("dead letter", extra=where)
+    async def dead_letters(self, letters: list[tuple[ConsumerRecord[Any, Any], ErrorInfo]]) -> None:
+        if not letters:
+            return
+        for record, error in letters:
+            where = {"partition": record.partition, "offset": record.offset}
+            log.warning("dead letter", extra={**where, "code": error.code.value})
         topic = self._settings.dlq_topic
-        await self._retry(
-            partial(kafka_io.publish_dead_letter, self._producer, topic, record, error)
-        )
-        self._metrics.dead_letters.inc()
-        await self._done([record])
+        await self._retry(partial(kafka_io.publish_dead_letters, self._producer, topic, letters))
+        self._metrics.dead_letters.inc(len(letters))
+        await self._done([record for record, _ in letters])
 
     async def _retry(self, send: Callable[[], Awaitable[None]]) -> None:
         """Retry a publish while the broker is away; give up only when the worker stops."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import Any
@@ -77,14 +78,21 @@ def _producer(settings: Settings, idempotent: bool) -> AIOKafkaProducer:
     )
 
 
-async def publish_result(producer: AIOKafkaProducer, topic: str, result: GenerationResult) -> None:
-    """Send and wait for the broker's acknowledgement."""
-    await producer.send_and_wait(
-        topic,
-        key=(result.request_id or "").encode(),
-        value=result.model_dump_json().encode(),
-        headers=[("content-type", b"application/json"), ("contract-version", b"1")],
-    )
+async def publish_results(
+    producer: AIOKafkaProducer, topic: str, results: list[GenerationResult]
+) -> None:
+    """Send all, then wait until the broker has acknowledged every one (sending them one by one
+    would cost a broker round trip per result)."""
+    acks = [
+        await producer.send(
+            topic,
+            key=(result.request_id or "").encode(),
+            value=result.model_dump_json().encode(),
+            headers=[("content-type", b"application/json"), ("contract-version", b"1")],
+        )
+        for result in results
+    ]
+    await asyncio.gather(*acks)
 
 
 def dead_letter_headers(
@@ -101,15 +109,19 @@ def dead_letter_headers(
     ]
 
 
-async def publish_dead_letter(
-    producer: AIOKafkaProducer, topic: str, record: ConsumerRecord[Any, Any], error: ErrorInfo
+async def publish_dead_letters(
+    producer: AIOKafkaProducer,
+    topic: str,
+    letters: list[tuple[ConsumerRecord[Any, Any], ErrorInfo]],
 ) -> None:
     """The original bytes, untouched, with headers that say where they came from and why."""
-    # A record with neither key nor value is legal in Kafka but not sendable with aiokafka.
-    key = b"" if record.key is None and record.value is None else record.key
-    await producer.send_and_wait(
-        topic, key=key, value=record.value, headers=dead_letter_headers(record, error)
-    )
+    acks = []
+    for record, error in letters:
+        # A record with neither key nor value is legal in Kafka but not sendable with aiokafka.
+        key = b"" if record.key is None and record.value is None else record.key
+        headers = dead_letter_headers(record, error)
+        acks.append(await producer.send(topic, key=key, value=record.value, headers=headers))
+    await asyncio.gather(*acks)
 
 
 async def leave_group(consumer: AIOKafkaConsumer) -> None:

@@ -30,7 +30,12 @@ def generate_once(
         return GenerationResult.failed(job.request_id, exc.code, exc.message)
     try:
         store: ImageStore = _FileStore(out.resolve()) if out else build_store(settings)
-        return store_output(output, encode_output(output), store, _key_prefix(settings, out))
+        return store_output(
+            output,
+            encode_output(output, settings.png_compress_level),
+            store,
+            _key_prefix(settings, out),
+        )
     except StorageError as exc:
         return GenerationResult.failed(job.request_id, ErrorCode.STORAGE_FAILED, str(exc))
 

@@ -14,6 +14,7 @@ from consumer.engine import Engine, EngineError, GenerationJob, JobOutput
 from consumer.results import encode_output, store_output
 from schemas import ErrorCode, GenerationResult
 from storage import ImageStore, StorageError
+from storage.png import DEFAULT_COMPRESS_LEVEL
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class BatchProcessor:
         key_prefix: str,
         timeout_seconds: float,
         max_backoff_seconds: float = 10.0,
+        png_compress_level: int = DEFAULT_COMPRESS_LEVEL,
         engine_thread: ThreadPoolExecutor,
         io_threads: ThreadPoolExecutor,
         on_storage_retry: Callable[[], None] = lambda: None,
@@ -41,6 +43,7 @@ class BatchProcessor:
         self._key_prefix = key_prefix
         self._timeout = timeout_seconds
         self._max_backoff = max_backoff_seconds
+        self._png_level = png_compress_level
         self._engine_thread = engine_thread
         self._io_threads = io_threads
         self._on_storage_retry = on_storage_retry
@@ -82,7 +85,7 @@ class BatchProcessor:
 
     async def _store_one(self, output: JobOutput) -> GenerationResult:
         loop = asyncio.get_running_loop()
-        pngs = await loop.run_in_executor(self._io_threads, encode_output, output)
+        pngs = await loop.run_in_executor(self._io_threads, encode_output, output, self._png_level)
         delay = 0.2
         while True:
             try:

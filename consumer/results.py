@@ -6,6 +6,7 @@ from consumer.engine import JobOutput
 from consumer.models import model_note
 from schemas import Audit, GenerationResult, ImageRef, Status
 from storage import ImageStore, encode_png, image_id, image_key
+from storage.png import DEFAULT_COMPRESS_LEVEL
 
 
 def png_parameters(output: JobOutput, index: int) -> dict[str, object]:
@@ -25,8 +26,11 @@ def png_parameters(output: JobOutput, index: int) -> dict[str, object]:
     }
 
 
-def encode_output(output: JobOutput) -> list[bytes]:
-    return [encode_png(image, png_parameters(output, i)) for i, image in enumerate(output.images)]
+def encode_output(output: JobOutput, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> list[bytes]:
+    return [
+        encode_png(image, png_parameters(output, i), compress_level)
+        for i, image in enumerate(output.images)
+    ]
 
 
 def audit_for(output: JobOutput) -> Audit:

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     aws_secret_access_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")
     )
+    png_compress_level: int = Field(
+        1, ge=0, le=9, description="zlib level of the PNGs: 1 is fast, 9 is small."
+    )
     storage_retry_max_backoff_seconds: float = Field(
         10.0, gt=0, description="Cap of the backoff between upload retries while the store is down."
     )

@@ -69,6 +69,7 @@ class Worker:
             key_prefix=settings.s3_key_prefix,
             timeout_seconds=settings.generation_timeout_seconds,
             max_backoff_seconds=settings.storage_retry_max_backoff_seconds,
+            png_compress_level=settings.png_compress_level,
             engine_thread=self._engine_thread,
             io_threads=self._io_threads,
             on_storage_retry=self.metrics.storage_retries.inc,
@@ -207,7 +208,7 @@ class Worker:
     async def _triage(self, records: list[ConsumerRecord[Any, Any]]) -> list[Work]:
         """Valid requests become work; invalid ones get their rejected result or dead letter now."""
         assert self._acks is not None
-        works = []
+        works, rejected, dead = [], [], []
         for record in records:
             self._acks.track(record)
             outcome = parse_request(record.value, self._limits)
@@ -215,15 +216,16 @@ class Worker:
                 job = plan_job(outcome.request, self.settings.default_negative_prompt)
                 works.append(Work(record, job))
             elif isinstance(outcome, Rejected):
-                result = outcome.result()
-                self.metrics.generations.labels(result.status.value, "none").inc()
+                rejected.append((record, outcome.result()))
+                self.metrics.generations.labels("rejected", "none").inc()
                 log.info(
                     "request rejected",
                     extra={"request_id": outcome.request_id, "code": outcome.error.code.value},
                 )
-                await self._acks.publish([record], [result])
             else:
-                await self._acks.dead_letter(record, outcome.error)
+                dead.append((record, outcome.error))
+        await self._acks.publish([r for r, _ in rejected], [result for _, result in rejected])
+        await self._acks.dead_letters(dead)
         return works
 
     # --- batches --------------------------------------------------------------------------------
