@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import secrets
+import subprocess
 import tempfile
 import time
 import uuid
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from PIL import Image
@@ -91,7 +92,7 @@ class MemoryStore:
 
 
 def rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
+    return float(psutil.Process().memory_info().rss) / 2**20
 
 
 def make_settings(stack: Stack, name: str, **overrides: Any) -> Settings:
@@ -107,7 +108,7 @@ def make_settings(stack: Stack, name: str, **overrides: Any) -> Settings:
         "aws_access_key_id": s3.access_key, "aws_secret_access_key": s3.secret_key,
     }
     # fmt: on
-    return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
+    return Settings(_env_file=None, **(values | overrides))
 
 
 def job(settings: Settings, size: int, seeds: tuple[int, ...], rid: str = "warm") -> GenerationJob:
@@ -189,12 +190,8 @@ async def latencies(settings: Settings, count: int) -> dict[str, Any]:
     results = await read_topic(bootstrap, settings.result_topic, count)
     seconds = [(ts - requests[k][0]) / 1000 for k, (ts, _) in results.items() if k in requests]
     completed = sum(json.loads(v).get("status") == "completed" for _, v in results.values())
-    return {
-        "results": len(results),
-        "completed": completed,
-        "p50_s": percentile(seconds, 0.5),
-        "p95_s": percentile(seconds, 0.95),
-    }
+    p50, p95 = percentile(seconds, 0.5), percentile(seconds, 0.95)
+    return {"results": len(results), "completed": completed, "p50_s": p50, "p95_s": p95}
 
 
 async def until(condition: Callable[[], bool], timeout: float, tick: Callable[[], None]) -> bool:
@@ -240,9 +237,8 @@ async def worker_backlog(stack: Stack, engine: Engine, scale: Scale) -> dict[str
     for size in (512, 256):
         for label, batch, in_flight in (("batched", 4, 2), ("naive", 1, 1)):
             name = f"{label}{size}-{uuid.uuid4().hex[:6]}"
-            settings = make_settings(
-                stack, name, max_batch_size=batch, max_batches_in_flight=in_flight
-            )
+            limits = {"max_batch_size": batch, "max_batches_in_flight": in_flight}
+            settings = make_settings(stack, name, **limits)
             await fill_backlog(settings, scale.requests, size)
             store = await asyncio.to_thread(build_store, settings)
             runs[f"{label}_{size}"] = await run_worker(settings, engine, store, scale.requests)
@@ -251,20 +247,16 @@ async def worker_backlog(stack: Stack, engine: Engine, scale: Scale) -> dict[str
 
 async def raw_event_loop(settings: Settings, count: int, template: bytes) -> dict[str, Any]:
     """The floor: group consumer, one send_and_wait and one commit per event."""
-    consumer = AIOKafkaConsumer(
-        settings.request_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
-    await producer.start()
-    await consumer.start()
-    await until(lambda: bool(consumer.assignment()), SECTION_TIMEOUT, lambda: None)
-    done, started, deadline = 0, time.perf_counter(), time.monotonic() + SECTION_TIMEOUT
+    bootstrap = settings.kafka_bootstrap_servers
+    consumer = AIOKafkaConsumer(settings.request_topic, bootstrap_servers=bootstrap,
+                                group_id=settings.group_id, enable_auto_commit=False,
+                                auto_offset_reset="earliest", session_timeout_ms=6000)  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
+        await producer.start()
+        await consumer.start()
+        await until(lambda: bool(consumer.assignment()), SECTION_TIMEOUT, lambda: None)
+        done, started, deadline = 0, time.perf_counter(), time.monotonic() + SECTION_TIMEOUT
         while done < count and time.monotonic() < deadline:
             for tp, records in (await consumer.getmany(timeout_ms=200)).items():
                 for r in records:
@@ -295,9 +287,8 @@ async def event_path(stack: Stack, scale: Scale) -> dict[str, Any]:
     raw = await raw_event_loop(raw_settings, scale.events, result_template(raw_settings))
     settings = make_settings(stack, f"events-{uuid.uuid4().hex[:6]}")
     await fill_backlog(settings, scale.events, 64)
-    worker = await run_worker(
-        settings, NullEngine(), MemoryStore(), scale.events, scale.warmup_events
-    )
+    n, warm = scale.events, scale.warmup_events
+    worker = await run_worker(settings, NullEngine(), MemoryStore(), n, warm)
     return {"raw_aiokafka": raw, "worker": worker | {"rss_end_mb": rss_mb()}}
 
 
@@ -329,10 +320,12 @@ def render(r: dict[str, Any]) -> str:
     m, raw, runs, ev = r["machine"], r["raw_pipeline"], r["worker_backlog"], r["event_path"]
     b512, w = runs["batched_512"]["rate"], ev["worker"]
     lines = [
-        f"machine: {m['nproc']} cpus, {m['cpu']}, torch {m['torch']}, {m['threads']} threads",
+        f"machine: {m['nproc']} cpus, {m['cpu']}, torch {m['torch']}, {m['threads']} threads; "
+        f"code {m['code']}",
         "a. raw pipeline, in-process (1 step, PIL output, no PNG, no upload)",
         *(f"  {k.replace('_b', 'px batch '):<24}{v:9.2f} img/s" for k, v in raw.items()),
         "b/c. worker on a pre-filled backlog (S3 store); e. latency = request ts -> result ts",
+        "     (backlog latency includes the wait in the backlog and the ~3 s group join)",
         *(fmt_run(k, v, "img/s") for k, v in runs.items()),
         f"  worker/raw 512: vs raw batch 4 {b512 / raw['512_b4']:.2f}, "
         f"vs raw batch 1 {b512 / raw['512_b1']:.2f}",
@@ -354,8 +347,11 @@ def machine() -> dict[str, Any]:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
+    git = ["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"]
+    code = subprocess.run(git, capture_output=True, text=True, timeout=10, check=False).stdout
     threads = torch.get_num_threads()
-    return {"nproc": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "threads": threads}
+    return {"nproc": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "threads": threads,
+            "code": code.strip() or "unknown"}  # fmt: skip
 
 
 def run(stack: Stack, scale: Scale) -> dict[str, Any]:
@@ -391,6 +387,8 @@ def main(argv: list[str] | None = None) -> None:
         ):
             stack = Stack(broker.bootstrap_servers, s3, root / "data")
             report = run(stack, QUICK if args.quick else FULL)
+    fields = ("name", "value", "op", "goal")
+    report["targets"] = [dict(zip(fields, t, strict=True)) for t in targets(report)]
     print(render(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -85,13 +85,17 @@ class BatchProcessor:
 
     async def _store_one(self, output: JobOutput) -> GenerationResult:
         loop = asyncio.get_running_loop()
-        pngs = await loop.run_in_executor(self._io_threads, encode_output, output, self._png_level)
+        pngs: list[bytes] = []
+
+        def encode_and_store() -> GenerationResult:  # one hand-off to an I/O thread, not two
+            if not pngs:  # encoded once, however often the upload is retried
+                pngs.extend(encode_output(output, self._png_level))
+            return store_output(output, pngs, self._store, self._key_prefix)
+
         delay = 0.2
         while True:
             try:
-                return await loop.run_in_executor(
-                    self._io_threads, store_output, output, pngs, self._store, self._key_prefix
-                )
+                return await loop.run_in_executor(self._io_threads, encode_and_store)
             except StorageError as exc:
                 if not exc.retryable:
                     return GenerationResult.failed(

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     max_batch_wait_ms: int = Field(10, ge=0)
     max_batches_in_flight: int = Field(2, ge=1, description="Generated batches awaiting upload.")
     drain_timeout_seconds: float = Field(30.0, ge=0)
+    io_threads: int = Field(
+        2,
+        ge=1,
+        description="Threads for PNG encoding and uploads (more compete with torch on CPU).",
+    )
 
     # --- storage --------------------------------------------------------------------------------
     storage_backend: Literal["s3", "local"] = "s3"

@@ -35,6 +35,8 @@ from storage import ImageStore
 
 log = logging.getLogger(__name__)
 
+KEEPALIVE_POLL_SECONDS = 30.0  # well inside aiokafka's max_poll_interval (300 s)
+
 
 @dataclass(frozen=True)
 class Work:
@@ -62,7 +64,7 @@ class Worker:
         self._limits = settings.request_limits()
         self._exit_when_idle = exit_when_idle
         self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
-        self._io_threads = ThreadPoolExecutor(4, thread_name_prefix="io")
+        self._io_threads = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
         self._processor = BatchProcessor(
             engine,
             store,
@@ -81,6 +83,7 @@ class Worker:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._acks: Acknowledger | None = None
+        self._last_poll = time.monotonic()
         self.draining = False
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -151,8 +154,8 @@ class Worker:
             free = self.settings.max_batches_in_flight - len(self._running)
             if self._pending or free <= 0:
                 consumer.pause(*consumer.assignment())
-                await self._wait_for_slot(0.5)
-                await consumer.getmany(timeout_ms=0)  # a poll: keeps us a live group member
+                await self._wait_for_slot(1.0)
+                await self._keep_polling(consumer)
                 continue
             consumer.resume(*consumer.paused())
             records = await self._fetch(consumer, free * self.settings.max_batch_size)
@@ -170,6 +173,14 @@ class Worker:
             )
             self._pending.extend(batches)
 
+    async def _keep_polling(self, consumer: AIOKafkaConsumer) -> None:
+        """Heartbeats run on their own; only max_poll_interval needs a poll now and then while
+        partitions are paused. Not more often: each poll of a paused partition throws away
+        the records aiokafka had already fetched for it, which are then fetched again."""
+        if time.monotonic() - self._last_poll > KEEPALIVE_POLL_SECONDS:
+            await consumer.getmany(timeout_ms=0)
+            self._last_poll = time.monotonic()
+
     def _idle_for(self, since: float) -> bool:
         return self._exit_when_idle is not None and time.monotonic() - since >= self._exit_when_idle
 
@@ -184,6 +195,7 @@ class Worker:
         """Whatever is waiting, up to `limit`; after a first record, wait up to MAX_BATCH_WAIT_MS
         for companions so that a batch can fill."""
         got = await consumer.getmany(timeout_ms=200, max_records=limit)
+        self._last_poll = time.monotonic()
         records = [r for rs in got.values() for r in rs]
         wait_ms = self.settings.max_batch_wait_ms
         if records and len(records) < limit and wait_ms > 0 and self.settings.max_batch_size > 1:
