@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import uuid
 from pathlib import Path
 
 from consumer.logs import configure_logging
@@ -52,9 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _request(args: argparse.Namespace) -> dict[str, object]:
+def _request(args: argparse.Namespace, unique: bool = False) -> dict[str, object]:
+    """`unique`: a fresh id even for a repeated prompt (a Kafka submission is a new request)."""
     from consumer.oneshot import request_from_args
 
+    request_id = args.request_id
+    if request_id is None and unique:
+        request_id = f"cli-{uuid.uuid4().hex[:16]}"
     return request_from_args(
         args.prompt,
         seed=args.seed,
@@ -65,7 +70,7 @@ def _request(args: argparse.Namespace) -> dict[str, object]:
         num_images=args.num_images,
         model=args.model,
         negative_prompt=args.negative_prompt,
-        request_id=args.request_id,
+        request_id=request_id,
     )
 
 
@@ -88,7 +93,7 @@ def _generate(settings: Settings, args: argparse.Namespace) -> int:
 def _submit(settings: Settings, args: argparse.Namespace) -> int:
     from consumer.submit import download, run_submit
 
-    result = run_submit(settings, _request(args), args.wait)
+    result = run_submit(settings, _request(args, unique=True), args.wait)
     if result is None:
         print(f"no result within {args.wait:.0f}s: is a worker running?", file=sys.stderr)
         return 2

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import time
 from pathlib import Path
 
 from consumer.engine import EngineError, build_engine, plan_job
@@ -81,9 +81,15 @@ def request_from_args(
         params["seed"] = seed
     if model is not None:
         params["model"] = model
-    return {
-        "request_id": request_id or f"cli-{int(time.time() * 1000)}",
+    body: dict[str, object] = {
         "prompt": prompt,
         "negative_prompt": negative_prompt,
         "params": params,
     }
+    return {"request_id": request_id or content_request_id(body), **body}
+
+
+def content_request_id(body: dict[str, object]) -> str:
+    """The same request gets the same id (and so the same PNG bytes and object keys)."""
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return f"cli-{digest[:16]}"
