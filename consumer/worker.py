@@ -30,7 +30,16 @@ from consumer.metrics import WorkerMetrics
 from consumer.processing import Abandoned, BatchProcessor
 from consumer.rebalance import RebalanceListener
 from consumer.settings import Settings
-from schemas import Accepted, GenerationResult, Rejected, parse_request
+from schemas import (
+    Accepted,
+    ErrorCode,
+    ErrorInfo,
+    GenerationResult,
+    ParseOutcome,
+    Rejected,
+    Undeliverable,
+    parse_request,
+)
 from storage import ImageStore
 
 log = logging.getLogger(__name__)
@@ -85,6 +94,7 @@ class Worker:
         self._acks: Acknowledger | None = None
         self._last_poll = time.monotonic()
         self.draining = False
+        self.revocations = 0  # rebalances that took partitions away from this worker
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -223,7 +233,7 @@ class Worker:
         works, rejected, dead = [], [], []
         for record in records:
             self._acks.track(record)
-            outcome = parse_request(record.value, self._limits)
+            outcome = self._parse(record)
             if isinstance(outcome, Accepted):
                 job = plan_job(outcome.request, self.settings.default_negative_prompt)
                 works.append(Work(record, job))
@@ -239,6 +249,14 @@ class Worker:
         await self._acks.publish([r for r, _ in rejected], [result for _, result in rejected])
         await self._acks.dead_letters(dead)
         return works
+
+    def _parse(self, record: ConsumerRecord[Any, Any]) -> ParseOutcome:
+        try:
+            return parse_request(record.value, self._limits)
+        except Exception:  # a validator bug must cost one dead letter, not the worker
+            log.exception("validation raised", extra={"offset": record.offset})
+            message = "the event could not be validated"
+            return Undeliverable(ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=message))
 
     # --- batches --------------------------------------------------------------------------------
 
@@ -282,6 +300,7 @@ class Worker:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Drop work not started, let running work finish within a bound, commit what is done."""
+        self.revocations += 1
         self._pending = deque(b for b in self._pending if not any(w.tp in revoked for w in b))
         touching = [t for t, b in self._running.items() if any(w.tp in revoked for w in b)]
         bound = min(

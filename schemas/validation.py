@@ -71,6 +71,9 @@ def parse_request(raw: bytes | None, limits: RequestLimits) -> ParseOutcome:
         payload = json.loads(raw or b"")
     except (ValueError, UnicodeDecodeError) as exc:
         return Undeliverable(ErrorInfo(code=ErrorCode.INVALID_JSON, message=f"not JSON: {exc}"))
+    except RecursionError:  # hostile nesting must not take the worker down
+        message = "not JSON this worker accepts: nested too deeply"
+        return Undeliverable(ErrorInfo(code=ErrorCode.INVALID_JSON, message=message))
     if not isinstance(payload, dict):
         kind = type(payload).__name__
         message = f"the event must be a JSON object, got {kind}"

@@ -11,6 +11,7 @@ import pytest
 from botocore.config import Config
 from PIL import Image
 
+from consumer.engine.fake import FakeEngine
 from consumer.services import create_topics
 from consumer.settings import Settings
 from storage import read_png_parameters
@@ -186,3 +187,21 @@ async def test_two_workers_in_one_group_share_the_partitions(make_settings: Make
         records = await collect(bootstrap, settings.result_topic, 12)
     assert sorted(results(records)) == sorted(f"shared-{i}" for i in range(12))
     assert first.completed > 0 and second.completed > 0
+
+
+async def test_a_batch_longer_than_the_session_timeout_keeps_the_membership(
+    make_settings: MakeSettings,
+) -> None:
+    """Heartbeats go on while the engine thread is busy: no rebalance, the commit goes through."""
+    settings = make_settings(kafka_session_timeout_ms=6000, max_batches_in_flight=1)
+    slow = FakeEngine(step_seconds=2.0)  # 4 steps: 8 s per batch, longer than the session
+    events = [request(f"long-{i}", steps=4, seed=i) for i in range(3)]
+    await produce(settings.kafka_bootstrap_servers, settings.request_topic, events)
+    async with running_worker(settings, engine=slow) as worker:
+        records = await collect(settings.kafka_bootstrap_servers, settings.result_topic, 3, 120)
+        assert worker.revocations == 0
+    assert sorted(results(records)) == ["long-0", "long-1", "long-2"]
+    committed, end = await committed_and_end(
+        settings.kafka_bootstrap_servers, settings.group_id, settings.request_topic
+    )
+    assert committed == end

@@ -179,3 +179,23 @@ def test_events_without_a_usable_request_id_are_undeliverable(raw: bytes, code: 
 
 def test_parse_request_accepts_none_value() -> None:
     assert isinstance(parse_request(None, LIMITS), Undeliverable)
+
+
+def test_hostile_bytes_never_raise() -> None:
+    """Random bytes and mangled JSON always give an outcome, never an exception."""
+    import random
+
+    rng = random.Random(7)
+    valid = b'{"request_id": "r1", "prompt": "cat", "params": {"width": 512, "seed": 3}}'
+    samples: list[bytes] = [
+        bytes(rng.randrange(256) for _ in range(rng.randrange(64))) for _ in range(300)
+    ]
+    for _ in range(300):
+        mangled = bytearray(valid)
+        for _ in range(rng.randrange(1, 4)):
+            mangled[rng.randrange(len(mangled))] = rng.randrange(256)
+        samples.append(bytes(mangled))
+    samples += [b"{" * 10_000, b'{"request_id": "r", "prompt": "' + b"\\u0000" * 1000 + b'"}']
+    samples += [b'{"request_id": "r", "prompt": "x", "params": ' + b"[" * 5000 + b"]" * 5000 + b"}"]
+    for raw in samples:
+        assert isinstance(parse_request(raw, LIMITS), Accepted | Rejected | Undeliverable)
