@@ -160,6 +160,7 @@ class Worker:
     async def _intake(self, consumer: AIOKafkaConsumer) -> None:
         idle_since = time.monotonic()
         while not self._stopping.is_set():
+            self._slot_freed.clear()  # before counting: a slot freed from here on wakes us
             self._start_pending()
             free = self.settings.max_batches_in_flight - len(self._running)
             if self._pending or free <= 0:
@@ -195,7 +196,6 @@ class Worker:
         return self._exit_when_idle is not None and time.monotonic() - since >= self._exit_when_idle
 
     async def _wait_for_slot(self, timeout: float) -> None:
-        self._slot_freed.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._slot_freed.wait(), timeout)
 
