@@ -75,13 +75,17 @@ def _request(args: argparse.Namespace, unique: bool = False) -> dict[str, object
 
 
 def _generate(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.oneshot import generate_once
+    from consumer.oneshot import InvalidRequestError, generate_once
 
     if args.model:  # a local one-shot run may use any model its user names
         settings = settings.model_copy(
             update={"default_model": args.model, "allowed_models": [args.model]}
         )
-    result = generate_once(settings, _request(args), args.out)
+    try:
+        result = generate_once(settings, _request(args), args.out)
+    except InvalidRequestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(result.model_dump_json(indent=2))
     for image in result.images:
         print(f"image {image.image_id}: seed {image.seed} -> {image.url}", file=sys.stderr)

@@ -13,6 +13,10 @@ from schemas import Accepted, ErrorCode, GenerationResult, Rejected, parse_reque
 from storage import ImageStore, LocalImageStore, StorageError, build_store
 
 
+class InvalidRequestError(ValueError):
+    """The command line did not make a request with a usable request_id."""
+
+
 def generate_once(
     settings: Settings, request: dict[str, object], out: Path | None
 ) -> GenerationResult:
@@ -20,8 +24,8 @@ def generate_once(
     outcome = parse_request(json.dumps(request).encode(), settings.request_limits())
     if isinstance(outcome, Rejected):
         return outcome.result()
-    if not isinstance(outcome, Accepted):
-        raise ValueError(outcome.error.message)
+    if not isinstance(outcome, Accepted):  # no usable request_id: no result to hang it on
+        raise InvalidRequestError(outcome.error.message)
     job = plan_job(outcome.request, settings.default_negative_prompt)
     engine = build_engine(settings)
     try:

@@ -7,31 +7,10 @@ import secrets
 import pytest
 
 from storage import S3ImageStore
+from tests.fixtures.docker import DOCKER_ONLY
 from tests.integration.test_storage_s3 import plain_client, put_and_read_back
 
-
-def _docker_unavailable() -> str | None:
-    """Return why Docker cannot be used here, or None when an engine answers."""
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        docker.from_env(timeout=5).ping()
-    except Exception as exc:
-        return f"no Docker engine reachable ({type(exc).__name__})"
-    try:
-        import testcontainers.minio  # noqa: F401  (needs the `minio` client package)
-    except ImportError as exc:
-        return f"testcontainers MinIO module unavailable: {exc}"
-    return None
-
-
-_SKIP_REASON = _docker_unavailable()
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.docker,
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(_SKIP_REASON is not None, reason=_SKIP_REASON or ""),
-]
+pytestmark = [*DOCKER_ONLY, pytest.mark.timeout(300)]
 
 
 def test_put_then_read_back_on_minio() -> None:

@@ -10,20 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.fixtures.docker import DOCKER_ONLY
 from tests.fixtures.services import S3Endpoint
-from tests.integration.test_storage_minio import _docker_unavailable
 from tests.integration.test_worker_kafka import (  # noqa: F401  (collected here as well)
     test_invalid_events_get_rejected_results_or_dead_letters,
     test_requests_become_completed_results_with_downloadable_pngs,
 )
 
-_SKIP_REASON = _docker_unavailable()
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.docker,
-    pytest.mark.timeout(600),
-    pytest.mark.skipif(_SKIP_REASON is not None, reason=_SKIP_REASON or ""),
-]
+pytestmark = [*DOCKER_ONLY, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
