@@ -194,7 +194,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    from consumer.tiny_model import ensure_tiny_model
+    from consumer.devtools.tiny_model import ensure_tiny_model
 
     cuda = torch.cuda.is_available()
     device, dtype = ("cuda", torch.float16) if cuda else ("cpu", torch.float32)

@@ -27,13 +27,13 @@ import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from PIL import Image
 
+from consumer.devtools.services import SeaweedS3, TansuBroker, create_topics
 from consumer.engine import Engine, GenerationJob, JobOutput
 from consumer.engine.diffusers_engine import DiffusersEngine
 from consumer.engine.fake import FakeEngine
 from consumer.engine.loading import PipelineLoader, choose_placement
 from consumer.logs import JsonFormatter
 from consumer.results import store_output
-from consumer.services import SeaweedS3, TansuBroker, create_topics
 from consumer.settings import Settings
 from consumer.worker import Worker
 from storage import ImageStore, build_store

@@ -113,7 +113,7 @@ def _submit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _stack(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.stack import stack_down, stack_up
+    from consumer.devtools.stack import stack_down, stack_up
 
     if args.action == "up":
         path = stack_up(settings, args.partitions)

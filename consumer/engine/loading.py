@@ -17,9 +17,9 @@ from urllib.parse import urlparse
 
 import torch
 
+from consumer.devtools.tiny_model import ensure_tiny_model
 from consumer.engine.protocol import EngineError
 from consumer.models import TINY_MODEL_ID, model_kind
-from consumer.tiny_model import ensure_tiny_model
 from schemas import ErrorCode
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from consumer.services import TansuBroker, create_topics
+from consumer.devtools.services import TansuBroker, create_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -76,7 +76,7 @@ async def test_tansu_topic_produce_consume_stop(tmp_path: Path) -> None:
 _DETACHED_STARTER = """
 import sys
 from pathlib import Path
-from consumer.services import TansuBroker
+from consumer.devtools.services import TansuBroker
 broker = TansuBroker(Path(sys.argv[1])).start(detach=True)
 print(broker.bootstrap_servers)
 """

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from consumer.services import free_port
+from consumer.devtools.services import free_port
 from consumer.settings import Settings
 from tests.integration.kafka_tools import collect, produce, request, running_worker, wait_until
 

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from consumer.services import free_port
+from consumer.devtools.services import free_port
 from storage import S3ImageStore, StorageError, encode_png
 from tests.fixtures.services import S3Endpoint
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.services import SeaweedS3
+from consumer.devtools.services import SeaweedS3
 from consumer.settings import Settings
 from tests.integration.kafka_tools import (
     collect,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.services import create_topics
+from consumer.devtools.services import create_topics
 from consumer.settings import Settings
 from tests.integration.kafka_tools import (
     collect,

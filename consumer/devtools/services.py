@@ -25,7 +25,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.processes import LOCALHOST, ManagedProcess, free_port, port_accepts
+from consumer.devtools.processes import LOCALHOST, ManagedProcess, free_port, port_accepts
 
 # weed derives some gRPC addresses as http port + 10000 whatever -*.port.grpc says (mini's
 # worker dials admin.port + 10000), so every http port is picked with that partner free too.

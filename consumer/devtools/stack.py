@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlparse
 
-from consumer.services import SeaweedS3, TansuBroker, create_topics
+from consumer.devtools.services import SeaweedS3, TansuBroker, create_topics
 from consumer.settings import Settings
 
 DEFAULT_S3_PORT = 8333
