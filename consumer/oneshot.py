@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 from consumer.engine import EngineError, build_engine, plan_job
@@ -11,6 +12,8 @@ from consumer.results import encode_output, store_output
 from consumer.settings import Settings
 from schemas import Accepted, ErrorCode, GenerationResult, Rejected, parse_request
 from storage import ImageStore, LocalImageStore, StorageError, build_store
+
+log = logging.getLogger(__name__)
 
 
 class InvalidRequestError(ValueError):
@@ -31,7 +34,8 @@ def generate_once(
     try:
         output = engine.generate([job], settings.generation_timeout_seconds)[0]
     except EngineError as exc:
-        return GenerationResult.failed(job.request_id, exc.code, exc.message)
+        log.warning("generation failed: %s", exc.message, extra={"request_id": job.request_id})
+        return GenerationResult.failed(job.request_id, exc.code)
     try:
         store: ImageStore = _FileStore(out.resolve()) if out else build_store(settings)
         return store_output(
@@ -41,7 +45,8 @@ def generate_once(
             _key_prefix(settings, out),
         )
     except StorageError as exc:
-        return GenerationResult.failed(job.request_id, ErrorCode.STORAGE_FAILED, str(exc))
+        log.warning("storing failed: %s", exc, extra={"request_id": job.request_id})
+        return GenerationResult.failed(job.request_id, ErrorCode.STORAGE_FAILED)
 
 
 def _key_prefix(settings: Settings, out: Path | None) -> str:

@@ -73,14 +73,9 @@ class BatchProcessor:
         except EngineError as exc:
             if self.abandoned:
                 raise Abandoned from exc
-            return [GenerationResult.failed(job.request_id, exc.code, exc.message) for job in jobs]
-        except Exception as exc:  # a bug in the engine must fail the batch, not the worker
-            log.exception("engine raised unexpectedly")
-            message = f"generation failed: {type(exc).__name__}"
-            return [
-                GenerationResult.failed(j.request_id, ErrorCode.GENERATION_FAILED, message)
-                for j in jobs
-            ]
+            ids = [job.request_id for job in jobs]
+            log.warning("engine error: %s", exc.message, extra={"request_ids": ids})
+            return [GenerationResult.failed(job.request_id, exc.code) for job in jobs]
         return list(await asyncio.gather(*(self._store_one(output) for output in outputs)))
 
     async def _store_one(self, output: JobOutput) -> GenerationResult:
@@ -98,9 +93,9 @@ class BatchProcessor:
                 return await loop.run_in_executor(self._io_threads, encode_and_store)
             except StorageError as exc:
                 if not exc.retryable:
-                    return GenerationResult.failed(
-                        output.job.request_id, ErrorCode.STORAGE_FAILED, str(exc)
-                    )
+                    request_id = output.job.request_id
+                    log.error("store refused: %s", exc, extra={"request_id": request_id})
+                    return GenerationResult.failed(request_id, ErrorCode.STORAGE_FAILED)
                 if self.abandoned:
                     raise Abandoned from exc
                 self._on_storage_retry()

@@ -18,6 +18,30 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     GENERATION_FAILED = "generation_failed"
     STORAGE_FAILED = "storage_failed"
+    # The event is larger than MAX_EVENT_BYTES: dead-lettered without being parsed.
+    EVENT_TOO_LARGE = "event_too_large"
+    # Something in the worker broke while handling the request (a bug, MemoryError, ...).
+    INTERNAL_ERROR = "internal_error"
+    # The broker refused the full result record for good (too large, invalid): this minimal
+    # result replaces it.
+    RESULT_REFUSED = "result_refused"
+
+
+# The public text of each code: short and fixed. Results never carry exception text, paths, the
+# bucket or the allowlist; the detail goes to the worker's log next to the request_id.
+PUBLIC_MESSAGES: dict[ErrorCode, str] = {
+    ErrorCode.INVALID_JSON: "the event is not UTF-8 JSON",
+    ErrorCode.NOT_AN_OBJECT: "the event must be a JSON object",
+    ErrorCode.INVALID_REQUEST: "the request breaks the contract; see violations",
+    ErrorCode.MODEL_NOT_ALLOWED: "the requested model is not allowed on this worker",
+    ErrorCode.MODEL_UNAVAILABLE: "the model is allowed but cannot be loaded on this worker",
+    ErrorCode.TIMEOUT: "the generation exceeded the worker's time limit",
+    ErrorCode.GENERATION_FAILED: "the generation failed",
+    ErrorCode.STORAGE_FAILED: "the image could not be stored",
+    ErrorCode.EVENT_TOO_LARGE: "the event is larger than the worker accepts",
+    ErrorCode.INTERNAL_ERROR: "the worker failed while handling the request",
+    ErrorCode.RESULT_REFUSED: "the broker refused the full result; this minimal result replaces it",
+}
 
 
 class ViolationCode(StrEnum):
@@ -53,3 +77,8 @@ class ErrorInfo(BaseModel):
     code: ErrorCode
     message: str
     violations: list[Violation] = Field(default_factory=list)
+
+    @classmethod
+    def public(cls, code: ErrorCode) -> ErrorInfo:
+        """The error with its fixed public message."""
+        return cls(code=code, message=PUBLIC_MESSAGES[code])

@@ -54,8 +54,7 @@ class GenerationResult(BaseModel):
         return cls(request_id=request_id, status=status, error=error, audit=audit)
 
     @classmethod
-    def failed(cls, request_id: str, code: ErrorCode, message: str) -> GenerationResult:
+    def failed(cls, request_id: str, code: ErrorCode) -> GenerationResult:
+        """A request that could not be completed, with the code's fixed public message."""
         status = Status.TIMEOUT if code is ErrorCode.TIMEOUT else Status.FAILED
-        return cls(
-            request_id=request_id, status=status, error=ErrorInfo(code=code, message=message)
-        )
+        return cls(request_id=request_id, status=status, error=ErrorInfo.public(code))
