@@ -130,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     command = args.command or "run"
     if command == "run":
-        from consumer.app import serve
+        from consumer.app import exit_process, serve
 
-        return asyncio.run(serve(settings, exit_when_idle=getattr(args, "exit_when_idle", None)))
+        idle = getattr(args, "exit_when_idle", None)
+        exit_process(asyncio.run(serve(settings, exit_when_idle=idle)))
     if command == "generate":
         return _generate(settings, args)
     if command == "submit":

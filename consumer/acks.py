@@ -1,62 +1,139 @@
 """The acknowledgement rule, in one place: publish the result (or dead letter), wait for the
-broker's acknowledgement, then commit — never past an offset whose request is not finished."""
+broker's acknowledgement, then commit — never past an offset whose request is not finished.
+
+Offsets are tracked per partition from the moment a record is taken. A partition revoked while
+one of its batches still runs keeps its tracker: if it comes straight back (the usual eager
+rebalance), the batch's result is committed when it finishes, and the re-fetched records of that
+batch are recognised and skipped instead of being generated twice.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import replace
+from enum import Enum
+from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from consumer import kafka_io
-from consumer.batching import OffsetTracker
+from consumer.kafka_io import OutRecord, dead_letter_record, result_record
 from consumer.metrics import WorkerMetrics
+from consumer.publishing import Delivery, Publisher
 from consumer.settings import Settings
-from schemas import ErrorInfo, GenerationResult
+from schemas import ErrorCode, ErrorInfo, GenerationResult
 
 log = logging.getLogger(__name__)
 
+Record: TypeAlias = ConsumerRecord[Any, Any]
 
-class BrokerGaveUp(Exception):
-    """The broker stayed away until the worker stopped: nothing published, nothing committed."""
+
+class _State(Enum):
+    TAKEN = "taken"  # being worked on by this member
+    DONE = "done"  # outcome published
+    RELEASED = "released"  # dropped before it started; must be taken again before a commit
+
+
+class OffsetTracker:
+    """Offsets of one partition in flight; commits only up to the lowest unfinished one.
+
+    With several batches in flight, batch k+1 may finish before batch k: its offsets are done but
+    must not be committed until everything below them is done too.
+    """
+
+    def __init__(self) -> None:
+        self._states: dict[int, _State] = {}
+        self._committed: int | None = None
+
+    def take(self, offset: int) -> bool:
+        """False when the offset is already taken or done (a re-fetch after a rebalance)."""
+        if self._states.get(offset) in (_State.TAKEN, _State.DONE):
+            return False
+        self._states[offset] = _State.TAKEN
+        return True
+
+    def done(self, offsets: Iterable[int]) -> None:
+        for offset in offsets:
+            if offset in self._states:
+                self._states[offset] = _State.DONE
+
+    def release(self, offsets: Iterable[int]) -> None:
+        for offset in offsets:
+            if self._states.get(offset) is _State.TAKEN:
+                self._states[offset] = _State.RELEASED
+
+    def forget_below(self, position: int) -> None:
+        """Another member committed up to `position`: what lies below is settled."""
+        for offset in [o for o in self._states if o < position]:
+            del self._states[offset]
+        self._committed = position
+
+    def committable(self) -> int | None:
+        """The next offset to commit (Kafka commits 'next to read'), or None if nothing new."""
+        position = None
+        for offset in sorted(self._states):
+            if self._states[offset] is not _State.DONE:
+                break
+            position = offset + 1
+            del self._states[offset]
+        if position is None or position == self._committed:
+            return None
+        self._committed = position
+        return position
+
+    @property
+    def in_flight(self) -> int:
+        return sum(state is _State.TAKEN for state in self._states.values())
+
+    @property
+    def idle(self) -> bool:
+        return self.in_flight == 0
 
 
 class Acknowledger:
     def __init__(
         self,
         settings: Settings,
-        producer: AIOKafkaProducer,
+        publisher: Publisher,
         consumer: AIOKafkaConsumer,
         metrics: WorkerMetrics,
-        giving_up: Callable[[], bool],
     ) -> None:
         self._settings = settings
-        self._producer = producer
+        self._publisher = publisher
         self._consumer = consumer
         self._metrics = metrics
-        self._giving_up = giving_up
         self._trackers: dict[TopicPartition, OffsetTracker] = {}
         self._commit_lock = asyncio.Lock()
+        self._failed_commits: dict[TopicPartition, int] = {}  # retried with the next commit
         self.completed = 0
+        metrics.in_flight.set_function(self.in_flight)
 
-    def track(self, record: ConsumerRecord[Any, Any]) -> None:
-        """Called for every record taken, before anything is done with it."""
-        tp = TopicPartition(record.topic, record.partition)
-        self._trackers.setdefault(tp, OffsetTracker()).add(record.offset)
-        self._metrics.in_flight.inc()
+    def in_flight(self) -> int:
+        return sum(tracker.in_flight for tracker in self._trackers.values())
+
+    def take(self, record: Record) -> bool:
+        """Called for every record polled, before anything is done with it. False: this member
+        is already working on it (or has finished it), so it must be skipped."""
+        return self._tracker(record).take(record.offset)
+
+    def release(self, records: Iterable[Record]) -> None:
+        """Work dropped before it started: it will be fetched (and taken) again."""
+        for record in records:
+            self._tracker(record).release([record.offset])
 
     async def publish(
-        self, records: list[ConsumerRecord[Any, Any]], results: list[GenerationResult]
+        self, records: list[Record], results: list[GenerationResult], until: asyncio.Event
     ) -> None:
+        """Publish each request's result, then commit. Raises BrokerGaveUp when `until` is set
+        while the broker is away (nothing committed)."""
         if not records:
             return
-        topic = self._settings.result_topic
-        await self._retry(partial(kafka_io.publish_results, self._producer, topic, results))
+        pairs = zip(records, results, strict=True)
+        deliveries = [self._result_delivery(record, result) for record, result in pairs]
+        await self._publisher.deliver(deliveries, until)
         now = time.time()
         for record in records:
             if record.timestamp:
@@ -64,47 +141,57 @@ class Acknowledger:
         self.completed += len(records)
         await self._done(records)
 
-    async def dead_letters(self, letters: list[tuple[ConsumerRecord[Any, Any], ErrorInfo]]) -> None:
+    async def dead_letters(
+        self, letters: list[tuple[Record, ErrorInfo]], until: asyncio.Event
+    ) -> None:
         if not letters:
             return
         for record, error in letters:
             where = {"partition": record.partition, "offset": record.offset}
             log.warning("dead letter", extra={**where, "code": error.code.value})
-        topic = self._settings.dlq_topic
-        await self._retry(partial(kafka_io.publish_dead_letters, self._producer, topic, letters))
+        deliveries = [self._dead_letter_delivery(record, error) for record, error in letters]
+        await self._publisher.deliver(deliveries, until)
         self._metrics.dead_letters.inc(len(letters))
         await self._done([record for record, _ in letters])
 
-    async def _retry(self, send: Callable[[], Awaitable[None]]) -> None:
-        """Retry a publish while the broker is away; give up only when the worker stops."""
-        delay = 0.5
-        while True:
-            try:
-                await send()
-                return
-            except KafkaError as exc:
-                if self._giving_up():
-                    raise BrokerGaveUp from exc
-                log.warning("publish failed (%s); retrying in %.1fs", type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+    def _result_delivery(self, record: Record, result: GenerationResult) -> Delivery:
+        topic, request_id = self._settings.result_topic, result.request_id or ""
+        minimal = GenerationResult.failed(request_id, ErrorCode.RESULT_REFUSED)
+        refused = ErrorInfo.public(ErrorCode.RESULT_REFUSED)
+        return Delivery(
+            request_id,
+            (
+                result_record(topic, result),
+                result_record(topic, minimal),
+                self._dead_letter(record, refused),
+            ),
+        )
 
-    async def _done(self, records: list[ConsumerRecord[Any, Any]]) -> None:
+    def _dead_letter_delivery(self, record: Record, error: ErrorInfo) -> Delivery:
+        letter = self._dead_letter(record, error)
+        bare = replace(letter, value=None)  # the headers still say where it came from and why
+        return Delivery(f"{record.topic}:{record.partition}@{record.offset}", (letter, bare))
+
+    def _dead_letter(self, record: Record, error: ErrorInfo) -> OutRecord:
+        limit = self._settings.kafka_max_request_size
+        return dead_letter_record(self._settings.dlq_topic, record, error, limit)
+
+    async def _done(self, records: list[Record]) -> None:
         touched = set()
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
-            tracker = self._trackers.get(tp)
-            if tracker is not None:  # None: the partition was revoked meanwhile
-                self._metrics.in_flight.dec()
-                tracker.done([record.offset])
-                touched.add(tp)
+            self._tracker(record).done([record.offset])
+            touched.add(tp)
         await self.commit(touched)
 
-    async def commit(self, partitions: set[TopicPartition]) -> None:
-        offsets = {}
+    async def commit(self, partitions: Iterable[TopicPartition]) -> None:
+        """Commit what is done on the given partitions that this member still owns."""
+        owned = self._consumer.assignment()
+        offsets = {tp: o for tp, o in self._failed_commits.items() if tp in owned}
+        self._failed_commits.clear()
         for tp in partitions:
             tracker = self._trackers.get(tp)
-            position = tracker.committable() if tracker is not None else None
+            position = tracker.committable() if tracker is not None and tp in owned else None
             if position is not None:
                 offsets[tp] = position
         if not offsets:
@@ -115,11 +202,38 @@ class Acknowledger:
             except (CommitFailedError, IllegalStateError) as exc:
                 # Another member owns the partition now and will redeliver: keys are deterministic.
                 log.warning("commit refused after a rebalance: %s", exc)
+            except KafkaError as exc:  # the broker away: retried with the next commit
+                log.warning("commit failed (%s); retried with the next one", type(exc).__name__)
+                for tp, offset in offsets.items():
+                    self._failed_commits[tp] = max(offset, self._failed_commits.get(tp, 0))
 
-    async def hand_over(self, revoked: set[TopicPartition]) -> None:
-        """Commit what is done on revoked partitions and forget them."""
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Commit what is done; keep the trackers of partitions with work still running."""
         await self.commit(revoked)
         for tp in revoked:
-            tracker = self._trackers.pop(tp, None)
-            if tracker is not None:
-                self._metrics.in_flight.dec(len(tracker))
+            tracker = self._trackers.get(tp)
+            if tracker is not None and tracker.idle:
+                del self._trackers[tp]
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Re-attach kept trackers to partitions that came back; forget the others."""
+        for tp in [tp for tp in self._trackers if tp not in assigned]:
+            if self._trackers[tp].idle:
+                del self._trackers[tp]
+        for tp in assigned & set(self._trackers):
+            committed = await self._committed(tp)
+            if committed is not None:
+                self._trackers[tp].forget_below(committed)
+        await self.commit(assigned)
+
+    async def _committed(self, tp: TopicPartition) -> int | None:
+        try:
+            offset = await self._consumer.committed(tp)
+        except KafkaError as exc:
+            log.warning("could not read the committed offset of %s: %s", tp, exc)
+            return None
+        return offset if isinstance(offset, int) else None
+
+    def _tracker(self, record: Record) -> OffsetTracker:
+        tp = TopicPartition(record.topic, record.partition)
+        return self._trackers.setdefault(tp, OffsetTracker())

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
+from typing import NoReturn
 
 from consumer.engine import STANDARD_POLICY, Engine, EngineError, GenerationJob, build_engine
 from consumer.settings import Settings
@@ -33,7 +36,8 @@ async def serve(
     store: ImageStore | None = None,
     exit_when_idle: float | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT (or idle, when asked): drain, commit, leave the group, exit 0."""
+    """Run until SIGTERM/SIGINT (or idle, when asked): drain, commit, leave the group; return
+    the exit code (0, or EXIT_UNHEALTHY when the watchdog gave up on the worker)."""
     loop = asyncio.get_running_loop()
     if store is None:
         store = await loop.run_in_executor(None, build_store, settings)
@@ -53,4 +57,13 @@ async def serve(
             await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    return 0
+    return worker.exit_code
+
+
+def exit_process(code: int) -> NoReturn:
+    """Exit without joining the worker's threads: after a hung engine call its thread never
+    returns, and the interpreter's exit would wait for it forever."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

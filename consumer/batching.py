@@ -1,11 +1,11 @@
-"""Grouping compatible requests into engine batches, and committing offsets in order.
+"""Grouping compatible requests into engine batches: pure bookkeeping with direct unit tests.
 
-Both are pure bookkeeping with direct unit tests; the worker only calls them.
+(The offsets to commit are tracked with the acknowledgement code, in acks.py.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -37,39 +37,3 @@ def group_batches(
         open_batches[k] = (batch, images + n)
     closed.extend((first_seen[id(b)], b) for b, _ in open_batches.values())
     return [batch for _, batch in sorted(closed, key=lambda pair: pair[0])]
-
-
-class OffsetTracker:
-    """Offsets of one partition in flight; commits only up to the lowest unfinished one.
-
-    With several batches in flight, batch k+1 may finish before batch k: its offsets are done but
-    must not be committed until everything below them is done too.
-    """
-
-    def __init__(self) -> None:
-        self._pending: dict[int, bool] = {}  # offset -> done, in arrival (= offset) order
-        self._committed: int | None = None
-
-    def add(self, offset: int) -> None:
-        self._pending[offset] = False
-
-    def done(self, offsets: Iterable[int]) -> None:
-        for offset in offsets:
-            if offset in self._pending:
-                self._pending[offset] = True
-
-    def committable(self) -> int | None:
-        """The next offset to commit (Kafka commits 'next to read'), or None if nothing new."""
-        position = None
-        for offset, done in list(self._pending.items()):
-            if not done:
-                break
-            position = offset + 1
-            del self._pending[offset]
-        if position is None or position == self._committed:
-            return None
-        self._committed = position
-        return position
-
-    def __len__(self) -> int:
-        return len(self._pending)

@@ -1,17 +1,19 @@
-"""aiokafka clients built from the settings, and the two records the worker writes."""
+"""aiokafka clients built from the settings, and the records the worker writes (bounded)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnknownError, UnsupportedVersionError
 
 from consumer.settings import Settings
-from schemas import ErrorInfo, GenerationResult
+from schemas import ErrorInfo, GenerationResult, bounded
 
 log = logging.getLogger(__name__)
 
@@ -39,30 +41,57 @@ def build_consumer(settings: Settings) -> AIOKafkaConsumer:
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=max(1000, settings.kafka_session_timeout_ms // 4),
         max_poll_interval_ms=300_000,
-        fetch_max_bytes=settings.kafka_max_request_size * 4,
-        max_partition_fetch_bytes=settings.kafka_max_request_size,
+        # Fetch limits well above what a producer may write: a record over them could not be
+        # fetched at all, so it could not even be dead-lettered.
+        fetch_max_bytes=settings.kafka_max_fetch_bytes * 2,
+        max_partition_fetch_bytes=settings.kafka_max_fetch_bytes,
         client_id="sdxl-worker",
         **security_options(settings),
     )
 
 
-async def start_producer(settings: Settings) -> AIOKafkaProducer:
-    """An idempotent producer where the broker supports it; a plain one (with a warning) where it
-    refuses InitProducerId, as the embedded Tansu broker does."""
-    if settings.kafka_enable_idempotence:
-        producer = _producer(settings, idempotent=True)
+# Brokers that do not implement InitProducerId: Kafka's own "unsupported" answers, and the
+# UnknownError that the embedded Tansu broker gives. Anything else (connection refused, a
+# timeout, a coordinator still loading) is transient and retried.
+IDEMPOTENCE_UNSUPPORTED = (UnsupportedVersionError, UnknownError)
+
+
+async def start_producer(settings: Settings, stop: asyncio.Event) -> AIOKafkaProducer:
+    """An idempotent producer where the broker supports it; a plain one (with a warning) only
+    where the broker says it does not. Transient start-up errors are retried until `stop`."""
+    idempotent = settings.kafka_enable_idempotence
+    delay = 0.5
+    while True:
+        producer = _producer(settings, idempotent)
         try:
             await producer.start()
             return producer
-        except KafkaError as exc:
+        except IDEMPOTENCE_UNSUPPORTED as exc:
             await producer.stop()
+            if not idempotent:
+                raise
             log.warning(
                 "broker refused the idempotent producer (%s); falling back to a plain producer",
                 type(exc).__name__,
             )
-    producer = _producer(settings, idempotent=False)
-    await producer.start()
-    return producer
+            idempotent = False
+        except KafkaError as exc:
+            await producer.stop()
+            log.warning("producer start failed (%s); retrying in %.1fs", type(exc).__name__, delay)
+            await wait_or_stop(stop, delay)
+            delay = min(delay * 2, 10.0)
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or raise StopRequested as soon as `stop` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    if stop.is_set():
+        raise StopRequested
+
+
+class StopRequested(Exception):
+    """The worker is stopping: a wait or retry loop gave up."""
 
 
 def _producer(settings: Settings, idempotent: bool) -> AIOKafkaProducer:
@@ -70,7 +99,7 @@ def _producer(settings: Settings, idempotent: bool) -> AIOKafkaProducer:
         bootstrap_servers=settings.kafka_bootstrap_servers,
         acks="all",
         enable_idempotence=idempotent,
-        max_request_size=settings.kafka_max_request_size,  # dead letters can be large
+        max_request_size=settings.kafka_max_request_size,
         linger_ms=0,
         request_timeout_ms=30_000,
         client_id="sdxl-worker",
@@ -78,29 +107,74 @@ def _producer(settings: Settings, idempotent: bool) -> AIOKafkaProducer:
     )
 
 
-async def publish_results(
-    producer: AIOKafkaProducer, topic: str, results: list[GenerationResult]
-) -> None:
-    """Send all, then wait until the broker has acknowledged every one (sending them one by one
-    would cost a broker round trip per result)."""
-    acks = [
-        await producer.send(
-            topic,
-            key=(result.request_id or "").encode(),
-            value=result.model_dump_json().encode(),
-            headers=[("content-type", b"application/json"), ("contract-version", b"1")],
-        )
-        for result in results
-    ]
-    await asyncio.gather(*acks)
+@dataclass(frozen=True)
+class OutRecord:
+    """One record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
 
 
-def dead_letter_headers(
-    record: ConsumerRecord[Any, Any], error: ErrorInfo
-) -> list[tuple[str, bytes]]:
-    original = [(k, v) for k, v in (record.headers or ()) if not k.startswith("dlq.")]
+def result_record(topic: str, result: GenerationResult) -> OutRecord:
+    return OutRecord(
+        topic,
+        key=(result.request_id or "").encode(),
+        value=bounded(result).model_dump_json().encode(),
+        headers=[("content-type", b"application/json"), ("contract-version", b"1")],
+    )
+
+
+# Room left in a dead letter for the record's own framing and the dlq.* headers.
+_DEAD_LETTER_OVERHEAD = 4096
+_MAX_DEAD_LETTER_KEY = 1024
+_MAX_ORIGINAL_HEADERS = 16 * 1024
+
+
+def dead_letter_record(
+    topic: str, record: ConsumerRecord[Any, Any], error: ErrorInfo, limit: int
+) -> OutRecord:
+    """The original bytes, key and headers, with headers that say where they came from and why.
+
+    Bounded by `limit` (the producer's max request size): a larger event keeps its first bytes,
+    and `dlq.truncated` says how large the original was."""
+    key, value = record.key, record.value
+    headers, dropped = _capped_headers(record.headers or ())
+    notes = []
+    if key is not None and len(key) > _MAX_DEAD_LETTER_KEY:
+        notes.append(f"key:{len(key)}")
+        key = key[:_MAX_DEAD_LETTER_KEY]
+    if dropped:
+        notes.append(f"headers:{dropped}")
+    header_bytes = sum(len(name) + len(data) for name, data in headers)
+    budget = limit - _DEAD_LETTER_OVERHEAD - len(key or b"") - header_bytes
+    if value is not None and len(value) > budget:
+        notes.append(f"value:{len(value)}")
+        value = value[: max(0, budget)]
+    if key is None and value is None:
+        key = b""  # legal in Kafka, but aiokafka cannot send a record with neither
+    headers += _dlq_headers(record, error)
+    if notes:
+        headers.append(("dlq.truncated", ",".join(notes).encode()))
+    return OutRecord(topic, key, value, headers)
+
+
+def _capped_headers(original: Any) -> tuple[list[tuple[str, bytes]], int]:
+    kept: list[tuple[str, bytes]] = []
+    size = dropped = 0
+    for name, value in original:
+        value = value or b""
+        size += len(name) + len(value)
+        if name.startswith("dlq.") or size > _MAX_ORIGINAL_HEADERS:
+            dropped += not name.startswith("dlq.")
+            continue
+        kept.append((name, value))
+    return kept, dropped
+
+
+def _dlq_headers(record: ConsumerRecord[Any, Any], error: ErrorInfo) -> list[tuple[str, bytes]]:
     return [
-        *original,
         ("dlq.source.topic", record.topic.encode()),
         ("dlq.source.partition", str(record.partition).encode()),
         ("dlq.source.offset", str(record.offset).encode()),
@@ -109,19 +183,10 @@ def dead_letter_headers(
     ]
 
 
-async def publish_dead_letters(
-    producer: AIOKafkaProducer,
-    topic: str,
-    letters: list[tuple[ConsumerRecord[Any, Any], ErrorInfo]],
-) -> None:
-    """The original bytes, untouched, with headers that say where they came from and why."""
-    acks = []
-    for record, error in letters:
-        # A record with neither key nor value is legal in Kafka but not sendable with aiokafka.
-        key = b"" if record.key is None and record.value is None else record.key
-        headers = dead_letter_headers(record, error)
-        acks.append(await producer.send(topic, key=key, value=record.value, headers=headers))
-    await asyncio.gather(*acks)
+async def send(producer: AIOKafkaProducer, out: OutRecord) -> None:
+    """Produce one record and wait for the broker's acknowledgement."""
+    delivery = await producer.send(out.topic, key=out.key, value=out.value, headers=out.headers)
+    await delivery
 
 
 async def leave_group(consumer: AIOKafkaConsumer) -> None:

@@ -64,8 +64,9 @@ class WorkerMetrics:
         self.batch_size = Histogram(
             "batch_size_images", "Images per engine call.", buckets=(1, 2, 4, 8, 16, 32), registry=r
         )
+        # Read from the offset trackers at scrape time: derived, so it can never drift negative.
         self.in_flight = Gauge(
-            "requests_in_flight", "Requests taken but not yet committed.", registry=r
+            "requests_in_flight", "Requests taken and not finished yet.", registry=r
         )
         self.consumer_lag = Gauge(
             "consumer_lag", "Records behind the end of each partition.", ["partition"], registry=r
@@ -74,6 +75,18 @@ class WorkerMetrics:
             "dead_letters", "Events sent to the dead-letter topic.", registry=r
         )
         self.storage_retries = Counter("storage_retries", "Retried uploads.", registry=r)
+        self.publish_retries = Counter(
+            "publish_retries", "Publish rounds retried while the broker was away.", registry=r
+        )
+        self.publish_refused = Counter(
+            "publish_refused",
+            "Records the broker refused for good (a fallback was sent instead).",
+            ["topic"],
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "internal_errors", "Batches that raised unexpectedly (failed results).", registry=r
+        )
 
     def watch_cache(self, stats: Callable[[], CacheStats]) -> None:
         self.registry.register(_CacheCollector(stats))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 if TYPE_CHECKING:
     from consumer.worker import Worker
@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 
 
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, consumer: AIOKafkaConsumer) -> None:
         self._worker = worker
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if revoked:
@@ -24,3 +25,4 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned", extra={"partitions": sorted(map(str, assigned))})
+        await self._worker.on_assigned(self._consumer, set(assigned))

@@ -51,6 +51,22 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     generation_timeout_seconds: float = Field(120.0, ge=0, description="0 disables the timeout.")
+    # The watchdog: past these, the worker reports unhealthy and exits non-zero (see watchdog.py).
+    engine_grace_seconds: float = Field(
+        60.0, gt=0, description="Hard engine deadline = GENERATION_TIMEOUT_SECONDS + this."
+    )
+    model_load_timeout_seconds: float = Field(
+        900.0, gt=0, description="Longest a model load (a hub download included) may take."
+    )
+    max_poll_age_seconds: float = Field(
+        120.0, gt=0, description="Unhealthy when the intake loop has not moved for this long."
+    )
+    unhealthy_exit_grace_seconds: float = Field(
+        5.0, ge=0, description="After the watchdog fires: time to publish finished work."
+    )
+    store_check_interval_seconds: float = Field(
+        15.0, gt=0, description="How often readiness checks the image store."
+    )
     metrics_enabled: bool = True
 
     # --- engine ---------------------------------------------------------------------------------
@@ -87,7 +103,20 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_enable_idempotence: bool = True
     kafka_session_timeout_ms: int = Field(10_000, ge=1000)
-    kafka_max_request_size: int = Field(8 * 1024 * 1024, ge=1024)
+    kafka_max_request_size: int = Field(
+        1024 * 1024,
+        ge=64 * 1024,
+        description="Largest record produced; 1 MiB fits a stock broker's message.max.bytes.",
+    )
+    kafka_max_fetch_bytes: int = Field(
+        16 * 1024 * 1024, ge=64 * 1024, description="Largest record the consumer can fetch."
+    )
+    max_event_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Larger events are dead-lettered without parsing."
+    )
+    keepalive_poll_seconds: float = Field(
+        30.0, gt=0, description="While paused, poll this often (within max.poll.interval.ms)."
+    )
     max_batch_size: int = Field(4, ge=1, description="Images per engine call; 1 = no batching.")
     max_batch_wait_ms: int = Field(10, ge=0)
     max_batches_in_flight: int = Field(2, ge=1, description="Generated batches awaiting upload.")

@@ -7,21 +7,44 @@ import hashlib
 import hmac
 import json
 import logging
+from typing import Protocol
 
 from aiohttp import web
+from aiokafka import TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from consumer.engine import Engine
+from consumer.metrics import WorkerMetrics
 from consumer.models import describe_models
 from consumer.settings import Settings
-from consumer.worker import Worker
 
 log = logging.getLogger(__name__)
 
-WORKER: web.AppKey[Worker] = web.AppKey("worker", Worker)
+
+class WorkerStatus(Protocol):
+    """What the sidecar reads of a worker (and the engine it purges)."""
+
+    engine: Engine
+    metrics: WorkerMetrics
+    draining: bool
+    unhealthy: str | None  # why the watchdog gave up; None while healthy
+
+    @property
+    def completed(self) -> int: ...
+
+    @property
+    def broker_connected(self) -> bool: ...
+
+    def not_ready_reason(self) -> str | None: ...
+
+    def assignment(self) -> list[TopicPartition]: ...
+
+
+WORKER: web.AppKey[WorkerStatus] = web.AppKey("worker", WorkerStatus)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 
 
-def build_app(settings: Settings, worker: Worker) -> web.Application:
+def build_app(settings: Settings, worker: WorkerStatus) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[WORKER] = worker
     app[SETTINGS] = settings
@@ -34,29 +57,43 @@ def build_app(settings: Settings, worker: Worker) -> web.Application:
     return app
 
 
+def _status(worker: WorkerStatus, not_ready: str | None) -> str:
+    if worker.unhealthy:
+        return "unhealthy"
+    if worker.draining:
+        return "draining"
+    return "ok" if not_ready is None else "starting"
+
+
 async def health(request: web.Request) -> web.Response:
-    """Liveness with readiness detail; always 200 while the process serves."""
+    """Liveness with readiness detail: 200 while the worker works (or waits for work or for a
+    broker), 503 once the watchdog found it hung (a stuck engine call, a stalled intake)."""
     worker = request.app[WORKER]
-    status = "draining" if worker.draining else ("ok" if worker.ready else "starting")
+    not_ready = worker.not_ready_reason()
     return web.json_response(
         {
-            "status": status,
-            "ready": worker.ready,
+            "status": _status(worker, not_ready),
+            "reason": worker.unhealthy,
+            "ready": not_ready is None,
+            "not_ready_reason": not_ready,
             "broker_connected": worker.broker_connected,
             "partitions": [f"{tp.topic}:{tp.partition}" for tp in worker.assignment()],
             "models_loaded": worker.engine.loaded_models(),
             "default_model": request.app[SETTINGS].default_model,
             "engine": worker.engine.describe(),
             "completed": worker.completed,
-        }
+        },
+        status=503 if worker.unhealthy else 200,
     )
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: 503 until partitions are assigned, and again while draining."""
+    """Readiness: 503 until partitions are assigned, while draining, while the image store is
+    unreachable and once unhealthy; the reason says which."""
     worker = request.app[WORKER]
-    body = {"ready": worker.ready, "draining": worker.draining}
-    return web.json_response(body, status=200 if worker.ready else 503)
+    reason = worker.not_ready_reason()
+    body = {"ready": reason is None, "draining": worker.draining, "reason": reason}
+    return web.json_response(body, status=200 if reason is None else 503)
 
 
 async def models(request: web.Request) -> web.Response:
@@ -120,7 +157,7 @@ def key_is_valid(given: str | None, valid: list[str]) -> bool:
     return any(matches)
 
 
-async def start_sidecar(settings: Settings, worker: Worker) -> web.AppRunner:
+async def start_sidecar(settings: Settings, worker: WorkerStatus) -> web.AppRunner:
     runner = web.AppRunner(build_app(settings, worker), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.app_host, settings.app_port)

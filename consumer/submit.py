@@ -22,7 +22,12 @@ async def submit_and_wait(
     settings: Settings, request: dict[str, object], wait_seconds: float
 ) -> GenerationResult | None:
     """Listen on the result topic from its current end, then send; None if no result in time."""
-    producer = await kafka_io.start_producer(settings)
+    give_up = asyncio.Event()
+    asyncio.get_running_loop().call_later(wait_seconds, give_up.set)
+    try:
+        producer = await kafka_io.start_producer(settings, give_up)
+    except kafka_io.StopRequested:
+        return None  # no broker within the wait
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,

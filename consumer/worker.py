@@ -3,7 +3,10 @@
 Acknowledgement (acks.py): images stored, result acknowledged by the broker, then the offset
 committed, never past a request that is not finished. Intake reserves capacity first: when
 `max_batches_in_flight` batches are running, partitions are paused and the loop keeps polling,
-so heartbeats and the poll interval never lapse during a long batch.
+so heartbeats and the poll interval never lapse during a long batch; whatever a poll returns is
+taken and queued, never dropped. A watchdog (watchdog.py) turns a hung engine or a stalled
+intake into an unhealthy worker that stops and exits non-zero, leaving the stuck work
+uncommitted for redelivery.
 """
 
 from __future__ import annotations
@@ -13,48 +16,33 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
 
 from consumer import kafka_io
-from consumer.acks import Acknowledger, BrokerGaveUp
+from consumer.acks import Acknowledger
 from consumer.batching import group_batches
-from consumer.engine import Engine, GenerationJob, plan_job
+from consumer.engine import Engine
 from consumer.logs import log_result
 from consumer.metrics import WorkerMetrics
 from consumer.processing import Abandoned, BatchProcessor
+from consumer.publishing import BrokerGaveUp, Publisher, Unpublishable
 from consumer.rebalance import RebalanceListener
 from consumer.settings import Settings
-from schemas import (
-    Accepted,
-    ErrorCode,
-    ErrorInfo,
-    GenerationResult,
-    ParseOutcome,
-    Rejected,
-    Undeliverable,
-    parse_request,
-)
-from storage import ImageStore
+from consumer.triage import Triage, Work
+from consumer.watchdog import WatchdogLimits, verdict
+from schemas import ErrorCode, GenerationResult
+from storage import ImageStore, StorageError
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_POLL_SECONDS = 30.0  # well inside aiokafka's max_poll_interval (300 s)
-
-
-@dataclass(frozen=True)
-class Work:
-    record: ConsumerRecord[Any, Any]
-    job: GenerationJob
-
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.record.topic, self.record.partition)
+EXIT_UNHEALTHY = 70  # EX_SOFTWARE: the orchestrator should restart this worker
+ABANDON_WAIT_SECONDS = 3.0  # after abandoning: the engine stops at its next denoising step
+CLOSE_TIMEOUT_SECONDS = 3.0  # each client close; the broker may be gone
 
 
 class Worker:
@@ -65,13 +53,16 @@ class Worker:
         store: ImageStore,
         metrics: WorkerMetrics | None = None,
         exit_when_idle: float | None = None,
+        clients: tuple[AIOKafkaConsumer, AIOKafkaProducer] | None = None,
     ) -> None:
+        """`clients`: a consumer and a started producer to use instead of building them (tests)."""
         self.settings = settings
         self.engine = engine
         self.metrics = metrics or WorkerMetrics()
         self.metrics.watch_cache(lambda: engine.stats)
-        self._limits = settings.request_limits()
+        self._store = store
         self._exit_when_idle = exit_when_idle
+        self._clients = clients
         self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
         self._io_threads = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
         self._processor = BatchProcessor(
@@ -85,26 +76,40 @@ class Worker:
             io_threads=self._io_threads,
             on_storage_retry=self.metrics.storage_retries.inc,
         )
-        self._stopping = asyncio.Event()
+        self._stopping = asyncio.Event()  # intake stops; retries on the intake path give up
+        self._abandoning = asyncio.Event()  # the drain deadline passed; every retry gives up
         self._slot_freed = asyncio.Event()
         self._pending: deque[list[Work]] = deque()
         self._running: dict[asyncio.Task[None], list[Work]] = {}
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
         self._acks: Acknowledger | None = None
-        self._last_poll = time.monotonic()
+        self._triage: Triage | None = None
+        self._last_poll = self._last_step = time.monotonic()
         self.draining = False
+        self.unhealthy: str | None = None  # why the watchdog gave up on this worker
+        self.store_problem: str | None = None  # why the image store failed its last check
         self.revocations = 0  # rebalances that took partitions away from this worker
 
-    # --- lifecycle ------------------------------------------------------------------------------
+    # --- status ---------------------------------------------------------------------------------
 
     def request_stop(self) -> None:
         """Safe from a signal handler: only sets an event."""
         self._stopping.set()
 
+    def fail(self, reason: str) -> None:
+        """Give up on this process: stop intake, exit non-zero after a short grace."""
+        if self.unhealthy is None:
+            self.unhealthy = reason
+            log.error("worker unhealthy: %s; stopping", reason)
+        self._stopping.set()
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_UNHEALTHY if self.unhealthy else 0
+
     @property
     def completed(self) -> int:
-        """Requests finished (result published and committed) by this worker."""
+        """Requests finished (outcome published and committed) by this worker."""
         return self._acks.completed if self._acks is not None else 0
 
     @property
@@ -113,84 +118,185 @@ class Worker:
 
     @property
     def ready(self) -> bool:
-        return self._consumer is not None and bool(self.assignment()) and not self.draining
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        if self.unhealthy:
+            return self.unhealthy
+        if self.draining:
+            return "draining"
+        if self._consumer is None or not self.assignment():
+            return "no partitions assigned yet"
+        return self.store_problem
 
     def assignment(self) -> list[TopicPartition]:
         return sorted(self._consumer.assignment()) if self._consumer is not None else []
 
-    async def run(self) -> None:
-        self._producer = await kafka_io.start_producer(self.settings)
-        consumer = kafka_io.build_consumer(self.settings)
-        consumer.subscribe([self.settings.request_topic], listener=RebalanceListener(self))
-        self._acks = Acknowledger(
-            self.settings, self._producer, consumer, self.metrics, lambda: self._processor.abandoned
-        )
-        try:
-            await consumer.start()
-            self._consumer = consumer
-            log.info("worker started", extra={"partitions": [str(tp) for tp in self.assignment()]})
-            await self._intake(consumer)
-        finally:
-            await self._drain_and_close(consumer)
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending) or len(self._running) >= self.settings.max_batches_in_flight
 
-    async def _drain_and_close(self, consumer: AIOKafkaConsumer) -> None:
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until a stop request, idleness (when asked) or the watchdog; see exit_code."""
+        watchers = [asyncio.create_task(self._watch()), asyncio.create_task(self._check_store())]
+        consumer: AIOKafkaConsumer | None = None
+        producer: AIOKafkaProducer | None = None
+        try:
+            consumer, producer = await self._connect()
+            publisher = Publisher(producer, self.metrics, on_retry=self._step)
+            self._acks = Acknowledger(self.settings, publisher, consumer, self.metrics)
+            self._triage = Triage(self.settings, self._acks, self.metrics)
+            consumer.subscribe(
+                [self.settings.request_topic], listener=RebalanceListener(self, consumer)
+            )
+            if await self._until_stopped(consumer.start()):
+                self._consumer = consumer
+                log.info("worker started", extra={"partitions": list(map(str, self.assignment()))})
+                await self._intake(consumer)
+        except kafka_io.StopRequested:
+            pass
+        finally:
+            await self._drain_and_close(consumer, producer)
+            for task in watchers:
+                task.cancel()
+
+    async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        if self._clients is not None:
+            return self._clients
+        producer = await kafka_io.start_producer(self.settings, self._stopping)
+        return kafka_io.build_consumer(self.settings), producer
+
+    async def _until_stopped(self, awaitable: Any) -> bool:
+        """Await `awaitable` unless a stop comes first (then cancel it); True if it finished."""
+        task = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            return False
+        task.result()
+        return True
+
+    async def _drain_and_close(
+        self, consumer: AIOKafkaConsumer | None, producer: AIOKafkaProducer | None
+    ) -> None:
         self.draining = True
-        self._pending.clear()  # not started: left uncommitted, so they are delivered again
-        with contextlib.suppress(IllegalStateError):
-            consumer.pause(*consumer.assignment())
-        await self.wait_for_running(list(self._running), self.settings.drain_timeout_seconds)
-        if self._running:
-            log.warning("drain timeout: abandoning %d batch(es)", len(self._running))
-            self._processor.abandon()
-            await self.wait_for_running(list(self._running), 10.0)
-        await kafka_io.leave_group(consumer)
-        await consumer.stop()
-        if self._producer is not None:
-            await self._producer.stop()
+        self._release(self._pending)  # not started: left uncommitted, delivered again
+        self._pending.clear()
+        if consumer is not None:
+            with contextlib.suppress(IllegalStateError):
+                consumer.pause(*consumer.assignment())
+        await self._drain()
+        if consumer is not None:
+            await _bounded(kafka_io.leave_group(consumer), "leave group")
+        closing = [_bounded(c.stop(), "close") for c in (consumer, producer) if c is not None]
+        await asyncio.gather(*closing)
         self._engine_thread.shutdown(wait=False, cancel_futures=True)
         self._io_threads.shutdown(wait=False, cancel_futures=True)
-        log.info("worker stopped", extra={"completed": self.completed})
+        log.info("worker stopped", extra={"completed": self.completed, "exit": self.exit_code})
 
-    async def wait_for_running(self, tasks: Sequence[asyncio.Task[None]], timeout: float) -> None:
+    async def _drain(self) -> None:
+        """Let running batches finish within the grace; then abandon them (the engine stops at
+        its next step, retries give up); a batch still running after that (a hung engine call)
+        is cancelled, its requests uncommitted for redelivery."""
+        settings = self.settings
+        grace = settings.unhealthy_exit_grace_seconds if self.unhealthy else None
+        await self.wait_for_running(self._running, grace or settings.drain_timeout_seconds)
+        if not self._running:
+            return
+        log.warning("drain timeout: abandoning %d batch(es)", len(self._running))
+        self._processor.abandon()
+        self._abandoning.set()
+        await self.wait_for_running(self._running, ABANDON_WAIT_SECONDS)
+        for task in list(self._running):
+            task.cancel()
+        await self.wait_for_running(self._running, 1.0)
+
+    async def wait_for_running(self, tasks: Iterable[asyncio.Task[None]], timeout: float) -> None:
+        tasks = list(tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+
+    # --- watchdog -------------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        """The intake loop (or a retry it waits on) moved: it is not stuck."""
+        self._last_step = time.monotonic()
+
+    async def _watch(self) -> None:
+        limits = WatchdogLimits.from_settings(self.settings)
+        while True:
+            await asyncio.sleep(1.0)
+            last_step = time.monotonic() if self.draining else self._last_step
+            reason = verdict(self.engine.activity.snapshot(), last_step, time.monotonic(), limits)
+            if reason is not None:
+                self.fail(reason)
+
+    async def _check_store(self) -> None:
+        """Readiness follows the image store: a worker that cannot store takes no requests."""
+        while True:
+            try:
+                await asyncio.to_thread(self._store.check)
+                self.store_problem = None
+            except StorageError as exc:
+                if self.store_problem is None:
+                    log.warning("image store check failed: %s", exc)
+                self.store_problem = "image store unreachable"
+            await asyncio.sleep(self.settings.store_check_interval_seconds)
 
     # --- intake ---------------------------------------------------------------------------------
 
     async def _intake(self, consumer: AIOKafkaConsumer) -> None:
         idle_since = time.monotonic()
         while not self._stopping.is_set():
+            self._step()
             self._slot_freed.clear()  # before counting: a slot freed from here on wakes us
             self._start_pending()
-            free = self.settings.max_batches_in_flight - len(self._running)
-            if self._pending or free <= 0:
+            if self.busy:
                 consumer.pause(*consumer.assignment())
                 await self._wait_for_slot(1.0)
                 await self._keep_polling(consumer)
                 continue
             consumer.resume(*consumer.paused())
+            free = self.settings.max_batches_in_flight - len(self._running)
             records = await self._fetch(consumer, free * self.settings.max_batch_size)
             if records or self._running:
                 idle_since = time.monotonic()
             elif self._idle_for(idle_since):
                 log.info("idle: stopping")
                 return
-            works = await self._triage(records)
-            batches = group_batches(
-                works,
-                key=lambda w: w.job.batch_key,
-                size=lambda w: w.job.num_images,
-                max_images=self.settings.max_batch_size,
-            )
-            self._pending.extend(batches)
+            await self._take(records)
+
+    async def _take(self, records: list[ConsumerRecord[Any, Any]]) -> None:
+        """Triage what a poll returned and queue the valid requests as batches."""
+        assert self._triage is not None
+        try:
+            works = await self._triage(records, until=self._stopping)
+        except BrokerGaveUp:
+            return  # stopping while the broker is away: left uncommitted
+        except Unpublishable as exc:
+            self.fail(f"the broker refuses every record: {exc}")
+            return
+        batches = group_batches(
+            works,
+            key=lambda w: w.job.batch_key,
+            size=lambda w: w.job.num_images,
+            max_images=self.settings.max_batch_size,
+        )
+        self._pending.extend(batches)
 
     async def _keep_polling(self, consumer: AIOKafkaConsumer) -> None:
         """Heartbeats run on their own; only max_poll_interval needs a poll now and then while
         partitions are paused. Not more often: each poll of a paused partition throws away
-        the records aiokafka had already fetched for it, which are then fetched again."""
-        if time.monotonic() - self._last_poll > KEEPALIVE_POLL_SECONDS:
-            await consumer.getmany(timeout_ms=0)
+        the records aiokafka had already fetched for it, which are then fetched again. What the
+        poll returns (a partition assigned meanwhile is not paused) is taken, never dropped."""
+        if time.monotonic() - self._last_poll > self.settings.keepalive_poll_seconds:
+            got = await consumer.getmany(timeout_ms=0, max_records=self.settings.max_batch_size)
             self._last_poll = time.monotonic()
+            await self._take([r for rs in got.values() for r in rs])
 
     def _idle_for(self, since: float) -> bool:
         return self._exit_when_idle is not None and time.monotonic() - since >= self._exit_when_idle
@@ -227,37 +333,6 @@ class Worker:
                     max(0, highwater - offset - 1)
                 )
 
-    async def _triage(self, records: list[ConsumerRecord[Any, Any]]) -> list[Work]:
-        """Valid requests become work; invalid ones get their rejected result or dead letter now."""
-        assert self._acks is not None
-        works, rejected, dead = [], [], []
-        for record in records:
-            self._acks.track(record)
-            outcome = self._parse(record)
-            if isinstance(outcome, Accepted):
-                job = plan_job(outcome.request, self.settings.default_negative_prompt)
-                works.append(Work(record, job))
-            elif isinstance(outcome, Rejected):
-                rejected.append((record, outcome.result()))
-                self.metrics.generations.labels("rejected", "none").inc()
-                log.info(
-                    "request rejected",
-                    extra={"request_id": outcome.request_id, "code": outcome.error.code.value},
-                )
-            else:
-                dead.append((record, outcome.error))
-        await self._acks.publish([r for r, _ in rejected], [result for _, result in rejected])
-        await self._acks.dead_letters(dead)
-        return works
-
-    def _parse(self, record: ConsumerRecord[Any, Any]) -> ParseOutcome:
-        try:
-            return parse_request(record.value, self._limits)
-        except Exception:  # a validator bug must cost one dead letter, not the worker
-            log.exception("validation raised", extra={"offset": record.offset})
-            message = "the event could not be validated"
-            return Undeliverable(ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=message))
-
     # --- batches --------------------------------------------------------------------------------
 
     def _start_pending(self) -> None:
@@ -280,14 +355,22 @@ class Worker:
         except Abandoned:
             log.warning("abandoned %d request(s); they will be delivered again", len(batch))
             return
+        except Exception:  # no batch ends without an outcome for each of its requests
+            ids = [w.job.request_id for w in batch]
+            log.exception("batch failed unexpectedly", extra={"request_ids": ids})
+            self.metrics.internal_errors.inc()
+            results = [GenerationResult.failed(i, ErrorCode.INTERNAL_ERROR) for i in ids]
         for work, result in zip(batch, results, strict=True):
             self._observe(work, result)
-        # Shielded: a cancelled drain must not interrupt a publish between send and commit.
         assert self._acks is not None
+        records = [w.record for w in batch]
+        # Shielded: a cancelled drain must not interrupt a publish between send and commit.
         try:
-            await asyncio.shield(self._acks.publish([w.record for w in batch], results))
+            await asyncio.shield(self._acks.publish(records, results, until=self._abandoning))
         except BrokerGaveUp:
             log.warning("broker away at shutdown: %d result(s) left for redelivery", len(batch))
+        except Unpublishable as exc:
+            self.fail(f"the broker refuses every record: {exc}")
 
     def _observe(self, work: Work, result: GenerationResult) -> None:
         model = work.job.model
@@ -296,16 +379,40 @@ class Worker:
             self.metrics.generation_seconds.labels(model).observe(float(result.audit.duration_sec))
         log_result(work.job, result, work.record.timestamp, self.settings.log_prompts)
 
+    def _release(self, batches: Iterable[list[Work]]) -> None:
+        if self._acks is not None:
+            self._acks.release(w.record for batch in batches for w in batch)
+
     # --- rebalance ------------------------------------------------------------------------------
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Drop work not started, let running work finish within a bound, commit what is done."""
         self.revocations += 1
-        self._pending = deque(b for b in self._pending if not any(w.tp in revoked for w in b))
+        dropped = [b for b in self._pending if any(w.tp in revoked for w in b)]
+        self._release(dropped)
+        self._pending = deque(b for b in self._pending if b not in dropped)
         touching = [t for t, b in self._running.items() if any(w.tp in revoked for w in b)]
         bound = min(
             self.settings.drain_timeout_seconds, self.settings.kafka_session_timeout_ms / 2000
         )
         await self.wait_for_running(touching, bound)
         if self._acks is not None:
-            await self._acks.hand_over(revoked)
+            await self._acks.on_revoked(revoked)
+
+    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        """Newly assigned partitions start unpaused: pause them while this worker is busy, so
+        that their records wait in the broker rather than in a poll that nobody asked for."""
+        if self.busy or self._stopping.is_set():
+            consumer.pause(*assigned)
+        if self._acks is not None:
+            await self._acks.on_assigned(assigned)
+
+
+async def _bounded(awaitable: Any, what: str) -> None:
+    """Closing must not hang on a broker that went away."""
+    try:
+        await asyncio.wait_for(awaitable, CLOSE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        log.warning("%s: gave up after %.0fs", what, CLOSE_TIMEOUT_SECONDS)
+    except Exception as exc:
+        log.warning("%s failed: %s", what, exc)

@@ -3,7 +3,7 @@
 from schemas.errors import ErrorCode, ErrorInfo, Violation, ViolationCode
 from schemas.limits import RequestLimits
 from schemas.request import GenerationParams, GenerationRequest
-from schemas.result import Audit, GenerationResult, ImageRef, Status
+from schemas.result import Audit, GenerationResult, ImageRef, Status, bounded
 from schemas.validation import (
     Accepted,
     ParseOutcome,
@@ -29,6 +29,7 @@ __all__ = [
     "Undeliverable",
     "Violation",
     "ViolationCode",
+    "bounded",
     "error_from_validation",
     "parse_request",
 ]

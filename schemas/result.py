@@ -58,3 +58,8 @@ class GenerationResult(BaseModel):
         """A request that could not be completed, with the code's fixed public message."""
         status = Status.TIMEOUT if code is ErrorCode.TIMEOUT else Status.FAILED
         return cls(request_id=request_id, status=status, error=ErrorInfo.public(code))
+
+
+def bounded(result: GenerationResult) -> GenerationResult:
+    """Placeholder until the bounded-result rules land."""
+    return result

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from consumer.engine.activity import LOADING, EngineActivity
 from consumer.engine.protocol import CacheStats, PurgeResult
 
 P = TypeVar("P")
@@ -141,6 +142,16 @@ class CacheBackedEngine(Generic[P]):
     """The engine protocol's model-management half, served by a ModelCache."""
 
     _cache: ModelCache[P]
+    activity: EngineActivity
+
+    def _watched(self, loader: Callable[[str], P]) -> Callable[[str], P]:
+        """The loader, with each load marked as a `loading` phase for the watchdog."""
+
+        def load(model_id: str) -> P:
+            with self.activity.phase(LOADING, model_id):
+                return loader(model_id)
+
+        return load
 
     def loaded_models(self) -> list[str]:
         return self._cache.loaded()

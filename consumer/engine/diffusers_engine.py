@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from consumer.engine.activity import GENERATING, EngineActivity
 from consumer.engine.cache import CacheBackedEngine, ModelCache
 from consumer.engine.jobs import GenerationJob
 from consumer.engine.loading import PipelineLoader, Tuning, choose_placement
@@ -41,8 +42,9 @@ class DiffusersEngine(CacheBackedEngine[Any]):
             probe_timeout=settings.hub_probe_timeout_seconds,
             tuning=Tuning(torch_compile=settings.torch_compile, fp16_vae=settings.fp16_vae),
         )
+        self.activity = EngineActivity()
         self._cache: ModelCache[Any] = ModelCache(
-            loader, settings.max_models_cache, on_evict=self._free
+            self._watched(loader), settings.max_models_cache, on_evict=self._free
         )
 
     def generate(
@@ -54,7 +56,7 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         first = jobs[0]
         if any(job.batch_key != first.batch_key for job in jobs):
             raise ValueError("a batch must share model, size, steps and cfg")
-        with self._cache.use(first.model) as pipeline:
+        with self._cache.use(first.model) as pipeline, self.activity.phase(GENERATING, first.model):
             started = time.perf_counter()
             images = self._run(pipeline, jobs, _step_guard(started, timeout_seconds, cancel))
             duration = time.perf_counter() - started

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
+from consumer.engine.activity import GENERATING, EngineActivity
 from consumer.engine.cache import CacheBackedEngine, ModelCache
 from consumer.engine.jobs import GenerationJob
 from consumer.engine.protocol import EngineError, JobOutput
@@ -30,15 +31,22 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         load_seconds: float = 0.0,
         step_seconds: float = 0.0,
         unavailable: frozenset[str] = frozenset(),
+        hang: threading.Event | None = None,
     ) -> None:
+        """`hang`: every generation blocks until it is set, deaf to timeout and cancel (a CUDA
+        hang, a stalled decode), so the watchdog has something to catch."""
         self.load_calls: list[str] = []
         self.batches: list[list[str]] = []  # request ids of each call, for batching tests
         self.evicted: list[str] = []
         self._load_seconds = load_seconds
         self._step_seconds = step_seconds
         self._unavailable = unavailable
+        self._hang = hang
+        self.activity = EngineActivity()
         self._cache: ModelCache[FakePipeline] = ModelCache(
-            self._load, capacity, on_evict=lambda model_id, _: self.evicted.append(model_id)
+            self._watched(self._load),
+            capacity,
+            on_evict=lambda model_id, _: self.evicted.append(model_id),
         )
 
     def _load(self, model_id: str) -> FakePipeline:
@@ -55,10 +63,12 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         cancel: threading.Event | None = None,
     ) -> list[JobOutput]:
         first = jobs[0]
-        with self._cache.use(first.model) as pipeline:
+        with self._cache.use(first.model) as pipeline, self.activity.phase(GENERATING, first.model):
             started = time.perf_counter()
             pipeline.calls += 1
             self.batches.append([job.request_id for job in jobs])
+            if self._hang is not None:
+                self._hang.wait()
             for _ in range(first.steps):
                 time.sleep(self._step_seconds)
                 if cancel is not None and cancel.is_set():

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from PIL.Image import Image
 
+from consumer.engine.activity import EngineActivity
 from consumer.engine.jobs import GenerationJob
 from schemas import ErrorCode
 
@@ -49,6 +50,8 @@ class CacheStats:
 
 class Engine(Protocol):
     """Synchronous on purpose: the worker runs it on its own thread, never on the event loop."""
+
+    activity: EngineActivity  # the phases it is in, read by the watchdog
 
     def generate(
         self,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from consumer.batching import OffsetTracker, group_batches
+from consumer.batching import group_batches
 
 
 def batches(items: list[tuple[str, int]], max_images: int) -> list[list[str]]:
@@ -28,27 +28,3 @@ def test_a_request_larger_than_the_cap_runs_alone() -> None:
 
 def test_empty() -> None:
     assert batches([], 4) == []
-
-
-def test_offsets_commit_only_below_the_lowest_unfinished() -> None:
-    tracker = OffsetTracker()
-    for offset in (10, 11, 12, 13):
-        tracker.add(offset)
-    tracker.done([12, 13])
-    assert tracker.committable() is None  # 10 and 11 are still running
-    tracker.done([10])
-    assert tracker.committable() == 11
-    assert tracker.committable() is None  # nothing new
-    tracker.done([11])
-    assert tracker.committable() == 14
-    assert len(tracker) == 0
-
-
-def test_offsets_with_gaps_from_compaction_or_transactions() -> None:
-    tracker = OffsetTracker()
-    tracker.add(5)
-    tracker.add(9)
-    tracker.done([9])
-    assert tracker.committable() is None
-    tracker.done([5])
-    assert tracker.committable() == 10

@@ -1,0 +1,55 @@
+"""The watchdog's rules: when is the worker hung rather than busy?
+
+Pure functions over a snapshot (engine phases, the age of the intake loop's last step), so the
+rules are tested without threads; the worker evaluates them every second and, on a verdict,
+reports unhealthy, stops intake and exits non-zero so that an orchestrator restarts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from consumer.engine.activity import LOADING, Phase
+from consumer.settings import Settings
+
+
+@dataclass(frozen=True)
+class WatchdogLimits:
+    load_seconds: float  # a model load, downloads included
+    generation_seconds: float | None  # one engine call after its load; None: not watched
+    poll_age_seconds: float  # the intake loop must take a step at least this often
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WatchdogLimits:
+        # The soft timeout is checked between denoising steps only: the hard deadline adds a
+        # grace for what no step boundary interrupts (one slow step, the VAE decode).
+        timeout = settings.generation_timeout_seconds
+        return cls(
+            load_seconds=settings.model_load_timeout_seconds,
+            generation_seconds=timeout + settings.engine_grace_seconds if timeout else None,
+            poll_age_seconds=settings.max_poll_age_seconds,
+        )
+
+
+def engine_overdue(phases: Sequence[Phase], now: float, limits: WatchdogLimits) -> str | None:
+    """Why the engine counts as hung, or None while every phase is within its limit."""
+    for phase in phases:
+        limit = limits.load_seconds if phase.name == LOADING else limits.generation_seconds
+        age = now - phase.since
+        if limit is not None and age > limit:
+            return f"engine {phase.name} {phase.model!r} for {age:.0f}s, over its {limit:g}s limit"
+    return None
+
+
+def intake_stalled(last_step: float, now: float, limits: WatchdogLimits) -> str | None:
+    age = now - last_step
+    if age > limits.poll_age_seconds:
+        return f"intake loop stalled: no step for {age:.0f}s (limit {limits.poll_age_seconds:g}s)"
+    return None
+
+
+def verdict(
+    phases: Sequence[Phase], last_step: float, now: float, limits: WatchdogLimits
+) -> str | None:
+    return engine_overdue(phases, now, limits) or intake_stalled(last_step, now, limits)
