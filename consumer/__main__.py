@@ -126,6 +126,7 @@ def _stack(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging()  # already now, so a settings warning or error is a JSON line as well
     settings = load_settings(args.env_file)
     configure_logging(settings.log_level)
     command = args.command or "run"

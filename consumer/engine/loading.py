@@ -19,6 +19,7 @@ import torch
 
 from consumer.devtools.tiny_model import ensure_tiny_model
 from consumer.engine.protocol import EngineError
+from consumer.logs import route_library_logs
 from consumer.models import TINY_MODEL_ID, model_kind
 from schemas import ErrorCode
 
@@ -74,6 +75,7 @@ class PipelineLoader:
             return self._load(model_id)
 
     def _load(self, model_id: str) -> Any:
+        quiet_libraries()  # before _resolve: building the tiny model imports and saves, too
         source, is_local = self._resolve(model_id)
         try:
             pipeline = self._from_pretrained(source, local_only=True)
@@ -100,11 +102,6 @@ class PipelineLoader:
 
     def _from_pretrained(self, source: str, local_only: bool) -> Any:
         from diffusers import AutoPipelineForText2Image  # heavy import, done on the engine thread
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
-
-        diffusers_logging.disable_progress_bar()  # progress bars would break the JSON log lines
-        transformers_logging.disable_progress_bar()
 
         kwargs: dict[str, Any] = {
             "dtype": self._placement.dtype,
@@ -145,6 +142,18 @@ class PipelineLoader:
         pipeline.vae.to(memory_format=torch.channels_last)
         if self._tuning.torch_compile:
             pipeline.unet = torch.compile(pipeline.unet, mode="max-autotune", fullgraph=True)
+
+
+def quiet_libraries() -> None:
+    """No plain-text lines in the JSON log: progress bars off (loading and saving draw them,
+    the pipeline call's own bar is turned off in _prepare) and the libraries' log records sent
+    to the JSON handler. Here rather than at process start, where it would cost their import."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # huggingface_hub's bars as well
+    route_library_logs()
 
 
 def _unavailable(model_id: str, exc: BaseException, why: str) -> EngineError:
