@@ -49,7 +49,10 @@ class OffsetTracker:
         self._committed: int | None = None
 
     def take(self, offset: int) -> bool:
-        """False when the offset is already taken or done (a re-fetch after a rebalance)."""
+        """False when the offset is already taken, done or committed (a re-fetch after a
+        rebalance, which resets the fetch position to the group's committed offset)."""
+        if self._committed is not None and offset < self._committed:
+            return False
         if self._states.get(offset) in (_State.TAKEN, _State.DONE):
             return False
         self._states[offset] = _State.TAKEN
@@ -66,10 +69,10 @@ class OffsetTracker:
                 self._states[offset] = _State.RELEASED
 
     def forget_below(self, position: int) -> None:
-        """Another member committed up to `position`: what lies below is settled."""
+        """The group's committed offset is `position`: what lies below is settled."""
         for offset in [o for o in self._states if o < position]:
             del self._states[offset]
-        self._committed = position
+        self._committed = max(self._committed or 0, position)
 
     def committable(self) -> int | None:
         """The next offset to commit (Kafka commits 'next to read'), or None if nothing new."""

@@ -57,3 +57,11 @@ def test_forget_below_drops_what_another_member_committed() -> None:
     tracker.forget_below(2)  # another member committed up to 2 meanwhile
     assert tracker.in_flight == 0
     assert tracker.committable() == 3
+
+
+def test_a_committed_record_fetched_again_is_not_taken() -> None:
+    tracker = tracker_with(0, 1)
+    tracker.done([0, 1])
+    assert tracker.committable() == 2
+    assert not tracker.take(0) and not tracker.take(1)  # the position went back after a rebalance
+    assert tracker.take(2)

@@ -1,0 +1,264 @@
+"""The worker's intake and acknowledgement code on an in-memory broker: rebalances mid-batch,
+the join-while-busy race, publish failures that cannot heal, a broker that stays away, a batch
+that raises and an engine that hangs. Real Worker, fake clients, fake engine, local store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import TopicPartition
+from aiokafka.errors import (
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    TopicAuthorizationFailedError,
+)
+
+from consumer.engine.fake import FakeEngine
+from consumer.settings import Settings
+from consumer.sidecar import build_app
+from consumer.worker import EXIT_UNHEALTHY, Worker
+from schemas import GenerationResult
+from storage import LocalImageStore
+from tests.unit.fake_kafka import FakeBroker, FakeConsumer, FakeProducer
+
+pytestmark = pytest.mark.timeout(60)
+
+TOPIC = "requests"
+P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+
+
+def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "storage_backend": "local",
+        "default_model": "fake",
+        "app_port": 0,
+        "request_topic": TOPIC,
+        "result_topic": "results",
+        "dlq_topic": "dlq",
+        "max_batch_size": 1,
+        "max_batch_wait_ms": 0,
+        "max_batches_in_flight": 1,
+        "keepalive_poll_seconds": 0.05,
+        "kafka_session_timeout_ms": 1000,  # revoke bound: 0.5 s
+        "drain_timeout_seconds": 5,
+        "store_check_interval_seconds": 0.2,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def event(request_id: str, steps: int = 1, **extra: Any) -> bytes:
+    params = {"width": 64, "height": 64, "steps": steps, "seed": 1}
+    return json.dumps({"request_id": request_id, "prompt": "p", "params": params, **extra}).encode()
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, engine: FakeEngine, **overrides: Any) -> None:
+        self.broker = FakeBroker()
+        self.consumer = FakeConsumer(self.broker, {P0})
+        self.producer = FakeProducer(self.broker)
+        self.engine = engine
+        self.settings = settings_for(tmp_path, **overrides)
+        store = LocalImageStore(tmp_path / "images", None)
+        clients: Any = (self.consumer, self.producer)
+        self.worker = Worker(self.settings, engine, store, clients=clients)
+        self.gauge_samples: list[float] = []
+
+    def results(self) -> dict[str, list[GenerationResult]]:
+        by_id: dict[str, list[GenerationResult]] = {}
+        for value in self.broker.values("results"):
+            result = GenerationResult.model_validate_json(value or b"")
+            by_id.setdefault(result.request_id or "", []).append(result)
+        return by_id
+
+    def in_flight(self) -> float:
+        return self.worker.metrics.in_flight._value.get()  # type: ignore[attr-defined, no-any-return]
+
+    async def wait(self, condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            self.gauge_samples.append(self.in_flight())
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running(harness: Harness) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(harness.worker.run())
+    try:
+        yield task
+    finally:
+        harness.worker.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_a_batch_finishing_across_a_rebalance_is_committed_not_redone(
+    tmp_path: Path,
+) -> None:
+    """The partition is revoked while its batch runs longer than the revoke bound and comes
+    straight back: the result is committed, and the re-fetched record is not generated again."""
+    h = Harness(tmp_path, FakeEngine(step_seconds=0.5))
+    h.broker.append(TOPIC, 0, event("long", steps=4))  # ~2 s, the revoke bound is 0.5 s
+    async with running(h):
+        await h.wait(lambda: h.engine.batches, "the batch to start")
+        await h.consumer.rebalance({P0})
+        await h.wait(lambda: h.broker.committed.get(P0) == 1, "the commit")
+        await asyncio.sleep(0.3)  # room for a wrong second generation
+    assert h.engine.batches == [["long"]]
+    assert [r.status for r in h.results()["long"]] == ["completed"]
+    assert min(h.gauge_samples) >= 0 and h.in_flight() == 0
+
+
+async def test_records_of_a_partition_assigned_while_busy_are_all_completed(
+    tmp_path: Path,
+) -> None:
+    """A member joins while every slot is busy: the new assignment starts unpaused, so a keep-alive
+    poll returns its records. They are queued, not dropped, and every request completes."""
+    h = Harness(tmp_path, FakeEngine(step_seconds=0.3))
+    h.consumer.ignore_pause_of_new = True  # the race: the poll beats the listener's pause
+    for i in range(3):
+        h.broker.append(TOPIC, 0, event(f"a{i}", steps=2))
+        h.broker.append(TOPIC, 1, event(f"b{i}", steps=2))
+    async with running(h):
+        await h.wait(lambda: h.engine.batches, "a first batch")
+        h.consumer.rebalance_during_next_poll({P0, P1})  # the keep-alive poll, slots full
+        await h.wait(lambda: len(h.results()) == 6, "six results")
+        await h.wait(lambda: h.broker.committed.get(P1) == 3, "p1 committed to its end")
+    assert all(r.status == "completed" for rs in h.results().values() for r in rs)
+    assert h.broker.committed.get(P0) == 3
+    assert min(h.gauge_samples) >= 0 and h.in_flight() == 0
+
+
+async def test_partitions_assigned_while_busy_are_paused(tmp_path: Path) -> None:
+    h = Harness(tmp_path, FakeEngine(step_seconds=0.5))
+    h.broker.append(TOPIC, 0, event("busy", steps=4))
+    async with running(h):
+        await h.wait(lambda: h.engine.batches, "the batch to start")
+        await h.consumer.rebalance({P0, P1})
+        assert P1 in h.consumer.paused()
+        await h.wait(lambda: h.broker.committed.get(P0) == 1, "the commit")
+
+
+async def test_a_result_the_broker_refuses_for_good_becomes_a_minimal_result(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path, FakeEngine())
+
+    def refuse_first_result(topic: str, value: bytes | None) -> BaseException | None:
+        if topic == "results" and b'"completed"' in (value or b""):
+            error = MessageSizeTooLargeError()
+            error.local = True  # type: ignore[attr-defined]
+            return error
+        return None
+
+    h.producer.fail = refuse_first_result
+    h.broker.append(TOPIC, 0, event("refused"))
+    h.broker.append(TOPIC, 0, event("next"))
+    async with running(h):
+        await h.wait(lambda: h.broker.committed.get(P0) == 2, "both committed")
+    by_id = h.results()
+    (minimal,) = by_id["refused"]
+    assert minimal.status == "failed" and minimal.error is not None
+    assert minimal.error.code == "result_refused"
+    assert h.worker.metrics.publish_refused.labels("results")._value.get() == 2
+    assert h.worker.unhealthy is None
+
+
+async def test_a_broker_that_refuses_every_topic_makes_the_worker_unhealthy(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path, FakeEngine(), unhealthy_exit_grace_seconds=0.5)
+    h.producer.fail = lambda topic, value: TopicAuthorizationFailedError()
+    h.broker.append(TOPIC, 0, event("nowhere"))
+    async with running(h) as task:
+        await asyncio.wait_for(task, 10)
+    assert h.worker.unhealthy and "refuses every record" in h.worker.unhealthy
+    assert h.worker.exit_code == EXIT_UNHEALTHY
+    assert P0 not in h.broker.committed  # nothing committed without an outcome
+
+
+async def test_stop_during_a_broker_outage_exits_within_the_drain_bound(tmp_path: Path) -> None:
+    h = Harness(tmp_path, FakeEngine(), drain_timeout_seconds=1)
+    h.producer.fail = lambda topic, value: KafkaConnectionError()
+    h.broker.append(TOPIC, 0, b"not json")  # a dead letter on the intake path
+    h.broker.append(TOPIC, 0, event("stuck"))
+    async with running(h) as task:
+        await h.wait(lambda: h.producer.attempts >= 2, "publish retries")
+        started = time.monotonic()
+        h.worker.request_stop()
+        await asyncio.wait_for(task, 15)
+    assert time.monotonic() - started < 1 + 8  # drain bound + abandon wait + close bounds
+    assert P0 not in h.broker.committed
+
+
+async def test_a_batch_raising_unexpectedly_yields_internal_error_results(tmp_path: Path) -> None:
+    h = Harness(tmp_path, FakeEngine(), max_batch_size=4, max_batch_wait_ms=50)
+
+    def out_of_memory(*args: Any) -> str:
+        raise MemoryError("while encoding")
+
+    h.worker._processor._store.put = out_of_memory  # type: ignore[method-assign]
+    for name in ("m1", "m2"):
+        h.broker.append(TOPIC, 0, event(name))
+    h.broker.append(TOPIC, 0, event("m3", extra_field=1))  # rejected: unaffected
+    async with running(h):
+        await h.wait(lambda: h.broker.committed.get(P0) == 3, "all committed")
+    by_id = h.results()
+    for name in ("m1", "m2"):
+        (result,) = by_id[name]
+        assert result.status == "failed" and result.error is not None
+        assert result.error.code == "internal_error"
+        assert "MemoryError" not in result.model_dump_json()  # no internal text
+    assert by_id["m3"][0].status == "rejected"
+    assert h.worker.metrics.internal_errors._value.get() == 1
+
+
+async def test_a_hung_engine_makes_health_503_and_the_worker_exit_unhealthy(
+    tmp_path: Path,
+) -> None:
+    hang = threading.Event()
+    h = Harness(
+        tmp_path,
+        FakeEngine(hang=hang),
+        generation_timeout_seconds=0.2,
+        engine_grace_seconds=0.5,
+        unhealthy_exit_grace_seconds=0.5,
+    )
+    h.broker.append(TOPIC, 0, event("hangs"))
+    client = TestClient(TestServer(build_app(h.settings, h.worker)))
+    await client.start_server()
+    try:
+        async with running(h) as task:
+            await h.wait(lambda: h.worker.unhealthy is not None, "the watchdog", timeout=10)
+            response = await client.get("/health")
+            body = await response.json()
+            assert response.status == 503 and body["status"] == "unhealthy"
+            assert "generating" in body["reason"]
+            assert (await client.get("/ready")).status == 503
+            await asyncio.wait_for(task, 15)
+    finally:
+        hang.set()
+        await client.close()
+    assert h.worker.exit_code == EXIT_UNHEALTHY
+    assert P0 not in h.broker.committed  # the stuck request is delivered again
+    assert not h.results()
+
+
+async def test_readiness_follows_the_image_store(tmp_path: Path) -> None:
+    h = Harness(tmp_path, FakeEngine())
+    async with running(h):
+        await h.wait(lambda: h.worker.ready, "ready")
+        (tmp_path / "images").rename(tmp_path / "gone")
+        (tmp_path / "images").write_text("not a folder")
+        await h.wait(lambda: not h.worker.ready, "not ready")
+        assert h.worker.not_ready_reason() == "image store unreachable"
