@@ -65,6 +65,8 @@ ParseOutcome = Accepted | Rejected | Undeliverable
 
 def parse_request(raw: bytes | None, limits: RequestLimits) -> ParseOutcome:
     """Decode and validate one event. Never raises for bad input."""
+    if raw is not None and len(raw) > limits.max_event_bytes:
+        return Undeliverable(ErrorInfo.public(ErrorCode.EVENT_TOO_LARGE))
     try:
         # NaN/Infinity are decoded here and refused by the model as `not_finite`, so such an event
         # still gets a `rejected` result under its request_id instead of a dead letter.
