@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +43,22 @@ PUBLIC_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.INTERNAL_ERROR: "the worker failed while handling the request",
     ErrorCode.RESULT_REFUSED: "the broker refused the full result; this minimal result replaces it",
 }
+
+
+# Any user text echoed in a result (a model name, an unknown key) is cut to this many characters.
+MAX_ECHO_CHARS = 64
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters with an ellipsis, lone surrogates replaced by U+FFFD.
+
+    json.loads turns a lone `\\ud800` escape into a str that cannot be encoded as UTF-8, so
+    echoing it unchanged would make the whole result unserialisable.
+    """
+    if len(text) > limit:
+        text = text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
+    return text if text.isascii() else _LONE_SURROGATE.sub("\N{REPLACEMENT CHARACTER}", text)
 
 
 class ViolationCode(StrEnum):

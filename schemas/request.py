@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from schemas.errors import ViolationCode
+from schemas.errors import MAX_ECHO_CHARS, ViolationCode, clip
 from schemas.limits import ABSOLUTE_MAX_IMAGE_SIZE, MAX_SEED, SIZE_MULTIPLE, RequestLimits
 
 # Starts with a letter or digit, so "." and ".." (path segments) can never be an id.
@@ -126,11 +126,11 @@ class GenerationParams(BaseModel):
         limits = _limits(info)
         model = limits.default_model if value is None else value
         if model not in limits.allowed_models:
+            # The allowlist stays private: GET /v1/models is where an operator publishes it.
             raise _violation(
                 ViolationCode.MODEL_NOT_ALLOWED,
-                "params.model '{model}' is not allowed; allowed: {allowed}",
-                model=model,
-                allowed=", ".join(limits.allowed_models),
+                "params.model '{model}' is not allowed on this worker",
+                model=clip(model, MAX_ECHO_CHARS),
             )
         return model
 

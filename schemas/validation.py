@@ -71,15 +71,12 @@ def parse_request(raw: bytes | None, limits: RequestLimits) -> ParseOutcome:
         # NaN/Infinity are decoded here and refused by the model as `not_finite`, so such an event
         # still gets a `rejected` result under its request_id instead of a dead letter.
         payload = json.loads(raw or b"")
-    except (ValueError, UnicodeDecodeError) as exc:
-        return Undeliverable(ErrorInfo(code=ErrorCode.INVALID_JSON, message=f"not JSON: {exc}"))
-    except RecursionError:  # hostile nesting must not take the worker down
-        message = "not JSON this worker accepts: nested too deeply"
-        return Undeliverable(ErrorInfo(code=ErrorCode.INVALID_JSON, message=message))
+    # RecursionError: hostile nesting must not take the worker down. The exception text stays
+    # out of the dead letter: the fixed public message is all a producer gets.
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return Undeliverable(ErrorInfo.public(ErrorCode.INVALID_JSON))
     if not isinstance(payload, dict):
-        kind = type(payload).__name__
-        message = f"the event must be a JSON object, got {kind}"
-        return Undeliverable(ErrorInfo(code=ErrorCode.NOT_AN_OBJECT, message=message))
+        return Undeliverable(ErrorInfo.public(ErrorCode.NOT_AN_OBJECT))
     request_id = payload.get("request_id")
     if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
         return Undeliverable(_request_id_error(request_id))

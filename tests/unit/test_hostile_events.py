@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from schemas import (
     ErrorCode,
+    ErrorInfo,
+    Rejected,
     RequestLimits,
     Undeliverable,
     parse_request,
@@ -27,3 +31,34 @@ def test_an_event_over_max_event_bytes_is_a_dead_letter_without_being_parsed() -
 
 def test_the_default_limit_is_one_mebibyte() -> None:
     assert RequestLimits().max_event_bytes == 1024 * 1024
+
+
+LIMITS = RequestLimits(
+    allowed_models=("tiny-sdxl", "secret/internal-model"), default_model="tiny-sdxl"
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"{not json", ErrorCode.INVALID_JSON),
+        (b"\xff\xfe", ErrorCode.INVALID_JSON),
+        (b"", ErrorCode.INVALID_JSON),
+        (b"[" * 100_000, ErrorCode.INVALID_JSON),
+        (b"[1, 2]", ErrorCode.NOT_AN_OBJECT),
+        (b"null", ErrorCode.NOT_AN_OBJECT),
+    ],
+)
+def test_undecodable_events_carry_only_the_fixed_public_text(raw: bytes, code: ErrorCode) -> None:
+    outcome = parse_request(raw, LIMITS)
+    assert isinstance(outcome, Undeliverable)
+    assert outcome.error == ErrorInfo.public(code)  # no exception text, no Python type names
+
+
+def test_a_refused_model_is_named_but_the_allowlist_is_not() -> None:
+    raw = json.dumps({"request_id": "r1", "prompt": "x", "params": {"model": "evil/m"}}).encode()
+    outcome = parse_request(raw, LIMITS)
+    assert isinstance(outcome, Rejected)
+    dumped = outcome.result().model_dump_json()
+    assert "evil/m" in dumped and "not allowed" in dumped
+    assert "secret/internal-model" not in dumped and "tiny-sdxl" not in dumped
