@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from functools import partial
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class ErrorCode(StrEnum):
@@ -45,8 +47,13 @@ PUBLIC_MESSAGES: dict[ErrorCode, str] = {
 }
 
 
-# Any user text echoed in a result (a model name, an unknown key) is cut to this many characters.
-MAX_ECHO_CHARS = 64
+# Caps on what one rejected result can carry: an event with thousands of unknown keys must not
+# produce a result larger than the broker accepts (about 1 MiB on a stock broker).
+MAX_VIOLATIONS = 20
+# A violation's field path, and any user value a message echoes (a model name), in characters.
+MAX_FIELD_CHARS = 64
+MAX_VIOLATION_MESSAGE_CHARS = 200
+MAX_MESSAGE_CHARS = 1000
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -80,20 +87,58 @@ class ViolationCode(StrEnum):
     MODEL_NOT_ALLOWED = "model_not_allowed"
 
 
+def _clipped(limit: int) -> AfterValidator:
+    """Texts are cut, not refused: building an error must never fail on the user's input."""
+    return AfterValidator(partial(clip, limit=limit))
+
+
+FieldPath = Annotated[
+    str, _clipped(MAX_FIELD_CHARS), Field(json_schema_extra={"maxLength": MAX_FIELD_CHARS})
+]
+ViolationMessage = Annotated[
+    str,
+    _clipped(MAX_VIOLATION_MESSAGE_CHARS),
+    Field(json_schema_extra={"maxLength": MAX_VIOLATION_MESSAGE_CHARS}),
+]
+ErrorMessage = Annotated[
+    str, _clipped(MAX_MESSAGE_CHARS), Field(json_schema_extra={"maxLength": MAX_MESSAGE_CHARS})
+]
+
+
 class Violation(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    field: str = Field(description="Dotted path of the offending field, e.g. params.width.")
+    field: FieldPath = Field(description="Dotted path of the offending field, e.g. params.width.")
     code: ViolationCode
-    message: str
+    message: ViolationMessage
 
 
 class ErrorInfo(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     code: ErrorCode
-    message: str
-    violations: list[Violation] = Field(default_factory=list)
+    message: ErrorMessage
+    violations: list[Violation] = Field(
+        default_factory=list, description=f"The first {MAX_VIOLATIONS} broken rules at most."
+    )
+    omitted_violations: int = Field(
+        0, ge=0, description="How many more broken rules the request had than `violations` lists."
+    )
+
+    @classmethod
+    def from_violations(cls, violations: list[Violation], omitted: int = 0) -> ErrorInfo:
+        """The first MAX_VIOLATIONS violations; `omitted` counts those the caller never built."""
+        kept = violations[:MAX_VIOLATIONS]
+        only_model = {v.code for v in violations} == {ViolationCode.MODEL_NOT_ALLOWED}
+        top = (
+            ErrorCode.MODEL_NOT_ALLOWED if only_model and not omitted else ErrorCode.INVALID_REQUEST
+        )
+        return cls(
+            code=top,
+            message="; ".join(v.message for v in kept),
+            violations=kept,
+            omitted_violations=omitted + len(violations) - len(kept),
+        )
 
     @classmethod
     def public(cls, code: ErrorCode) -> ErrorInfo:

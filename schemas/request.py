@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from schemas.errors import MAX_ECHO_CHARS, ViolationCode, clip
+from schemas.errors import MAX_FIELD_CHARS, ViolationCode, clip
 from schemas.limits import ABSOLUTE_MAX_IMAGE_SIZE, MAX_SEED, SIZE_MULTIPLE, RequestLimits
 
 # Starts with a letter or digit, so "." and ".." (path segments) can never be an id.
@@ -130,7 +130,7 @@ class GenerationParams(BaseModel):
             raise _violation(
                 ViolationCode.MODEL_NOT_ALLOWED,
                 "params.model '{model}' is not allowed on this worker",
-                model=clip(model, MAX_ECHO_CHARS),
+                model=clip(model, MAX_FIELD_CHARS),
             )
         return model
 

@@ -10,11 +10,20 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from itertools import islice
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from schemas.errors import ErrorCode, ErrorInfo, Violation, ViolationCode
+from schemas.errors import (
+    MAX_FIELD_CHARS,
+    MAX_VIOLATIONS,
+    ErrorCode,
+    ErrorInfo,
+    Violation,
+    ViolationCode,
+    clip,
+)
 from schemas.limits import RequestLimits
 from schemas.request import REQUEST_ID_PATTERN, GenerationRequest
 from schemas.result import GenerationResult, Status
@@ -107,21 +116,16 @@ def _request_id_error(request_id: object) -> ErrorInfo:
 
 
 def error_from_validation(exc: ValidationError) -> ErrorInfo:
-    """One typed violation per broken rule; the top-level code stays coarse and stable."""
-    violations = [_violation(detail) for detail in exc.errors(include_url=False)]
-    codes = {v.code for v in violations}
-    top = (
-        ErrorCode.MODEL_NOT_ALLOWED
-        if codes == {ViolationCode.MODEL_NOT_ALLOWED}
-        else ErrorCode.INVALID_REQUEST
-    )
-    return ErrorInfo(
-        code=top, message="; ".join(v.message for v in violations), violations=violations
-    )
+    """One typed violation per broken rule, the first MAX_VIOLATIONS of them; the top-level code
+    stays coarse and stable."""
+    details = islice(exc.errors(include_url=False), MAX_VIOLATIONS)
+    violations = [_violation(detail) for detail in details]
+    return ErrorInfo.from_violations(violations, omitted=exc.error_count() - len(violations))
 
 
 def _violation(detail: ErrorDetails) -> Violation:
-    field = ".".join(str(part) for part in detail["loc"]) or "(event)"
+    # Clipped here too, so that a message that names a long key still ends with its rule.
+    field = clip(".".join(str(part) for part in detail["loc"]) or "(event)", MAX_FIELD_CHARS)
     kind = detail["type"]
     code = _code_for(kind, field)
     message = detail["msg"]

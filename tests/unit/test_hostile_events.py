@@ -7,11 +7,15 @@ import json
 import pytest
 
 from schemas import (
+    MAX_FIELD_CHARS,
+    MAX_VIOLATIONS,
     ErrorCode,
     ErrorInfo,
     Rejected,
     RequestLimits,
     Undeliverable,
+    Violation,
+    ViolationCode,
     parse_request,
 )
 
@@ -62,3 +66,49 @@ def test_a_refused_model_is_named_but_the_allowlist_is_not() -> None:
     dumped = outcome.result().model_dump_json()
     assert "evil/m" in dumped and "not allowed" in dumped
     assert "secret/internal-model" not in dumped and "tiny-sdxl" not in dumped
+
+
+def request(top: dict[str, object] | None = None, **params: object) -> bytes:
+    return json.dumps({"request_id": "r1", "prompt": "x", **(top or {}), "params": params}).encode()
+
+
+def rejected(raw: bytes) -> ErrorInfo:
+    outcome = parse_request(raw, LIMITS)
+    assert isinstance(outcome, Rejected), outcome
+    outcome.result().model_dump_json().encode("utf-8")  # serialisable, as valid UTF-8
+    return outcome.error
+
+
+def test_thousands_of_unknown_keys_give_a_small_result() -> None:
+    top = {f"unknown-{i:05}": 0 for i in range(12_000)}
+    nested = {f"p{i}": 0 for i in range(3_000)}
+    error = rejected(request(top, width=7, **nested))
+    assert len(error.violations) == MAX_VIOLATIONS == 20
+    assert error.omitted_violations == 1 + 12_000 + 3_000 - MAX_VIOLATIONS
+    assert error.code is ErrorCode.INVALID_REQUEST
+    # Known fields first, then params' unknown keys, then the top level's: pydantic's order.
+    assert [v.field for v in error.violations[:3]] == ["params.width", "params.p0", "params.p1"]
+    assert len(error.model_dump_json()) < 8 * 1024
+
+
+def test_echoed_user_text_is_capped() -> None:
+    error = rejected(request({"k" * 10_000: 1}, **{"\N{SNOWMAN}" * 5_000: 1}))
+    for violation in error.violations:
+        assert len(violation.field) <= MAX_FIELD_CHARS and violation.field.endswith(
+            "\N{HORIZONTAL ELLIPSIS}"
+        )
+        assert len(violation.message) <= 200
+        assert violation.message.endswith("Extra inputs are not permitted")
+    assert error.violations[0].field.startswith("params.\N{SNOWMAN}")
+    assert len(error.message) <= 1000
+    model = rejected(request(model="m" * 5_000)).violations[0]
+    assert len(model.message) <= 200 and "m" * 60 in model.message
+
+
+def test_the_contract_types_cap_their_texts_whoever_builds_them() -> None:
+    violation = Violation(field="f" * 500, code=ViolationCode.INVALID_TYPE, message="m" * 5_000)
+    assert len(violation.field) == MAX_FIELD_CHARS and len(violation.message) == 200
+    error = ErrorInfo.from_violations([violation] * 50)
+    assert len(error.violations) == 20 and error.omitted_violations == 30
+    assert len(error.message) == 1000 and error.message.endswith("\N{HORIZONTAL ELLIPSIS}")
+    assert ErrorInfo.public(ErrorCode.TIMEOUT).omitted_violations == 0
