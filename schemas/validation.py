@@ -27,6 +27,7 @@ from schemas.errors import (
 from schemas.limits import RequestLimits
 from schemas.request import REQUEST_ID_PATTERN, GenerationRequest
 from schemas.result import GenerationResult, Status
+from schemas.screen import Screened, screen
 
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
@@ -89,11 +90,28 @@ def parse_request(raw: bytes | None, limits: RequestLimits) -> ParseOutcome:
     request_id = payload.get("request_id")
     if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
         return Undeliverable(_request_id_error(request_id))
+    screened = screen(payload)
     try:
-        request = GenerationRequest.model_validate(payload, context={"limits": limits})
+        request = GenerationRequest.model_validate(screened.known, context={"limits": limits})
     except ValidationError as exc:
-        return Rejected(request_id, error_from_validation(exc))
+        return Rejected(request_id, _rejection(exc, screened))
+    if screened.unknown_count:
+        return Rejected(request_id, _rejection(None, screened))
     return Accepted(request)
+
+
+def _rejection(exc: ValidationError | None, screened: Screened) -> ErrorInfo:
+    # Without unknown keys pydantic reports at most one error per field: a short list.
+    violations = [] if exc is None else [_violation(d) for d in exc.errors(include_url=False)]
+    violations += [_unknown(field) for field in screened.unknown_fields]
+    omitted = screened.unknown_count - len(screened.unknown_fields)
+    return ErrorInfo.from_violations(violations, omitted=omitted)
+
+
+def _unknown(field: str) -> Violation:
+    # pydantic's own wording for `extra_forbidden`, so the texts do not change with the path.
+    message = f"{field}: Extra inputs are not permitted"
+    return Violation(field=field, code=ViolationCode.UNKNOWN_FIELD, message=message)
 
 
 def _request_id_error(request_id: object) -> ErrorInfo:
@@ -117,7 +135,8 @@ def _request_id_error(request_id: object) -> ErrorInfo:
 
 def error_from_validation(exc: ValidationError) -> ErrorInfo:
     """One typed violation per broken rule, the first MAX_VIOLATIONS of them; the top-level code
-    stays coarse and stable."""
+    stays coarse and stable. For callers that validate a model themselves: parse_request strips
+    unknown keys before pydantic sees them."""
     details = islice(exc.errors(include_url=False), MAX_VIOLATIONS)
     violations = [_violation(detail) for detail in details]
     return ErrorInfo.from_violations(violations, omitted=exc.error_count() - len(violations))

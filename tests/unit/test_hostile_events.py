@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,8 @@ from schemas import (
     MAX_VIOLATIONS,
     ErrorCode,
     ErrorInfo,
+    GenerationParams,
+    GenerationRequest,
     Rejected,
     RequestLimits,
     Undeliverable,
@@ -112,3 +115,23 @@ def test_the_contract_types_cap_their_texts_whoever_builds_them() -> None:
     assert len(error.violations) == 20 and error.omitted_violations == 30
     assert len(error.message) == 1000 and error.message.endswith("\N{HORIZONTAL ELLIPSIS}")
     assert ErrorInfo.public(ErrorCode.TIMEOUT).omitted_violations == 0
+
+
+def test_pydantic_never_meets_the_unknown_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydantic builds one error object per unknown key: 500,000 keys took it 12 s."""
+    seen: list[Any] = []
+    validate = GenerationRequest.model_validate
+
+    def spy(obj: Any, **kwargs: Any) -> GenerationRequest:
+        seen.append(obj)
+        return validate(obj, **kwargs)
+
+    monkeypatch.setattr(GenerationRequest, "model_validate", spy)
+    top = {f"u{i}": [i] for i in range(1_000)}
+    error = rejected(request(top, steps=99, **{f"p{i}": {} for i in range(1_000)}))
+    assert set(seen[0]) <= set(GenerationRequest.model_fields)
+    assert set(seen[0]["params"]) <= set(GenerationParams.model_fields)
+    assert [v.code.value for v in error.violations[:2]] == ["steps_out_of_range", "unknown_field"]
+    assert error.omitted_violations == 2_001 - MAX_VIOLATIONS
+    # Unknown keys alone, on an otherwise valid request, still reject it.
+    assert rejected(request({"extra": 1})).violations[0].field == "extra"
