@@ -68,6 +68,11 @@ def clip(text: str, limit: int) -> str:
     return text if text.isascii() else _LONE_SURROGATE.sub("\N{REPLACEMENT CHARACTER}", text)
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """json.loads keeps a pair of surrogate escapes as one character: any left is a lone one."""
+    return not text.isascii() and _LONE_SURROGATE.search(text) is not None
+
+
 class ViolationCode(StrEnum):
     """One rule broken by one field of a request."""
 

@@ -135,3 +135,33 @@ def test_pydantic_never_meets_the_unknown_keys(monkeypatch: pytest.MonkeyPatch) 
     assert error.omitted_violations == 2_001 - MAX_VIOLATIONS
     # Unknown keys alone, on an otherwise valid request, still reject it.
     assert rejected(request({"extra": 1})).violations[0].field == "extra"
+
+
+LONE = "\ud800"  # json.loads gives a str that UTF-8 cannot encode
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"prompt": f"a {LONE} b"}, "prompt"),
+        ({"negative_prompt": LONE}, "negative_prompt"),
+        ({"params": {"model": LONE}}, "params.model"),
+        ({"params": {"model": "\udfff" * 500}}, "params.model"),
+    ],
+)
+def test_a_lone_surrogate_in_a_text_field_is_rejected(event: dict[str, Any], field: str) -> None:
+    raw = json.dumps({"request_id": "r1", "prompt": "x", **event}).encode()  # escapes it
+    error = rejected(raw)
+    assert [(v.field, v.code) for v in error.violations] == [(field, ViolationCode.INVALID_TYPE)]
+
+
+def test_lone_surrogates_in_keys_never_reach_the_result() -> None:
+    raw = request({LONE: 1, "k": {LONE: LONE}}, width={LONE: LONE}, **{f"p{LONE}": [LONE]})
+    error = rejected(raw)
+    fields = [v.field for v in error.violations]
+    assert fields == [
+        "params.width",
+        "params.p\N{REPLACEMENT CHARACTER}",
+        "\N{REPLACEMENT CHARACTER}",
+        "k",
+    ]
