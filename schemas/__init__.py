@@ -12,7 +12,7 @@ from schemas.errors import (
 )
 from schemas.limits import RequestLimits
 from schemas.request import GenerationParams, GenerationRequest
-from schemas.result import Audit, GenerationResult, ImageRef, Status
+from schemas.result import MAX_RESULT_BYTES, Audit, GenerationResult, ImageRef, Status, bounded
 from schemas.validation import (
     Accepted,
     ParseOutcome,
@@ -25,6 +25,7 @@ from schemas.validation import (
 __all__ = [
     "MAX_FIELD_CHARS",
     "MAX_MESSAGE_CHARS",
+    "MAX_RESULT_BYTES",
     "MAX_VIOLATIONS",
     "MAX_VIOLATION_MESSAGE_CHARS",
     "Accepted",
@@ -42,6 +43,7 @@ __all__ = [
     "Undeliverable",
     "Violation",
     "ViolationCode",
+    "bounded",
     "error_from_validation",
     "parse_request",
 ]

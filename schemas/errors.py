@@ -124,7 +124,9 @@ class ErrorInfo(BaseModel):
     code: ErrorCode
     message: ErrorMessage
     violations: list[Violation] = Field(
-        default_factory=list, description=f"The first {MAX_VIOLATIONS} broken rules at most."
+        default_factory=list,
+        description=f"The first {MAX_VIOLATIONS} broken rules at most.",
+        json_schema_extra={"maxItems": MAX_VIOLATIONS},
     )
     omitted_violations: int = Field(
         0, ge=0, description="How many more broken rules the request had than `violations` lists."

@@ -26,7 +26,7 @@ from schemas.errors import (
 )
 from schemas.limits import RequestLimits
 from schemas.request import REQUEST_ID_PATTERN, GenerationRequest
-from schemas.result import GenerationResult, Status
+from schemas.result import GenerationResult, Status, bounded
 from schemas.screen import Screened, screen
 
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
@@ -62,7 +62,7 @@ class Rejected:
     error: ErrorInfo
 
     def result(self) -> GenerationResult:
-        return GenerationResult.failure(self.request_id, Status.REJECTED, self.error)
+        return bounded(GenerationResult.failure(self.request_id, Status.REJECTED, self.error))
 
 
 @dataclass(frozen=True)
