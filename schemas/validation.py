@@ -101,7 +101,7 @@ def parse_request(raw: bytes | None, limits: RequestLimits) -> ParseOutcome:
 
 
 def _rejection(exc: ValidationError | None, screened: Screened) -> ErrorInfo:
-    # Without unknown keys pydantic reports at most one error per field: a short list.
+    # Without unknown keys pydantic reports at most one error per contract field: a short list.
     violations = [] if exc is None else [_violation(d) for d in exc.errors(include_url=False)]
     violations += [_unknown(field) for field in screened.unknown_fields]
     omitted = screened.unknown_count - len(screened.unknown_fields)
