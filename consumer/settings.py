@@ -194,6 +194,7 @@ class Settings(BaseSettings):
             max_steps=self.max_steps,
             max_cfg=self.max_cfg,
             max_num_images=self.max_num_images,
+            max_event_bytes=self.max_event_bytes,
         )
 
     def valid_api_keys(self) -> list[str]:

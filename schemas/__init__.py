@@ -1,9 +1,18 @@
 """Event contract v1: request and result events, their errors and the request validator."""
 
-from schemas.errors import ErrorCode, ErrorInfo, Violation, ViolationCode
+from schemas.errors import (
+    MAX_FIELD_CHARS,
+    MAX_MESSAGE_CHARS,
+    MAX_VIOLATION_MESSAGE_CHARS,
+    MAX_VIOLATIONS,
+    ErrorCode,
+    ErrorInfo,
+    Violation,
+    ViolationCode,
+)
 from schemas.limits import RequestLimits
 from schemas.request import GenerationParams, GenerationRequest
-from schemas.result import Audit, GenerationResult, ImageRef, Status, bounded
+from schemas.result import MAX_RESULT_BYTES, Audit, GenerationResult, ImageRef, Status, bounded
 from schemas.validation import (
     Accepted,
     ParseOutcome,
@@ -14,6 +23,11 @@ from schemas.validation import (
 )
 
 __all__ = [
+    "MAX_FIELD_CHARS",
+    "MAX_MESSAGE_CHARS",
+    "MAX_RESULT_BYTES",
+    "MAX_VIOLATIONS",
+    "MAX_VIOLATION_MESSAGE_CHARS",
     "Accepted",
     "Audit",
     "ErrorCode",

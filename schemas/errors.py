@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
+from functools import partial
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class ErrorCode(StrEnum):
@@ -44,6 +47,32 @@ PUBLIC_MESSAGES: dict[ErrorCode, str] = {
 }
 
 
+# Caps on what one rejected result can carry: an event with thousands of unknown keys must not
+# produce a result larger than the broker accepts (about 1 MiB on a stock broker).
+MAX_VIOLATIONS = 20
+# A violation's field path, and any user value a message echoes (a model name), in characters.
+MAX_FIELD_CHARS = 64
+MAX_VIOLATION_MESSAGE_CHARS = 200
+MAX_MESSAGE_CHARS = 1000
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters with an ellipsis, lone surrogates replaced by U+FFFD.
+
+    json.loads turns a lone `\\ud800` escape into a str that cannot be encoded as UTF-8, so
+    echoing it unchanged would make the whole result unserialisable.
+    """
+    if len(text) > limit:
+        text = text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
+    return text if text.isascii() else _LONE_SURROGATE.sub("\N{REPLACEMENT CHARACTER}", text)
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """json.loads keeps a pair of surrogate escapes as one character: any left is a lone one."""
+    return not text.isascii() and _LONE_SURROGATE.search(text) is not None
+
+
 class ViolationCode(StrEnum):
     """One rule broken by one field of a request."""
 
@@ -63,20 +92,60 @@ class ViolationCode(StrEnum):
     MODEL_NOT_ALLOWED = "model_not_allowed"
 
 
+def _clipped(limit: int) -> AfterValidator:
+    """Texts are cut, not refused: building an error must never fail on the user's input."""
+    return AfterValidator(partial(clip, limit=limit))
+
+
+FieldPath = Annotated[
+    str, _clipped(MAX_FIELD_CHARS), Field(json_schema_extra={"maxLength": MAX_FIELD_CHARS})
+]
+ViolationMessage = Annotated[
+    str,
+    _clipped(MAX_VIOLATION_MESSAGE_CHARS),
+    Field(json_schema_extra={"maxLength": MAX_VIOLATION_MESSAGE_CHARS}),
+]
+ErrorMessage = Annotated[
+    str, _clipped(MAX_MESSAGE_CHARS), Field(json_schema_extra={"maxLength": MAX_MESSAGE_CHARS})
+]
+
+
 class Violation(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    field: str = Field(description="Dotted path of the offending field, e.g. params.width.")
+    field: FieldPath = Field(description="Dotted path of the offending field, e.g. params.width.")
     code: ViolationCode
-    message: str
+    message: ViolationMessage
 
 
 class ErrorInfo(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     code: ErrorCode
-    message: str
-    violations: list[Violation] = Field(default_factory=list)
+    message: ErrorMessage
+    violations: list[Violation] = Field(
+        default_factory=list,
+        description=f"The first {MAX_VIOLATIONS} broken rules at most.",
+        json_schema_extra={"maxItems": MAX_VIOLATIONS},
+    )
+    omitted_violations: int = Field(
+        0, ge=0, description="How many more broken rules the request had than `violations` lists."
+    )
+
+    @classmethod
+    def from_violations(cls, violations: list[Violation], omitted: int = 0) -> ErrorInfo:
+        """The first MAX_VIOLATIONS violations; `omitted` counts those the caller never built."""
+        kept = violations[:MAX_VIOLATIONS]
+        only_model = {v.code for v in violations} == {ViolationCode.MODEL_NOT_ALLOWED}
+        top = (
+            ErrorCode.MODEL_NOT_ALLOWED if only_model and not omitted else ErrorCode.INVALID_REQUEST
+        )
+        return cls(
+            code=top,
+            message="; ".join(v.message for v in kept),
+            violations=kept,
+            omitted_violations=omitted + len(violations) - len(kept),
+        )
 
     @classmethod
     def public(cls, code: ErrorCode) -> ErrorInfo:

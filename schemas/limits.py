@@ -20,3 +20,5 @@ class RequestLimits:
     max_steps: int = 50
     max_cfg: float = 20.0
     max_num_images: int = 4
+    # Larger events are dead-lettered before decoding: parsing one costs time on the event loop.
+    max_event_bytes: int = 1024 * 1024

@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from schemas.errors import ViolationCode
+from schemas.errors import MAX_FIELD_CHARS, ViolationCode, clip, has_lone_surrogate
 from schemas.limits import ABSOLUTE_MAX_IMAGE_SIZE, MAX_SEED, SIZE_MULTIPLE, RequestLimits
 
 # Starts with a letter or digit, so "." and ".." (path segments) can never be an id.
@@ -37,6 +37,18 @@ def _limits(info: ValidationInfo) -> RequestLimits:
 
 def _violation(code: ViolationCode, message: str, **ctx: object) -> PydanticCustomError:
     return PydanticCustomError(code.value, message, dict(ctx) or None)
+
+
+def _unicode_text(value: object, field: str) -> object:
+    """Refuses a str that UTF-8 cannot encode: the engine, the PNG metadata and the result all
+    need to encode it. Other types are left to the field's own type check."""
+    if isinstance(value, str) and has_lone_surrogate(value):
+        raise _violation(
+            ViolationCode.INVALID_TYPE,
+            "{field} must be valid Unicode text, without lone surrogates",
+            field=field,
+        )
+    return value
 
 
 class GenerationParams(BaseModel):
@@ -120,17 +132,22 @@ class GenerationParams(BaseModel):
             )
         return value
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _check_model_text(cls, value: object) -> object:
+        return _unicode_text(value, "params.model")
+
     @field_validator("model", mode="after")
     @classmethod
     def _check_model(cls, value: str | None, info: ValidationInfo) -> str:
         limits = _limits(info)
         model = limits.default_model if value is None else value
         if model not in limits.allowed_models:
+            # The allowlist stays private: GET /v1/models is where an operator publishes it.
             raise _violation(
                 ViolationCode.MODEL_NOT_ALLOWED,
-                "params.model '{model}' is not allowed; allowed: {allowed}",
-                model=model,
-                allowed=", ".join(limits.allowed_models),
+                "params.model '{model}' is not allowed on this worker",
+                model=clip(model, MAX_FIELD_CHARS),
             )
         return model
 
@@ -152,6 +169,11 @@ class GenerationRequest(BaseModel):
     )
     # Validated even when absent, so that the default model comes from the worker's limits.
     params: GenerationParams = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("prompt", "negative_prompt", mode="before")
+    @classmethod
+    def _check_text(cls, value: object, info: ValidationInfo) -> object:
+        return _unicode_text(value, str(info.field_name))
 
     @field_validator("prompt", mode="after")
     @classmethod

@@ -6,7 +6,20 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.errors import ErrorCode, ErrorInfo
+from schemas.errors import (
+    MAX_FIELD_CHARS,
+    MAX_VIOLATION_MESSAGE_CHARS,
+    MAX_VIOLATIONS,
+    ErrorCode,
+    ErrorInfo,
+    clip,
+)
+
+# Far below a stock broker's 1 MiB record limit, and above any result the worker builds itself
+# (at most MAX_VIOLATIONS capped violations, or MAX_NUM_IMAGES image references).
+MAX_RESULT_BYTES = 64 * 1024
+# REQUEST_ID_PATTERN's bound; only the minimal result has to enforce it.
+_MAX_REQUEST_ID_CHARS = 128
 
 
 class Status(StrEnum):
@@ -61,5 +74,75 @@ class GenerationResult(BaseModel):
 
 
 def bounded(result: GenerationResult) -> GenerationResult:
-    """Placeholder until the bounded-result rules land."""
-    return result
+    """`result` itself when its JSON fits MAX_RESULT_BYTES, else a smaller one that does.
+
+    In this order: violations dropped from the end (counted in `omitted_violations`); then the
+    texts of the error and the audit shortened; and when even that does not fit (thousands of
+    images), the minimal `result_refused` result, whose size is bounded by construction. A
+    result that cannot be serialised at all (a lone surrogate in a text) counts as too large.
+    """
+    if _fits(result):
+        return result
+    if result.error is not None:
+        fewer = _fewer_violations(result, result.error)
+        if fewer is not None:
+            return fewer
+    shorter = _short_texts(result)
+    return shorter if _fits(shorter) else _minimal(result)
+
+
+def _fits(result: GenerationResult) -> bool:
+    try:
+        return len(result.model_dump_json().encode("utf-8")) <= MAX_RESULT_BYTES
+    except ValueError:  # PydanticSerializationError, UnicodeEncodeError: a lone surrogate
+        return False
+
+
+def _fewer_violations(result: GenerationResult, error: ErrorInfo) -> GenerationResult | None:
+    """The most violations (up to MAX_VIOLATIONS) that fit, or None if none do."""
+    if not _fits(_keeping(result, error, 0)):
+        return None
+    low, high = 0, min(len(error.violations), MAX_VIOLATIONS)
+    while low < high:  # fewer violations never make a result larger: a binary search holds
+        middle = (low + high + 1) // 2
+        if _fits(_keeping(result, error, middle)):
+            low = middle
+        else:
+            high = middle - 1
+    return _keeping(result, error, low)
+
+
+def _keeping(result: GenerationResult, error: ErrorInfo, count: int) -> GenerationResult:
+    omitted = error.omitted_violations + len(error.violations) - count
+    update = {"violations": error.violations[:count], "omitted_violations": omitted}
+    return result.model_copy(update={"error": error.model_copy(update=update)})
+
+
+def _short_texts(result: GenerationResult) -> GenerationResult:
+    """No violations, and every free text of the error and the audit clipped; images intact."""
+    error, audit = result.error, result.audit
+    if error is not None:
+        error = ErrorInfo(
+            code=error.code,
+            message=clip(error.message, MAX_VIOLATION_MESSAGE_CHARS),
+            omitted_violations=error.omitted_violations + len(error.violations),
+        )
+    if audit is not None:
+        audit = Audit(
+            policy=clip(audit.policy, MAX_FIELD_CHARS),
+            duration_sec=clip(audit.duration_sec, MAX_FIELD_CHARS),
+            model=clip(audit.model, MAX_VIOLATION_MESSAGE_CHARS),
+            note=None if audit.note is None else clip(audit.note, MAX_VIOLATION_MESSAGE_CHARS),
+        )
+    return result.model_copy(update={"error": error, "audit": audit})
+
+
+def _minimal(result: GenerationResult) -> GenerationResult:
+    """About 200 bytes of fixed text plus a request_id of at most 128 characters, 6 bytes each at
+    worst as JSON (`\\u0000`): far below MAX_RESULT_BYTES whatever `result` held."""
+    request_id = result.request_id
+    return GenerationResult(
+        request_id=None if request_id is None else clip(request_id, _MAX_REQUEST_ID_CHARS),
+        status=Status.FAILED,
+        error=ErrorInfo.public(ErrorCode.RESULT_REFUSED),
+    )

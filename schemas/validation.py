@@ -10,14 +10,24 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from itertools import islice
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from schemas.errors import ErrorCode, ErrorInfo, Violation, ViolationCode
+from schemas.errors import (
+    MAX_FIELD_CHARS,
+    MAX_VIOLATIONS,
+    ErrorCode,
+    ErrorInfo,
+    Violation,
+    ViolationCode,
+    clip,
+)
 from schemas.limits import RequestLimits
 from schemas.request import REQUEST_ID_PATTERN, GenerationRequest
-from schemas.result import GenerationResult, Status
+from schemas.result import GenerationResult, Status, bounded
+from schemas.screen import Screened, screen
 
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
@@ -52,7 +62,7 @@ class Rejected:
     error: ErrorInfo
 
     def result(self) -> GenerationResult:
-        return GenerationResult.failure(self.request_id, Status.REJECTED, self.error)
+        return bounded(GenerationResult.failure(self.request_id, Status.REJECTED, self.error))
 
 
 @dataclass(frozen=True)
@@ -65,27 +75,43 @@ ParseOutcome = Accepted | Rejected | Undeliverable
 
 def parse_request(raw: bytes | None, limits: RequestLimits) -> ParseOutcome:
     """Decode and validate one event. Never raises for bad input."""
+    if raw is not None and len(raw) > limits.max_event_bytes:
+        return Undeliverable(ErrorInfo.public(ErrorCode.EVENT_TOO_LARGE))
     try:
         # NaN/Infinity are decoded here and refused by the model as `not_finite`, so such an event
         # still gets a `rejected` result under its request_id instead of a dead letter.
         payload = json.loads(raw or b"")
-    except (ValueError, UnicodeDecodeError) as exc:
-        return Undeliverable(ErrorInfo(code=ErrorCode.INVALID_JSON, message=f"not JSON: {exc}"))
-    except RecursionError:  # hostile nesting must not take the worker down
-        message = "not JSON this worker accepts: nested too deeply"
-        return Undeliverable(ErrorInfo(code=ErrorCode.INVALID_JSON, message=message))
+    # RecursionError: hostile nesting must not take the worker down. The exception text stays
+    # out of the dead letter: the fixed public message is all a producer gets.
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return Undeliverable(ErrorInfo.public(ErrorCode.INVALID_JSON))
     if not isinstance(payload, dict):
-        kind = type(payload).__name__
-        message = f"the event must be a JSON object, got {kind}"
-        return Undeliverable(ErrorInfo(code=ErrorCode.NOT_AN_OBJECT, message=message))
+        return Undeliverable(ErrorInfo.public(ErrorCode.NOT_AN_OBJECT))
     request_id = payload.get("request_id")
     if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
         return Undeliverable(_request_id_error(request_id))
+    screened = screen(payload)
     try:
-        request = GenerationRequest.model_validate(payload, context={"limits": limits})
+        request = GenerationRequest.model_validate(screened.known, context={"limits": limits})
     except ValidationError as exc:
-        return Rejected(request_id, error_from_validation(exc))
+        return Rejected(request_id, _rejection(exc, screened))
+    if screened.unknown_count:
+        return Rejected(request_id, _rejection(None, screened))
     return Accepted(request)
+
+
+def _rejection(exc: ValidationError | None, screened: Screened) -> ErrorInfo:
+    # Without unknown keys pydantic reports at most one error per contract field: a short list.
+    violations = [] if exc is None else [_violation(d) for d in exc.errors(include_url=False)]
+    violations += [_unknown(field) for field in screened.unknown_fields]
+    omitted = screened.unknown_count - len(screened.unknown_fields)
+    return ErrorInfo.from_violations(violations, omitted=omitted)
+
+
+def _unknown(field: str) -> Violation:
+    # pydantic's own wording for `extra_forbidden`, so the texts do not change with the path.
+    message = f"{field}: Extra inputs are not permitted"
+    return Violation(field=field, code=ViolationCode.UNKNOWN_FIELD, message=message)
 
 
 def _request_id_error(request_id: object) -> ErrorInfo:
@@ -108,21 +134,17 @@ def _request_id_error(request_id: object) -> ErrorInfo:
 
 
 def error_from_validation(exc: ValidationError) -> ErrorInfo:
-    """One typed violation per broken rule; the top-level code stays coarse and stable."""
-    violations = [_violation(detail) for detail in exc.errors(include_url=False)]
-    codes = {v.code for v in violations}
-    top = (
-        ErrorCode.MODEL_NOT_ALLOWED
-        if codes == {ViolationCode.MODEL_NOT_ALLOWED}
-        else ErrorCode.INVALID_REQUEST
-    )
-    return ErrorInfo(
-        code=top, message="; ".join(v.message for v in violations), violations=violations
-    )
+    """One typed violation per broken rule, the first MAX_VIOLATIONS of them; the top-level code
+    stays coarse and stable. For callers that validate a model themselves: parse_request strips
+    unknown keys before pydantic sees them."""
+    details = islice(exc.errors(include_url=False), MAX_VIOLATIONS)
+    violations = [_violation(detail) for detail in details]
+    return ErrorInfo.from_violations(violations, omitted=exc.error_count() - len(violations))
 
 
 def _violation(detail: ErrorDetails) -> Violation:
-    field = ".".join(str(part) for part in detail["loc"]) or "(event)"
+    # Clipped here too, so that a message that names a long key still ends with its rule.
+    field = clip(".".join(str(part) for part in detail["loc"]) or "(event)", MAX_FIELD_CHARS)
     kind = detail["type"]
     code = _code_for(kind, field)
     message = detail["msg"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from typing import Any
 
 import pytest
 
@@ -183,8 +185,6 @@ def test_parse_request_accepts_none_value() -> None:
 
 def test_hostile_bytes_never_raise() -> None:
     """Random bytes and mangled JSON always give an outcome, never an exception."""
-    import random
-
     rng = random.Random(7)
     valid = b'{"request_id": "r1", "prompt": "cat", "params": {"width": 512, "seed": 3}}'
     samples: list[bytes] = [
@@ -197,5 +197,30 @@ def test_hostile_bytes_never_raise() -> None:
         samples.append(bytes(mangled))
     samples += [b"{" * 10_000, b'{"request_id": "r", "prompt": "' + b"\\u0000" * 1000 + b'"}']
     samples += [b'{"request_id": "r", "prompt": "x", "params": ' + b"[" * 5000 + b"]" * 5000 + b"}"]
+    samples += [surrogate_event(rng) for _ in range(300)]
     for raw in samples:
-        assert isinstance(parse_request(raw, LIMITS), Accepted | Rejected | Undeliverable)
+        outcome = parse_request(raw, LIMITS)
+        # Whatever the outcome, what the worker publishes from it encodes as UTF-8 JSON.
+        if isinstance(outcome, Accepted):
+            outcome.request.model_dump_json().encode("utf-8")
+        elif isinstance(outcome, Rejected):
+            outcome.result().model_dump_json().encode("utf-8")
+        else:
+            outcome.error.model_dump_json().encode("utf-8")
+
+
+def surrogate_event(rng: random.Random) -> bytes:
+    """A valid event with lone surrogates (\\ud800-\\udfff escapes) in random keys and values."""
+
+    def text() -> str:
+        return "".join(
+            rng.choice(["a", "\N{SNOWMAN}", chr(rng.randrange(0xD800, 0xE000))])
+            for _ in range(rng.randrange(1, 6))
+        )
+
+    event: dict[str, Any] = {"request_id": "r1", "prompt": "cat", "params": {"width": 512}}
+    for _ in range(rng.randrange(1, 4)):
+        where = event if rng.random() < 0.5 else event["params"]
+        key = rng.choice(["prompt", "negative_prompt", "model", "width", text()])
+        where[key] = rng.choice([text(), {text(): text()}, [text()]])
+    return json.dumps(event).encode()  # ensure_ascii: each surrogate becomes a \\uXXXX escape
