@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,3 +204,16 @@ async def leave_group(consumer: AIOKafkaConsumer) -> None:
         await coordinator._send_req(LeaveGroupRequest(coordinator.group_id, coordinator.member_id))
     except (KafkaError, AttributeError, TypeError, OSError) as exc:
         log.info("explicit LeaveGroup failed: %s", exc)
+
+
+CLOSE_TIMEOUT_SECONDS = 3.0
+
+
+async def close_quietly(closing: Awaitable[Any], what: str) -> None:
+    """Closing must not hang on a broker that went away, nor fail the shutdown."""
+    try:
+        await asyncio.wait_for(closing, CLOSE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        log.warning("%s: gave up after %.0fs", what, CLOSE_TIMEOUT_SECONDS)
+    except Exception as exc:
+        log.warning("%s failed: %s", what, exc)

@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 from aiokafka import ConsumerRecord, TopicPartition
 
 from consumer.acks import Acknowledger
+from consumer.batching import group_batches
 from consumer.engine import GenerationJob, plan_job
 from consumer.metrics import WorkerMetrics
 from consumer.settings import Settings
@@ -55,9 +56,10 @@ class Triage:
         self._acks = acks
         self._metrics = metrics
 
-    async def __call__(self, records: Sequence[Record], until: asyncio.Event) -> list[Work]:
-        """Valid requests become work; invalid ones get their rejected result or dead letter
-        now. Records this member already works on (re-fetched after a rebalance) are skipped."""
+    async def __call__(self, records: Sequence[Record], until: asyncio.Event) -> list[list[Work]]:
+        """Valid requests become batches of work; invalid ones get their rejected result or dead
+        letter now. Records this member already works on (re-fetched after a rebalance) are
+        skipped."""
         works: list[Work] = []
         rejected: list[tuple[Record, GenerationResult]] = []
         dead: list[tuple[Record, ErrorInfo]] = []
@@ -79,7 +81,12 @@ class Triage:
                 dead.append((record, outcome.error))
         await self._acks.publish([r for r, _ in rejected], [res for _, res in rejected], until)
         await self._acks.dead_letters(dead, until)
-        return works
+        return group_batches(
+            works,
+            key=lambda w: w.job.batch_key,
+            size=lambda w: w.job.num_images,
+            max_images=self._settings.max_batch_size,
+        )
 
     async def _parse(self, record: Record) -> ParseOutcome:
         if len(record.value or b"") <= PARSE_ON_LOOP_BYTES:

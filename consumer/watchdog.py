@@ -7,11 +7,18 @@ reports unhealthy, stops intake and exits non-zero so that an orchestrator resta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from consumer.engine import Engine
 from consumer.engine.activity import LOADING, Phase
 from consumer.settings import Settings
+from storage import ImageStore, StorageError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,3 +60,36 @@ def verdict(
     phases: Sequence[Phase], last_step: float, now: float, limits: WatchdogLimits
 ) -> str | None:
     return engine_overdue(phases, now, limits) or intake_stalled(last_step, now, limits)
+
+
+async def watch(
+    settings: Settings,
+    engine: Engine,
+    last_intake_step: Callable[[], float],
+    fail: Callable[[str], None],
+) -> None:
+    """Every second, the verdict on the engine's phases and the intake loop; `fail` on one."""
+    limits = WatchdogLimits.from_settings(settings)
+    while True:
+        await asyncio.sleep(1.0)
+        now = time.monotonic()
+        reason = verdict(engine.activity.snapshot(), last_intake_step(), now, limits)
+        if reason is not None:
+            fail(reason)
+
+
+async def check_store(
+    store: ImageStore, interval: float, report: Callable[[str | None], None]
+) -> None:
+    """Readiness follows the image store: a worker that cannot store should take no requests."""
+    problem: str | None = None
+    while True:
+        try:
+            await asyncio.to_thread(store.check)
+            problem = None
+        except StorageError as exc:
+            if problem is None:
+                log.warning("image store check failed: %s", exc)
+            problem = "image store unreachable"
+        report(problem)
+        await asyncio.sleep(interval)

@@ -25,24 +25,22 @@ from aiokafka.errors import IllegalStateError
 
 from consumer import kafka_io
 from consumer.acks import Acknowledger
-from consumer.batching import group_batches
+from consumer.batches import BatchRunner
 from consumer.engine import Engine
-from consumer.logs import log_result
+from consumer.intake import Poller
 from consumer.metrics import WorkerMetrics
-from consumer.processing import Abandoned, BatchProcessor
+from consumer.processing import BatchProcessor
 from consumer.publishing import BrokerGaveUp, Publisher, Unpublishable
 from consumer.rebalance import RebalanceListener
 from consumer.settings import Settings
 from consumer.triage import Triage, Work
-from consumer.watchdog import WatchdogLimits, verdict
-from schemas import ErrorCode, GenerationResult
-from storage import ImageStore, StorageError
+from consumer.watchdog import check_store, watch
+from storage import ImageStore
 
 log = logging.getLogger(__name__)
 
 EXIT_UNHEALTHY = 70  # EX_SOFTWARE: the orchestrator should restart this worker
 ABANDON_WAIT_SECONDS = 3.0  # after abandoning: the engine stops at its next denoising step
-CLOSE_TIMEOUT_SECONDS = 3.0  # each client close; the broker may be gone
 
 
 class Worker:
@@ -84,7 +82,8 @@ class Worker:
         self._consumer: AIOKafkaConsumer | None = None
         self._acks: Acknowledger | None = None
         self._triage: Triage | None = None
-        self._last_poll = self._last_step = time.monotonic()
+        self._runner: BatchRunner | None = None
+        self._last_step = time.monotonic()
         self.draining = False
         self.unhealthy: str | None = None  # why the watchdog gave up on this worker
         self.store_problem: str | None = None  # why the image store failed its last check
@@ -140,17 +139,12 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until a stop request, idleness (when asked) or the watchdog; see exit_code."""
-        watchers = [asyncio.create_task(self._watch()), asyncio.create_task(self._check_store())]
+        watchers = self._start_watchers()
         consumer: AIOKafkaConsumer | None = None
         producer: AIOKafkaProducer | None = None
         try:
             consumer, producer = await self._connect()
-            publisher = Publisher(producer, self.metrics, on_retry=self._step)
-            self._acks = Acknowledger(self.settings, publisher, consumer, self.metrics)
-            self._triage = Triage(self.settings, self._acks, self.metrics)
-            consumer.subscribe(
-                [self.settings.request_topic], listener=RebalanceListener(self, consumer)
-            )
+            self._wire(consumer, producer)
             if await self._until_stopped(consumer.start()):
                 self._consumer = consumer
                 log.info("worker started", extra={"partitions": list(map(str, self.assignment()))})
@@ -161,6 +155,23 @@ class Worker:
             await self._drain_and_close(consumer, producer)
             for task in watchers:
                 task.cancel()
+
+    def _start_watchers(self) -> list[asyncio.Task[None]]:
+        settings, interval = self.settings, self.settings.store_check_interval_seconds
+        return [
+            asyncio.create_task(watch(settings, self.engine, self._last_intake_step, self.fail)),
+            asyncio.create_task(check_store(self._store, interval, self._store_checked)),
+        ]
+
+    def _wire(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        publisher = Publisher(producer, self.metrics, on_retry=self._step)
+        acks = self._acks = Acknowledger(self.settings, publisher, consumer, self.metrics)
+        self._triage = Triage(self.settings, acks, self.metrics)
+        self._runner = BatchRunner(
+            self.settings, self._processor, acks, self.metrics, self._abandoning, self.fail
+        )
+        listener = RebalanceListener(self, consumer)
+        consumer.subscribe([self.settings.request_topic], listener=listener)
 
     async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
         if self._clients is not None:
@@ -191,8 +202,8 @@ class Worker:
                 consumer.pause(*consumer.assignment())
         await self._drain()
         if consumer is not None:
-            await _bounded(kafka_io.leave_group(consumer), "leave group")
-        closing = [_bounded(c.stop(), "close") for c in (consumer, producer) if c is not None]
+            await kafka_io.close_quietly(kafka_io.leave_group(consumer), "leave group")
+        closing = [kafka_io.close_quietly(c.stop(), "close") for c in (consumer, producer) if c]
         await asyncio.gather(*closing)
         self._engine_thread.shutdown(wait=False, cancel_futures=True)
         self._io_threads.shutdown(wait=False, cancel_futures=True)
@@ -226,30 +237,17 @@ class Worker:
         """The intake loop (or a retry it waits on) moved: it is not stuck."""
         self._last_step = time.monotonic()
 
-    async def _watch(self) -> None:
-        limits = WatchdogLimits.from_settings(self.settings)
-        while True:
-            await asyncio.sleep(1.0)
-            last_step = time.monotonic() if self.draining else self._last_step
-            reason = verdict(self.engine.activity.snapshot(), last_step, time.monotonic(), limits)
-            if reason is not None:
-                self.fail(reason)
+    def _last_intake_step(self) -> float:
+        # While draining the intake loop is meant to stand still; only the engine is watched.
+        return time.monotonic() if self.draining else self._last_step
 
-    async def _check_store(self) -> None:
-        """Readiness follows the image store: a worker that cannot store takes no requests."""
-        while True:
-            try:
-                await asyncio.to_thread(self._store.check)
-                self.store_problem = None
-            except StorageError as exc:
-                if self.store_problem is None:
-                    log.warning("image store check failed: %s", exc)
-                self.store_problem = "image store unreachable"
-            await asyncio.sleep(self.settings.store_check_interval_seconds)
+    def _store_checked(self, problem: str | None) -> None:
+        self.store_problem = problem
 
     # --- intake ---------------------------------------------------------------------------------
 
     async def _intake(self, consumer: AIOKafkaConsumer) -> None:
+        poller = Poller(consumer, self.settings, self.metrics)
         idle_since = time.monotonic()
         while not self._stopping.is_set():
             self._step()
@@ -258,11 +256,11 @@ class Worker:
             if self.busy:
                 consumer.pause(*consumer.assignment())
                 await self._wait_for_slot(1.0)
-                await self._keep_polling(consumer)
+                await self._take(await poller.keep_alive())
                 continue
             consumer.resume(*consumer.paused())
             free = self.settings.max_batches_in_flight - len(self._running)
-            records = await self._fetch(consumer, free * self.settings.max_batch_size)
+            records = await poller.fetch(free * self.settings.max_batch_size)
             if records or self._running:
                 idle_since = time.monotonic()
             elif self._idle_for(idle_since):
@@ -274,29 +272,11 @@ class Worker:
         """Triage what a poll returned and queue the valid requests as batches."""
         assert self._triage is not None
         try:
-            works = await self._triage(records, until=self._stopping)
+            self._pending.extend(await self._triage(records, until=self._stopping))
         except BrokerGaveUp:
-            return  # stopping while the broker is away: left uncommitted
+            pass  # stopping while the broker is away: left uncommitted
         except Unpublishable as exc:
             self.fail(f"the broker refuses every record: {exc}")
-            return
-        batches = group_batches(
-            works,
-            key=lambda w: w.job.batch_key,
-            size=lambda w: w.job.num_images,
-            max_images=self.settings.max_batch_size,
-        )
-        self._pending.extend(batches)
-
-    async def _keep_polling(self, consumer: AIOKafkaConsumer) -> None:
-        """Heartbeats run on their own; only max_poll_interval needs a poll now and then while
-        partitions are paused. Not more often: each poll of a paused partition throws away
-        the records aiokafka had already fetched for it, which are then fetched again. What the
-        poll returns (a partition assigned meanwhile is not paused) is taken, never dropped."""
-        if time.monotonic() - self._last_poll > self.settings.keepalive_poll_seconds:
-            got = await consumer.getmany(timeout_ms=0, max_records=self.settings.max_batch_size)
-            self._last_poll = time.monotonic()
-            await self._take([r for rs in got.values() for r in rs])
 
     def _idle_for(self, since: float) -> bool:
         return self._exit_when_idle is not None and time.monotonic() - since >= self._exit_when_idle
@@ -305,40 +285,13 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._slot_freed.wait(), timeout)
 
-    async def _fetch(
-        self, consumer: AIOKafkaConsumer, limit: int
-    ) -> list[ConsumerRecord[Any, Any]]:
-        """Whatever is waiting, up to `limit`; after a first record, wait up to MAX_BATCH_WAIT_MS
-        for companions so that a batch can fill."""
-        got = await consumer.getmany(timeout_ms=200, max_records=limit)
-        self._last_poll = time.monotonic()
-        records = [r for rs in got.values() for r in rs]
-        wait_ms = self.settings.max_batch_wait_ms
-        if records and len(records) < limit and wait_ms > 0 and self.settings.max_batch_size > 1:
-            more = await consumer.getmany(timeout_ms=wait_ms, max_records=limit - len(records))
-            records += [r for rs in more.values() for r in rs]
-        self._update_lag(consumer, records)
-        return records
-
-    def _update_lag(
-        self, consumer: AIOKafkaConsumer, records: list[ConsumerRecord[Any, Any]]
-    ) -> None:
-        last: dict[TopicPartition, int] = {}
-        for r in records:
-            last[TopicPartition(r.topic, r.partition)] = r.offset
-        for tp, offset in last.items():
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                self.metrics.consumer_lag.labels(str(tp.partition)).set(
-                    max(0, highwater - offset - 1)
-                )
-
     # --- batches --------------------------------------------------------------------------------
 
     def _start_pending(self) -> None:
         while self._pending and len(self._running) < self.settings.max_batches_in_flight:
             batch = self._pending.popleft()
-            task = asyncio.create_task(self._run_batch(batch))
+            assert self._runner is not None
+            task = asyncio.create_task(self._runner.run(batch))
             self._running[task] = batch
             task.add_done_callback(self._batch_done)
 
@@ -347,37 +300,6 @@ class Worker:
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("batch task failed", exc_info=task.exception())
-
-    async def _run_batch(self, batch: list[Work]) -> None:
-        self.metrics.batch_size.observe(sum(w.job.num_images for w in batch))
-        try:
-            results = await self._processor.run([w.job for w in batch])
-        except Abandoned:
-            log.warning("abandoned %d request(s); they will be delivered again", len(batch))
-            return
-        except Exception:  # no batch ends without an outcome for each of its requests
-            ids = [w.job.request_id for w in batch]
-            log.exception("batch failed unexpectedly", extra={"request_ids": ids})
-            self.metrics.internal_errors.inc()
-            results = [GenerationResult.failed(i, ErrorCode.INTERNAL_ERROR) for i in ids]
-        for work, result in zip(batch, results, strict=True):
-            self._observe(work, result)
-        assert self._acks is not None
-        records = [w.record for w in batch]
-        # Shielded: a cancelled drain must not interrupt a publish between send and commit.
-        try:
-            await asyncio.shield(self._acks.publish(records, results, until=self._abandoning))
-        except BrokerGaveUp:
-            log.warning("broker away at shutdown: %d result(s) left for redelivery", len(batch))
-        except Unpublishable as exc:
-            self.fail(f"the broker refuses every record: {exc}")
-
-    def _observe(self, work: Work, result: GenerationResult) -> None:
-        model = work.job.model
-        self.metrics.generations.labels(result.status.value, model).inc()
-        if result.audit is not None:
-            self.metrics.generation_seconds.labels(model).observe(float(result.audit.duration_sec))
-        log_result(work.job, result, work.record.timestamp, self.settings.log_prompts)
 
     def _release(self, batches: Iterable[list[Work]]) -> None:
         if self._acks is not None:
@@ -406,13 +328,3 @@ class Worker:
             consumer.pause(*assigned)
         if self._acks is not None:
             await self._acks.on_assigned(assigned)
-
-
-async def _bounded(awaitable: Any, what: str) -> None:
-    """Closing must not hang on a broker that went away."""
-    try:
-        await asyncio.wait_for(awaitable, CLOSE_TIMEOUT_SECONDS)
-    except TimeoutError:
-        log.warning("%s: gave up after %.0fs", what, CLOSE_TIMEOUT_SECONDS)
-    except Exception as exc:
-        log.warning("%s failed: %s", what, exc)

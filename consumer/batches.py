@@ -1,0 +1,72 @@
+"""One batch to its outcomes: generate and store (processing.py), then publish and commit.
+
+No batch ends without an outcome for each of its requests: whatever it raises (a bug, a
+MemoryError while encoding) becomes a `failed` result with code `internal_error`. Only an
+abandoned batch (shutdown) ends without results, uncommitted, for redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from consumer.acks import Acknowledger
+from consumer.logs import log_result
+from consumer.metrics import WorkerMetrics
+from consumer.processing import Abandoned, BatchProcessor
+from consumer.publishing import BrokerGaveUp, Unpublishable
+from consumer.settings import Settings
+from consumer.triage import Work
+from schemas import ErrorCode, GenerationResult
+
+log = logging.getLogger(__name__)
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        processor: BatchProcessor,
+        acks: Acknowledger,
+        metrics: WorkerMetrics,
+        abandoning: asyncio.Event,
+        fail: Callable[[str], None],
+    ) -> None:
+        self._settings = settings
+        self._processor = processor
+        self._acks = acks
+        self._metrics = metrics
+        self._abandoning = abandoning  # set at the drain deadline: publish retries give up
+        self._fail = fail
+
+    async def run(self, batch: list[Work]) -> None:
+        self._metrics.batch_size.observe(sum(w.job.num_images for w in batch))
+        try:
+            results = await self._processor.run([w.job for w in batch])
+        except Abandoned:
+            log.warning("abandoned %d request(s); they will be delivered again", len(batch))
+            return
+        except Exception:
+            ids = [w.job.request_id for w in batch]
+            log.exception("batch failed unexpectedly", extra={"request_ids": ids})
+            self._metrics.internal_errors.inc()
+            results = [GenerationResult.failed(i, ErrorCode.INTERNAL_ERROR) for i in ids]
+        for work, result in zip(batch, results, strict=True):
+            self._observe(work, result)
+        records = [w.record for w in batch]
+        # Shielded: a cancelled drain must not interrupt a publish between send and commit.
+        try:
+            await asyncio.shield(self._acks.publish(records, results, until=self._abandoning))
+        except BrokerGaveUp:
+            log.warning("broker away at shutdown: %d result(s) left for redelivery", len(batch))
+        except Unpublishable as exc:
+            self._fail(f"the broker refuses every record: {exc}")
+
+    def _observe(self, work: Work, result: GenerationResult) -> None:
+        model = work.job.model
+        self._metrics.generations.labels(result.status.value, model).inc()
+        if result.audit is not None:
+            seconds = float(result.audit.duration_sec)
+            self._metrics.generation_seconds.labels(model).observe(seconds)
+        log_result(work.job, result, work.record.timestamp, self._settings.log_prompts)
