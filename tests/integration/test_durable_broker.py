@@ -26,8 +26,10 @@ async def _produce_and_commit_four(bootstrap: str, topic: str, group: str) -> li
 
 async def _assert_group_resumes(bootstrap: str, topic: str, group: str, first: list[bytes]) -> None:
     """The group reads exactly the six records it had not committed: nothing again, none lost."""
-    committed, end = await committed_and_end(bootstrap, group, topic)
-    assert (sum(committed.values()), sum(end.values())) == (4, 10), "the broker forgot its data"
+    # Not end offsets: Tansu 0.6 on S3 storage answers ListOffsets(latest) with 1 per partition
+    # (fetches report the right high watermark); the reads below show the records are all there.
+    committed, _ = await committed_and_end(bootstrap, group, topic)
+    assert sum(committed.values()) == 4, "the broker forgot the group's committed offsets"
     rest = await consume_and_commit(bootstrap, topic, group, count=6)
     assert sorted(first + rest) == sorted(RECORDS)
     assert not set(first) & set(rest)
