@@ -78,6 +78,10 @@ class ManagedProcess:
     def _is_ready(self) -> bool:
         raise NotImplementedError
 
+    def _environment(self) -> dict[str, str]:
+        """The child's environment: ours, less the variables that would change its behaviour."""
+        return {k: v for k, v in os.environ.items() if k not in self.env_drop}
+
     @classmethod
     def _cleanup(cls, command: list[str]) -> None:
         """Remove what the process leaves behind after it exited (nothing by default)."""
@@ -113,7 +117,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
-                env={k: v for k, v in os.environ.items() if k not in self.env_drop},
+                env=self._environment(),
                 start_new_session=detach,
             )
         pid_info = {"pid": self._proc.pid, "address": self.address, "command": command}
@@ -146,6 +150,15 @@ class ManagedProcess:
         if proc is not None:
             self._cleanup(self._command_line)
         self.pidfile(self.data_dir).unlink(missing_ok=True)
+
+    def kill(self, timeout: float = 5.0) -> None:
+        """SIGKILL at once, as a crash would: nothing is flushed or closed. start() again brings
+        it back on the same port (and, for a durable broker, the same storage)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout)
+        self.stop()  # it has exited: this only forgets it, cleans up and drops the pid file
 
     @classmethod
     def stop_from_pidfile(cls, data_dir: Path, timeout: float = 15.0) -> bool:

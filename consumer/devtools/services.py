@@ -25,6 +25,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from consumer.devtools.broker_storage import S3Storage
 from consumer.devtools.processes import LOCALHOST, ManagedProcess, free_port, port_accepts
 
 # weed derives some gRPC addresses as http port + 10000 whatever -*.port.grpc says (mini's
@@ -150,19 +151,29 @@ class SeaweedS3(ManagedProcess):
 
 
 class TansuBroker(ManagedProcess):
-    """Tansu, a Kafka-compatible broker with in-memory storage (data dies with it)."""
+    """Tansu, a Kafka-compatible broker. Memory storage (the default) dies with the process;
+    with `storage=S3Storage(...)` topics, records and committed offsets survive a restart."""
 
     name = "tansu"
     binary_name = "tansu"
     env_drop = _TANSU_ENV_DROP
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, binary: str | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        binary: str | None = None,
+        storage: S3Storage | None = None,
+    ) -> None:
         super().__init__(data_dir)
         self.port = port or free_port()
         self.binary = binary or _find_tansu()
+        self.storage = storage
 
     def __repr__(self) -> str:
-        return f"TansuBroker(bootstrap_servers={self.bootstrap_servers!r})"
+        where = f"bootstrap_servers={self.bootstrap_servers!r}"
+        return f"TansuBroker({where}, storage={self.storage!r})"
 
     @property
     def address(self) -> str:
@@ -175,7 +186,16 @@ class TansuBroker(ManagedProcess):
     def _command(self) -> list[str]:
         url = f"tcp://{LOCALHOST}:{self.port}"
         listeners = ["--listener-url", url, "--advertised-listener-url", url]
-        return [self.binary, "broker", *listeners, "--storage-engine", "memory://tansu/"]
+        engine = "memory://tansu/"
+        if self.storage is not None:
+            self.storage.ensure_bucket()  # Tansu needs it and will not create it
+            engine = self.storage.engine_url
+        return [self.binary, "broker", *listeners, "--storage-engine", engine]
+
+    def _environment(self) -> dict[str, str]:
+        # No ambient AWS_* (a profile, a session token, another endpoint) may reach its S3 client.
+        env = {k: v for k, v in super()._environment().items() if not k.startswith("AWS_")}
+        return env | (self.storage.environment() if self.storage is not None else {})
 
     def _is_ready(self) -> bool:
         if not port_accepts(self.port):

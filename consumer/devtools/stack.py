@@ -2,7 +2,8 @@
 
 `stack up` starts both in the background (they outlive the command), creates the topics and the
 bucket, and writes DATA_DIR/stack/stack.env with the variables a worker needs; `stack down` stops
-them. Tansu keeps its data in memory: topics and offsets are gone after `stack down`.
+them. Tansu keeps its data in a SeaweedFS bucket of its own (`tansu`, beside the images bucket),
+so topics, records and committed offsets are still there after `stack down` and `stack up`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlparse
 
+from consumer.devtools.broker_storage import S3Storage
 from consumer.devtools.services import SeaweedS3, TansuBroker, create_topics
 from consumer.settings import Settings
 
 DEFAULT_S3_PORT = 8333
+BROKER_BUCKET = "tansu"
 
 
 def stack_dir(settings: Settings) -> Path:
@@ -43,6 +46,12 @@ def _credentials(folder: Path) -> tuple[str, str]:
     return key_id, secret
 
 
+def _broker_storage(settings: Settings, s3_port: int, key_id: str, secret: str) -> S3Storage:
+    """Tansu's data goes to a bucket of its own, never the images bucket."""
+    bucket = BROKER_BUCKET if settings.s3_bucket != BROKER_BUCKET else f"{BROKER_BUCKET}-broker"
+    return S3Storage(f"http://127.0.0.1:{s3_port}", bucket, key_id, secret)
+
+
 def stack_up(settings: Settings, partitions: int = 4) -> Path:
     folder = stack_dir(settings)
     kafka_port, s3_port = _ports(settings)
@@ -56,7 +65,9 @@ def stack_up(settings: Settings, partitions: int = 4) -> Path:
             port=s3_port,
         ).start(detach=True, timeout=60)
     if not TansuBroker.is_running(folder / "tansu"):
-        TansuBroker(folder / "tansu", port=kafka_port).start(detach=True, timeout=30)
+        storage = _broker_storage(settings, s3_port, key_id, secret)
+        broker = TansuBroker(folder / "tansu", port=kafka_port, storage=storage)
+        broker.start(detach=True, timeout=30)
     bootstrap = f"127.0.0.1:{kafka_port}"
     topics = [settings.request_topic, settings.result_topic, settings.dlq_topic]
     asyncio.run(create_topics(bootstrap, topics, partitions))

@@ -12,8 +12,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from consumer.devtools.services import create_topics
 from consumer.engine import Engine
 from consumer.engine.diffusers_engine import DiffusersEngine
+from consumer.kafka_io import leave_group
 from consumer.settings import Settings
 from consumer.worker import Worker
 from schemas import GenerationResult
@@ -113,10 +115,19 @@ def download(url: str) -> bytes:
 async def running_worker(
     settings: Settings, engine: Engine | None = None, store: ImageStore | None = None
 ) -> AsyncIterator[Worker]:
+    async with worker_and_task(settings, engine, store) as (worker, _):
+        yield worker
+
+
+@contextlib.asynccontextmanager
+async def worker_and_task(
+    settings: Settings, engine: Engine | None = None, store: ImageStore | None = None
+) -> AsyncIterator[tuple[Worker, asyncio.Task[None]]]:
+    """A worker running in this loop, and the task that runs it (done = the worker stopped)."""
     worker = Worker(settings, engine or DiffusersEngine(settings), store or build_store(settings))
     task = asyncio.create_task(worker.run())
     try:
-        yield worker
+        yield worker, task
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, 60)
@@ -162,3 +173,54 @@ async def produce_tracked(
     finally:
         await producer.stop()
     return placed
+
+
+BACKLOG = 12
+
+
+async def backlog(settings: Settings) -> dict[str, tuple[int, int]]:
+    await create_topics(settings.kafka_bootstrap_servers, [settings.request_topic], 2)
+    # 8 steps at 256x256: long enough that a signal lands mid-backlog.
+    events = {f"job-{i}": request(f"job-{i}", seed=i, steps=8) for i in range(BACKLOG)}
+    return await produce_tracked(settings.kafka_bootstrap_servers, settings.request_topic, events)
+
+
+async def assert_nothing_committed_without_a_result(
+    settings: Settings, placed: dict[str, tuple[int, int]]
+) -> set[str]:
+    """Every request below a committed offset must already have its result published."""
+    bootstrap = settings.kafka_bootstrap_servers
+    committed, _ = await committed_and_end(bootstrap, settings.group_id, settings.request_topic)
+    below = {rid for rid, (p, off) in placed.items() if off < committed.get(p, 0)}
+    published = set(
+        results(await collect(bootstrap, settings.result_topic, len(below), timeout=10))
+    )
+    assert below <= published, f"committed without a result: {sorted(below - published)}"
+    return published
+
+
+async def consume_and_commit(
+    bootstrap: str, topic: str, group: str, count: int, timeout: float = 60.0
+) -> list[bytes]:
+    """As a member of `group`, read `count` records, committing after each batch; then leave."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+    )
+    values: list[bytes] = []
+    async with asyncio.timeout(timeout):
+        await consumer.start()
+        try:
+            while len(values) < count:
+                batch = await consumer.getmany(timeout_ms=500, max_records=count - len(values))
+                for tp, records in batch.items():
+                    values += [r.value for r in records]
+                    await consumer.commit({tp: records[-1].offset + 1})
+            await leave_group(consumer)  # else the next member waits out our session
+        finally:
+            await consumer.stop()
+    return values

@@ -12,22 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from consumer.devtools.services import create_topics
 from consumer.settings import Settings
 from tests.integration.kafka_tools import (
+    assert_nothing_committed_without_a_result,
+    backlog,
     collect,
     collect_until,
-    committed_and_end,
-    produce_tracked,
-    request,
     results,
     running_worker,
     settings_env,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-BACKLOG = 12
 
 
 def start_worker_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
@@ -39,27 +35,6 @@ def start_worker_process(settings: Settings, log: Path) -> subprocess.Popen[byte
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-
-
-async def backlog(settings: Settings) -> dict[str, tuple[int, int]]:
-    await create_topics(settings.kafka_bootstrap_servers, [settings.request_topic], 2)
-    # 8 steps at 256x256: long enough that a signal lands mid-backlog.
-    events = {f"job-{i}": request(f"job-{i}", seed=i, steps=8) for i in range(BACKLOG)}
-    return await produce_tracked(settings.kafka_bootstrap_servers, settings.request_topic, events)
-
-
-async def assert_nothing_committed_without_a_result(
-    settings: Settings, placed: dict[str, tuple[int, int]]
-) -> set[str]:
-    """Every request below a committed offset must already have its result published."""
-    bootstrap = settings.kafka_bootstrap_servers
-    committed, _ = await committed_and_end(bootstrap, settings.group_id, settings.request_topic)
-    below = {rid for rid, (p, off) in placed.items() if off < committed.get(p, 0)}
-    published = set(
-        results(await collect(bootstrap, settings.result_topic, len(below), timeout=10))
-    )
-    assert below <= published, f"committed without a result: {sorted(below - published)}"
-    return published
 
 
 async def finish_backlog(settings: Settings, placed: dict[str, tuple[int, int]]) -> None:
