@@ -1,4 +1,5 @@
-"""The worker as operators run it: a process that gets SIGTERM or kill -9 mid-backlog."""
+"""The worker as operators run it: a process that gets SIGTERM or kill -9 mid-backlog, loses its
+broker while stopping, or hangs in its engine."""
 
 from __future__ import annotations
 
@@ -7,17 +8,25 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from consumer.devtools.processes import free_port
+from consumer.devtools.services import TansuBroker
 from consumer.settings import Settings
+from consumer.worker import EXIT_UNHEALTHY
 from tests.integration.kafka_tools import (
     assert_nothing_committed_without_a_result,
     backlog,
     collect,
     collect_until,
+    committed_and_end,
+    produce,
+    request,
     results,
     running_worker,
     settings_env,
@@ -26,11 +35,16 @@ from tests.integration.kafka_tools import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-def start_worker_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+WORKER_COMMAND = ["-m", "consumer", "--env-file", "/nonexistent", "run"]
+
+
+def start_worker_process(
+    settings: Settings, log: Path, command: list[str] = WORKER_COMMAND
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, **settings_env(settings)}
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "consumer", "--env-file", "/nonexistent", "run"],
+            [sys.executable, *command],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -88,3 +102,76 @@ async def test_kill_9_mid_backlog_loses_nothing(
     await signal_after_first_result(settings, tmp_path / "worker.log", signal.SIGKILL)
     await assert_nothing_committed_without_a_result(settings, placed)
     await finish_backlog(settings, placed)
+
+
+async def test_sigterm_during_a_broker_outage_exits_within_the_drain_bound(
+    durable_broker: TansuBroker, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """The broker dies mid-backlog, then the worker gets SIGTERM: it gives up on the broker at
+    the drain deadline, exits, and leaves what it could not publish uncommitted."""
+    drain = 5.0
+    settings = make_settings(
+        kafka_bootstrap_servers=durable_broker.bootstrap_servers,
+        max_batch_size=2,
+        drain_timeout_seconds=drain,
+    )
+    placed = await backlog(settings)
+    log = tmp_path / "worker.log"
+    proc = start_worker_process(settings, log)
+    try:
+        await wait_for_first_result(settings, proc)
+        await asyncio.to_thread(durable_broker.kill)
+        await asyncio.sleep(1.0)  # the worker notices: publishes and polls fail
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 60)
+        took = time.monotonic() - stopped_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, log.read_text()[-3000:]
+    assert took < drain + 10, f"exit took {took:.1f}s with DRAIN_TIMEOUT_SECONDS={drain:g}"
+    await asyncio.to_thread(durable_broker.start)  # back, with its data
+    await assert_nothing_committed_without_a_result(settings, placed)
+    await finish_backlog(settings, placed)
+
+
+async def test_a_hung_engine_turns_health_503_and_the_process_exits_non_zero(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = make_settings(
+        app_port=port,
+        generation_timeout_seconds=1,
+        engine_grace_seconds=2,
+        unhealthy_exit_grace_seconds=1,
+    )
+    bootstrap = settings.kafka_bootstrap_servers
+    await produce(bootstrap, settings.request_topic, [request("hangs", seed=1)])
+    log = tmp_path / "worker.log"
+    proc = start_worker_process(settings, log, ["-m", "tests.integration.hung_worker"])
+    try:
+        health = await _wait_for_unhealthy(f"http://127.0.0.1:{port}/health", proc)
+        assert health["status"] == "unhealthy" and "generating" in health["reason"]
+        code = await asyncio.to_thread(proc.wait, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == EXIT_UNHEALTHY, log.read_text()[-3000:]
+    committed, _ = await committed_and_end(bootstrap, settings.group_id, settings.request_topic)
+    assert sum(committed.values()) == 0  # the stuck request is delivered again
+    assert not await collect(bootstrap, settings.result_topic, 1, timeout=2)
+
+
+async def _wait_for_unhealthy(url: str, proc: subprocess.Popen[bytes]) -> dict[str, str]:
+    deadline = time.monotonic() + 90
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                async with http.get(url) as response:
+                    if response.status == 503:
+                        return dict(await response.json())
+            except aiohttp.ClientError:
+                pass  # not listening yet
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"/health never answered 503 (exit code {proc.poll()})")
