@@ -28,6 +28,10 @@ class ErrorCode(StrEnum):
     # The broker refused the full result record for good (too large, invalid): this minimal
     # result replaces it.
     RESULT_REFUSED = "result_refused"
+    # The request did not fit in memory, even alone (after splitting its batch).
+    OUT_OF_MEMORY = "out_of_memory"
+    # The request was started MAX_ATTEMPTS times by workers that died meanwhile (a poison event).
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
 
 # The public text of each code: short and fixed. Results never carry exception text, paths, the
@@ -44,6 +48,8 @@ PUBLIC_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.EVENT_TOO_LARGE: "the event is larger than the worker accepts",
     ErrorCode.INTERNAL_ERROR: "the worker failed while handling the request",
     ErrorCode.RESULT_REFUSED: "the broker refused the full result; this minimal result replaces it",
+    ErrorCode.OUT_OF_MEMORY: "the request does not fit in the worker's memory",
+    ErrorCode.ATTEMPTS_EXHAUSTED: "workers died while running this request; it is not tried again",
 }
 
 
@@ -90,6 +96,7 @@ class ViolationCode(StrEnum):
     NUM_IMAGES_OUT_OF_RANGE = "num_images_out_of_range"
     SEED_OUT_OF_RANGE = "seed_out_of_range"
     MODEL_NOT_ALLOWED = "model_not_allowed"
+    TOO_EXPENSIVE = "too_expensive"
 
 
 def _clipped(limit: int) -> AfterValidator:
