@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     max_steps: int = Field(50, ge=1)
     max_cfg: float = Field(20.0, ge=0)
     max_num_images: int = Field(4, ge=1)
+    max_request_cost: float = Field(
+        500.0, ge=0, description="Budget per request, in default-request units; 0 = none."
+    )
+    max_batch_cost: float = Field(
+        500.0, ge=0, description="Budget of one engine call (a batch); 0 = none."
+    )
 
     # --- kafka ----------------------------------------------------------------------------------
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -195,6 +201,7 @@ class Settings(BaseSettings):
             max_cfg=self.max_cfg,
             max_num_images=self.max_num_images,
             max_event_bytes=self.max_event_bytes,
+            max_request_cost=self.max_request_cost,
         )
 
     def valid_api_keys(self) -> list[str]:

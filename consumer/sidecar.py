@@ -104,6 +104,7 @@ async def models(request: web.Request) -> web.Response:
             "models": list(settings.allowed_models),
             "default_model": settings.default_model,
             "loaded": loaded,
+            "max_request_cost": settings.max_request_cost,
             "details": describe_models(list(settings.allowed_models), loaded),
         }
     )

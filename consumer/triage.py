@@ -86,6 +86,8 @@ class Triage:
             key=lambda w: w.job.batch_key,
             size=lambda w: w.job.num_images,
             max_images=self._settings.max_batch_size,
+            cost=lambda w: w.job.cost,
+            max_cost=self._settings.max_batch_cost,
         )
 
     async def _parse(self, record: Record) -> ParseOutcome:

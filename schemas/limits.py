@@ -22,3 +22,5 @@ class RequestLimits:
     max_num_images: int = 4
     # Larger events are dead-lettered before decoding: parsing one costs time on the event loop.
     max_event_bytes: int = 1024 * 1024
+    # In units of the default request (schemas/cost.py); 0 = no budget.
+    max_request_cost: float = 500.0

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from schemas.cost import request_cost
 from schemas.errors import MAX_FIELD_CHARS, ViolationCode, clip, has_lone_surrogate
 from schemas.limits import ABSOLUTE_MAX_IMAGE_SIZE, MAX_SEED, SIZE_MULTIPLE, RequestLimits
 
@@ -150,6 +151,24 @@ class GenerationParams(BaseModel):
                 model=clip(model, MAX_FIELD_CHARS),
             )
         return model
+
+    @model_validator(mode="after")
+    def _check_cost(self, info: ValidationInfo) -> GenerationParams:
+        """Runs only once every field is valid: the budget of schemas/cost.py."""
+        budget = _limits(info).max_request_cost
+        if budget and self.cost > budget:
+            raise _violation(
+                ViolationCode.TOO_EXPENSIVE,
+                "params: the request costs {cost} units, over this worker's budget of {budget}"
+                " (fewer images, steps or pixels, or cfg <= 1)",
+                cost=f"{self.cost:g}",
+                budget=f"{budget:g}",
+            )
+        return self
+
+    @property
+    def cost(self) -> float:
+        return request_cost(self.width, self.height, self.steps, self.num_images, self.cfg)
 
     @property
     def model_name(self) -> str:

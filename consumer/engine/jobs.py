@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from schemas import GenerationRequest
+from schemas.cost import request_cost
 from schemas.limits import MAX_SEED
 
 STANDARD_POLICY = "standard"  # the worker's safe default negative prompt was applied
@@ -39,6 +40,11 @@ class GenerationJob:
     @property
     def num_images(self) -> int:
         return len(self.seeds)
+
+    @property
+    def cost(self) -> float:
+        """In default-request units (schemas/cost.py): what the batch budget adds up."""
+        return request_cost(self.width, self.height, self.steps, self.num_images, self.cfg)
 
 
 def random_seed() -> int:

@@ -28,3 +28,16 @@ def test_a_request_larger_than_the_cap_runs_alone() -> None:
 
 def test_empty() -> None:
     assert batches([], 4) == []
+
+
+def test_batches_are_capped_by_cost() -> None:
+    items = [("k", 1, 300.0), ("k", 1, 300.0), ("k", 1, 100.0), ("k", 1, 100.0)]
+    got = group_batches(
+        items,
+        key=lambda i: i[0],
+        size=lambda i: i[1],
+        max_images=8,
+        cost=lambda i: i[2],
+        max_cost=500.0,
+    )
+    assert [[c for _, _, c in b] for b in got] == [[300.0], [300.0, 100.0, 100.0]]
