@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     require_api_key: bool = False
     api_key: SecretStr | None = None
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    purge_min_interval_seconds: float = Field(
+        10.0, ge=0, description="At most one POST /v1/models/purge per this many seconds."
+    )
     generation_timeout_seconds: float = Field(120.0, ge=0, description="0 disables the timeout.")
     # The watchdog: past these, the worker reports unhealthy and exits non-zero (see watchdog.py).
     engine_grace_seconds: float = Field(

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import math
+import time
+from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
@@ -44,10 +48,19 @@ WORKER: web.AppKey[WorkerStatus] = web.AppKey("worker", WorkerStatus)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 
 
+@dataclass
+class PurgeState:
+    last: float = -math.inf  # time.monotonic() of the last purge
+
+
+PURGE_STATE: web.AppKey[PurgeState] = web.AppKey("purge_state", PurgeState)
+
+
 def build_app(settings: Settings, worker: WorkerStatus) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[WORKER] = worker
     app[SETTINGS] = settings
+    app[PURGE_STATE] = PurgeState()
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/v1/models", models)
@@ -117,20 +130,48 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def purge(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    if settings.require_api_key and not key_is_valid(
-        request.headers.get("X-API-Key"), settings.valid_api_keys()
-    ):
-        return web.json_response(
-            {"error": {"code": "unauthorized", "message": "missing or invalid X-API-Key"}},
-            status=401,
-        )
+    refusal = _purge_refusal(request, settings)
+    if refusal is not None:
+        return refusal
     model_id = await _purge_target(request)
     if isinstance(model_id, web.Response):
         return model_id
+    request.app[PURGE_STATE].last = time.monotonic()
     engine = request.app[WORKER].engine
     result = await asyncio.get_running_loop().run_in_executor(None, engine.purge, model_id)
     log.info("purge", extra={"model_id": model_id, "removed": result.removed})
     return web.json_response(result.as_dict())
+
+
+def _purge_refusal(request: web.Request, settings: Settings) -> web.Response | None:
+    """401 without a valid key (REQUIRE_API_KEY); 403 when the sidecar listens beyond loopback
+    with no key required: anyone on the network could empty the cache and make every next
+    request pay a model load; 429 more often than once per PURGE_MIN_INTERVAL_SECONDS."""
+    if settings.require_api_key:
+        if not key_is_valid(request.headers.get("X-API-Key"), settings.valid_api_keys()):
+            return _error(401, "unauthorized", "missing or invalid X-API-Key")
+    elif not is_loopback(settings.app_host):
+        message = "purge needs REQUIRE_API_KEY when the sidecar listens beyond loopback"
+        return _error(403, "forbidden", message)
+    wait = request.app[PURGE_STATE].last + settings.purge_min_interval_seconds - time.monotonic()
+    if wait > 0:
+        response = _error(429, "too_many_requests", "purge was called moments ago; retry later")
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 async def _purge_target(request: web.Request) -> str | web.Response | None:

@@ -16,7 +16,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 async def test_sidecar_routes_and_purge_auth(make_settings: Callable[..., Settings]) -> None:
     port = free_port()
-    settings = make_settings(app_port=port, require_api_key=True, api_keys=["key-one", "key-two"])
+    settings = make_settings(
+        app_port=port,
+        require_api_key=True,
+        api_keys=["key-one", "key-two"],
+        purge_min_interval_seconds=0,
+    )
     from consumer.sidecar import start_sidecar
 
     base = f"http://127.0.0.1:{port}"
