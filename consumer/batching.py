@@ -1,12 +1,14 @@
-"""Grouping compatible requests into engine batches: pure bookkeeping with direct unit tests.
+"""Grouping compatible requests into engine batches, and choosing which batch runs next: pure
+bookkeeping with direct unit tests.
 
 (The offsets to commit are tracked with the acknowledgement code, in acks.py.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from typing import TypeVar
+from collections import deque
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -40,3 +42,47 @@ def group_batches(
         open_batches[k] = (batch, images + n, spent + c)
     closed.extend((first_seen[id(b)], b) for b, _, _ in open_batches.values())
     return [batch for _, batch in sorted(closed, key=lambda pair: pair[0])]
+
+
+class BatchQueue(Generic[T]):
+    """Batches waiting for an engine slot, oldest first.
+
+    `pop` prefers the oldest batch for a model that is already loaded, since switching models
+    costs a load (seconds to minutes, and with MAX_MODELS_CACHE=1 an eviction too); but the oldest
+    batch is never passed over more than `max_skips` times, so no request starves.
+    """
+
+    def __init__(self, model_of: Callable[[list[T]], str], max_skips: int = 3) -> None:
+        self._model_of = model_of
+        self._max_skips = max_skips
+        self._batches: deque[list[T]] = deque()
+        self._skips = 0  # times the current oldest batch was passed over
+
+    def extend(self, batches: Iterable[list[T]]) -> None:
+        self._batches.extend(batches)
+
+    def pop(self, loaded: Collection[str]) -> list[T]:
+        if self._skips < self._max_skips:
+            for index, batch in enumerate(self._batches):
+                if self._model_of(batch) in loaded:
+                    if index:
+                        self._skips += 1
+                        del self._batches[index]
+                        return batch
+                    break
+        self._skips = 0
+        return self._batches.popleft()
+
+    def take_if(self, predicate: Callable[[list[T]], bool]) -> list[list[T]]:
+        """Remove and return the batches matching `predicate` (a revoked partition's work)."""
+        taken = [b for b in self._batches if predicate(b)]
+        if taken and any(self._batches[0] is t for t in taken):
+            self._skips = 0
+        self._batches = deque(b for b in self._batches if not any(b is t for t in taken))
+        return taken
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __iter__(self) -> Iterator[list[T]]:
+        return iter(self._batches)

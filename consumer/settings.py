@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(4, ge=1, description="Images per engine call; 1 = no batching.")
     max_batch_wait_ms: int = Field(10, ge=0)
     max_batches_in_flight: int = Field(2, ge=1, description="Generated batches awaiting upload.")
+    batch_lookahead: int = Field(
+        2, ge=0, description="Batches fetched ahead of a free slot (to prefer the loaded model)."
+    )
     drain_timeout_seconds: float = Field(30.0, ge=0)
     io_threads: int = Field(
         2,

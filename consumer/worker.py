@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,6 +25,7 @@ from aiokafka.errors import IllegalStateError
 from consumer import kafka_io
 from consumer.acks import Acknowledger
 from consumer.batches import BatchRunner
+from consumer.batching import BatchQueue
 from consumer.engine import Engine
 from consumer.intake import Poller
 from consumer.metrics import WorkerMetrics
@@ -77,7 +77,7 @@ class Worker:
         self._stopping = asyncio.Event()  # intake stops; retries on the intake path give up
         self._abandoning = asyncio.Event()  # the drain deadline passed; every retry gives up
         self._slot_freed = asyncio.Event()
-        self._pending: deque[list[Work]] = deque()
+        self._pending: BatchQueue[Work] = BatchQueue(model_of=lambda batch: batch[0].job.model)
         self._running: dict[asyncio.Task[None], list[Work]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._acks: Acknowledger | None = None
@@ -133,7 +133,14 @@ class Worker:
 
     @property
     def busy(self) -> bool:
-        return bool(self._pending) or len(self._running) >= self.settings.max_batches_in_flight
+        return self._room() <= 0
+
+    def _room(self) -> int:
+        """Batches to fetch: a free engine slot each, plus BATCH_LOOKAHEAD waiting, so that the
+        next batch can be picked for the model already loaded."""
+        settings = self.settings
+        free = settings.max_batches_in_flight - len(self._running)
+        return free + settings.batch_lookahead - len(self._pending)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -195,8 +202,7 @@ class Worker:
         self, consumer: AIOKafkaConsumer | None, producer: AIOKafkaProducer | None
     ) -> None:
         self.draining = True
-        self._release(self._pending)  # not started: left uncommitted, delivered again
-        self._pending.clear()
+        self._release(self._pending.take_if(lambda _: True))  # not started: delivered again
         if consumer is not None:
             with contextlib.suppress(IllegalStateError):
                 consumer.pause(*consumer.assignment())
@@ -259,8 +265,7 @@ class Worker:
                 await self._take(await poller.keep_alive())
                 continue
             consumer.resume(*consumer.paused())
-            free = self.settings.max_batches_in_flight - len(self._running)
-            records = await poller.fetch(free * self.settings.max_batch_size)
+            records = await poller.fetch(self._room() * self.settings.max_batch_size)
             if records or self._running:
                 idle_since = time.monotonic()
             elif self._idle_for(idle_since):
@@ -289,7 +294,7 @@ class Worker:
 
     def _start_pending(self) -> None:
         while self._pending and len(self._running) < self.settings.max_batches_in_flight:
-            batch = self._pending.popleft()
+            batch = self._pending.pop(loaded=self.engine.loaded_models())
             assert self._runner is not None
             task = asyncio.create_task(self._runner.run(batch))
             self._running[task] = batch
@@ -310,9 +315,7 @@ class Worker:
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Drop work not started, let running work finish within a bound, commit what is done."""
         self.revocations += 1
-        dropped = [b for b in self._pending if any(w.tp in revoked for w in b)]
-        self._release(dropped)
-        self._pending = deque(b for b in self._pending if b not in dropped)
+        self._release(self._pending.take_if(lambda b: any(w.tp in revoked for w in b)))
         touching = [t for t, b in self._running.items() if any(w.tp in revoked for w in b)]
         bound = min(
             self.settings.drain_timeout_seconds, self.settings.kafka_session_timeout_ms / 2000

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from consumer.batching import group_batches
+from consumer.batching import BatchQueue, group_batches
 
 
 def batches(items: list[tuple[str, int]], max_images: int) -> list[list[str]]:
@@ -41,3 +41,33 @@ def test_batches_are_capped_by_cost() -> None:
         max_cost=500.0,
     )
     assert [[c for _, _, c in b] for b in got] == [[300.0], [300.0, 100.0, 100.0]]
+
+
+def queue_of(*models: str) -> BatchQueue[str]:
+    queue: BatchQueue[str] = BatchQueue(model_of=lambda batch: batch[0], max_skips=2)
+    queue.extend([m] for m in models)
+    return queue
+
+
+def test_the_queue_prefers_the_loaded_model() -> None:
+    queue = queue_of("a", "b", "a", "b")
+    order = [queue.pop(loaded={"b"})[0] for _ in range(2)]
+    assert order == ["b", "b"]  # both b batches first: one model switch instead of three
+    assert [queue.pop(loaded={"b"})[0] for _ in range(2)] == ["a", "a"]
+
+
+def test_the_oldest_batch_is_passed_over_at_most_max_skips_times() -> None:
+    queue = queue_of("a", "b", "b", "b", "b")
+    popped = [queue.pop(loaded={"b"})[0] for _ in range(5)]
+    assert popped == ["b", "b", "a", "b", "b"]  # "a" waited for two batches, not four
+
+
+def test_without_a_loaded_match_the_oldest_goes_first() -> None:
+    queue = queue_of("a", "b")
+    assert queue.pop(loaded=set())[0] == "a"
+
+
+def test_take_if_removes_the_batches_of_revoked_partitions() -> None:
+    queue = queue_of("a", "b", "a")
+    assert queue.take_if(lambda batch: batch[0] == "a") == [["a"], ["a"]]
+    assert list(queue) == [["b"]] and len(queue) == 1

@@ -48,6 +48,7 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
         "max_batch_size": 1,
         "max_batch_wait_ms": 0,
         "max_batches_in_flight": 1,
+        "batch_lookahead": 0,
         "keepalive_poll_seconds": 0.05,
         "kafka_session_timeout_ms": 1000,  # revoke bound: 0.5 s
         "drain_timeout_seconds": 5,
