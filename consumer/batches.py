@@ -52,12 +52,14 @@ class BatchRunner:
             log.exception("batch failed unexpectedly", extra={"request_ids": ids})
             self._metrics.internal_errors.inc()
             results = [GenerationResult.failed(i, ErrorCode.INTERNAL_ERROR) for i in ids]
+        records, outcomes = [], []
         for work, result in zip(batch, results, strict=True):
             self._observe(work, result)
-        records = [w.record for w in batch]
+            records += work.records
+            outcomes += [result] * len(work.records)
         # Shielded: a cancelled drain must not interrupt a publish between send and commit.
         try:
-            await asyncio.shield(self._acks.publish(records, results, until=self._abandoning))
+            await asyncio.shield(self._acks.publish(records, outcomes, until=self._abandoning))
         except BrokerGaveUp:
             log.warning("broker away at shutdown: %d result(s) left for redelivery", len(batch))
         except Unpublishable as exc:

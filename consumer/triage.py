@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -43,10 +43,15 @@ Record: TypeAlias = ConsumerRecord[Any, Any]
 class Work:
     record: Record
     job: GenerationJob
+    # Records with the same request_id taken together: generated once, each answered alike.
+    also: list[Record] = field(default_factory=list)
 
     @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.record.topic, self.record.partition)
+    def records(self) -> list[Record]:
+        return [self.record, *self.also]
+
+    def on(self, partitions: set[TopicPartition]) -> bool:
+        return any(TopicPartition(r.topic, r.partition) in partitions for r in self.records)
 
 
 class Triage:
@@ -60,7 +65,7 @@ class Triage:
         """Valid requests become batches of work; invalid ones get their rejected result or dead
         letter now. Records this member already works on (re-fetched after a rebalance) are
         skipped."""
-        works: list[Work] = []
+        works: dict[str, Work] = {}
         rejected: list[tuple[Record, GenerationResult]] = []
         dead: list[tuple[Record, ErrorInfo]] = []
         for record in records:
@@ -68,8 +73,7 @@ class Triage:
                 continue
             outcome = await self._parse(record)
             if isinstance(outcome, Accepted):
-                job = plan_job(outcome.request, self._settings.default_negative_prompt)
-                works.append(Work(record, job))
+                self._add_work(works, record, outcome)
             elif isinstance(outcome, Rejected):
                 rejected.append((record, outcome.result()))
                 self._metrics.generations.labels("rejected", "none").inc()
@@ -82,13 +86,21 @@ class Triage:
         await self._acks.publish([r for r, _ in rejected], [res for _, res in rejected], until)
         await self._acks.dead_letters(dead, until)
         return group_batches(
-            works,
+            list(works.values()),
             key=lambda w: w.job.batch_key,
             size=lambda w: w.job.num_images,
             max_images=self._settings.max_batch_size,
             cost=lambda w: w.job.cost,
             max_cost=self._settings.max_batch_cost,
         )
+
+    def _add_work(self, works: dict[str, Work], record: Record, accepted: Accepted) -> None:
+        request_id = accepted.request.request_id
+        if request_id in works:  # one request_id, one set of objects: generate once
+            works[request_id].also.append(record)
+            return
+        job = plan_job(accepted.request, self._settings.default_negative_prompt)
+        works[request_id] = Work(record, job)
 
     async def _parse(self, record: Record) -> ParseOutcome:
         if len(record.value or b"") <= PARSE_ON_LOOP_BYTES:

@@ -308,15 +308,15 @@ class Worker:
 
     def _release(self, batches: Iterable[list[Work]]) -> None:
         if self._acks is not None:
-            self._acks.release(w.record for batch in batches for w in batch)
+            self._acks.release(r for batch in batches for w in batch for r in w.records)
 
     # --- rebalance ------------------------------------------------------------------------------
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Drop work not started, let running work finish within a bound, commit what is done."""
         self.revocations += 1
-        self._release(self._pending.take_if(lambda b: any(w.tp in revoked for w in b)))
-        touching = [t for t, b in self._running.items() if any(w.tp in revoked for w in b)]
+        self._release(self._pending.take_if(lambda b: any(w.on(revoked) for w in b)))
+        touching = [t for t, b in self._running.items() if any(w.on(revoked) for w in b)]
         bound = min(
             self.settings.drain_timeout_seconds, self.settings.kafka_session_timeout_ms / 2000
         )

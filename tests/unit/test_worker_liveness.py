@@ -5,17 +5,13 @@ that raises and an engine that hangs. Real Worker, fake clients, fake engine, lo
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from aiokafka import TopicPartition
 from aiokafka.errors import (
     KafkaConnectionError,
     MessageSizeTooLargeError,
@@ -23,84 +19,11 @@ from aiokafka.errors import (
 )
 
 from consumer.engine.fake import FakeEngine
-from consumer.settings import Settings
 from consumer.sidecar import build_app
-from consumer.worker import EXIT_UNHEALTHY, Worker
-from schemas import GenerationResult
-from storage import LocalImageStore
-from tests.unit.fake_kafka import FakeBroker, FakeConsumer, FakeProducer
+from consumer.worker import EXIT_UNHEALTHY
+from tests.unit.harness import P0, P1, TOPIC, Harness, event, running
 
 pytestmark = pytest.mark.timeout(60)
-
-TOPIC = "requests"
-P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
-
-
-def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "data_dir": tmp_path,
-        "storage_backend": "local",
-        "default_model": "fake",
-        "app_port": 0,
-        "request_topic": TOPIC,
-        "result_topic": "results",
-        "dlq_topic": "dlq",
-        "max_batch_size": 1,
-        "max_batch_wait_ms": 0,
-        "max_batches_in_flight": 1,
-        "batch_lookahead": 0,
-        "keepalive_poll_seconds": 0.05,
-        "kafka_session_timeout_ms": 1000,  # revoke bound: 0.5 s
-        "drain_timeout_seconds": 5,
-        "store_check_interval_seconds": 0.2,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-def event(request_id: str, steps: int = 1, **extra: Any) -> bytes:
-    params = {"width": 64, "height": 64, "steps": steps, "seed": 1}
-    return json.dumps({"request_id": request_id, "prompt": "p", "params": params, **extra}).encode()
-
-
-class Harness:
-    def __init__(self, tmp_path: Path, engine: FakeEngine, **overrides: Any) -> None:
-        self.broker = FakeBroker()
-        self.consumer = FakeConsumer(self.broker, {P0})
-        self.producer = FakeProducer(self.broker)
-        self.engine = engine
-        self.settings = settings_for(tmp_path, **overrides)
-        store = LocalImageStore(tmp_path / "images", None)
-        clients: Any = (self.consumer, self.producer)
-        self.worker = Worker(self.settings, engine, store, clients=clients)
-        self.gauge_samples: list[float] = []
-
-    def results(self) -> dict[str, list[GenerationResult]]:
-        by_id: dict[str, list[GenerationResult]] = {}
-        for value in self.broker.values("results"):
-            result = GenerationResult.model_validate_json(value or b"")
-            by_id.setdefault(result.request_id or "", []).append(result)
-        return by_id
-
-    def in_flight(self) -> float:
-        return self.worker.metrics.in_flight._value.get()  # type: ignore[attr-defined, no-any-return]
-
-    async def wait(self, condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            self.gauge_samples.append(self.in_flight())
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.02)
-
-
-@asynccontextmanager
-async def running(harness: Harness) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(harness.worker.run())
-    try:
-        yield task
-    finally:
-        harness.worker.request_stop()
-        await asyncio.wait_for(task, 30)
 
 
 async def test_a_batch_finishing_across_a_rebalance_is_committed_not_redone(
