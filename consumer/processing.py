@@ -61,6 +61,12 @@ class BatchProcessor:
 
     async def run(self, jobs: Sequence[GenerationJob]) -> list[GenerationResult]:
         """Results for every job, in order. Raises Abandoned when the worker gives up."""
+        generated = await self._generate(list(jobs))
+        return list(await asyncio.gather(*(self._finish(outcome) for outcome in generated)))
+
+    async def _generate(self, jobs: list[GenerationJob]) -> list[JobOutput | GenerationResult]:
+        """One engine call; out of memory on a batch splits it in halves and tries again, down to
+        single requests (a request's images always come from one call)."""
         loop = asyncio.get_running_loop()
         try:
             outputs = await loop.run_in_executor(
@@ -74,9 +80,16 @@ class BatchProcessor:
             if self.abandoned:
                 raise Abandoned from exc
             ids = [job.request_id for job in jobs]
+            if exc.code is ErrorCode.OUT_OF_MEMORY and len(jobs) > 1:
+                log.warning("out of memory on a batch; splitting it", extra={"request_ids": ids})
+                half = len(jobs) // 2
+                return await self._generate(jobs[:half]) + await self._generate(jobs[half:])
             log.warning("engine error: %s", exc.message, extra={"request_ids": ids})
             return [GenerationResult.failed(job.request_id, exc.code) for job in jobs]
-        return list(await asyncio.gather(*(self._store_one(output) for output in outputs)))
+        return list(outputs)
+
+    async def _finish(self, outcome: JobOutput | GenerationResult) -> GenerationResult:
+        return outcome if isinstance(outcome, GenerationResult) else await self._store_one(outcome)
 
     async def _store_one(self, output: JobOutput) -> GenerationResult:
         loop = asyncio.get_running_loop()
