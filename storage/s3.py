@@ -10,8 +10,8 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTT
 
 from storage.base import StorageError
 
-# Redelivery may rewrite a key with new content (a request without a seed gets a fresh one), so
-# objects are cacheable but not "immutable".
+# A later request may reuse a request_id with other parameters and rewrite its keys with new
+# content, so objects are cacheable but not "immutable".
 DEFAULT_CACHE_CONTROL = "public, max-age=86400"
 _RETRYABLE_CODES = frozenset(
     {
