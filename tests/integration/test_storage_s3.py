@@ -78,6 +78,42 @@ def test_put_overwrites_same_key(s3_endpoint: S3Endpoint, client: Any) -> None:
     assert body == b"second"
 
 
+def test_get_head_delete_and_metadata(s3_endpoint: S3Endpoint, client: Any) -> None:
+    store = _store(s3_endpoint)
+    store.ensure_bucket()
+    key, data, digest = f"images/req-{secrets.token_hex(4)}/0.png", sample_png(), "ab" * 32
+    assert (store.get(key), store.head(key)) == (None, None)
+    store.delete(key)  # missing: no error
+    store.put(key, data, metadata={"params-sha256": digest})
+    assert store.get(key) == data
+    assert store.head(key) == {"params-sha256": digest}
+    # Real user metadata (x-amz-meta-*), readable by any S3 client.
+    assert client.head_object(Bucket=store.bucket, Key=key)["Metadata"] == {"params-sha256": digest}
+    store.put(key, b"second")  # an overwrite replaces the metadata too
+    assert (store.get(key), store.head(key)) == (b"second", {})
+    store.delete(key)
+    assert (store.get(key), store.head(key)) == (None, None)
+
+
+def test_small_json_object_under_attempts(s3_endpoint: S3Endpoint, client: Any) -> None:
+    """The crash-loop guard's counter: a JSON object under `<prefix>/_attempts/<request_id>`."""
+    store = _store(s3_endpoint)
+    store.ensure_bucket()
+    key = f"images/_attempts/req-{secrets.token_hex(4)}"
+    store.put(key, b'{"attempts": 1}', "application/json")
+    assert client.head_object(Bucket=store.bucket, Key=key)["ContentType"] == "application/json"
+    assert store.get(key) == b'{"attempts": 1}'
+    store.delete(key)
+    assert store.get(key) is None
+
+
+def test_get_in_a_missing_bucket_is_an_error(s3_endpoint: S3Endpoint) -> None:
+    store = _store(s3_endpoint, bucket=f"missing-{secrets.token_hex(4)}")
+    with pytest.raises(StorageError) as info:  # not None: the bucket, not the key, is missing
+        store.get("images/x/0.png")
+    assert (info.value.retryable, info.value.code) == (False, "NoSuchBucket")
+
+
 def test_bucket_is_auto_created(s3_endpoint: S3Endpoint, client: Any) -> None:
     bucket = f"auto-{secrets.token_hex(4)}"
     store = _store(s3_endpoint, bucket=bucket)
@@ -99,6 +135,10 @@ def test_closed_port_is_retryable_and_quick(s3_endpoint: S3Endpoint) -> None:
     assert time.monotonic() - started < 15  # 3 attempts with backoff, connection refused
     with pytest.raises(StorageError):
         store.check()
+    for call in (store.get, store.head, store.delete):
+        with pytest.raises(StorageError) as info:
+            call("images/x/0.png")
+        assert info.value.retryable is True
 
 
 def test_wrong_credentials_are_not_retryable(s3_endpoint: S3Endpoint) -> None:
