@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 import urllib.request
@@ -11,6 +12,9 @@ import boto3
 import pytest
 
 from consumer.devtools.services import free_port
+from consumer.engine import GenerationJob, JobOutput
+from consumer.results import STORED_NOTE, encode_output, store_output, stored_result
+from schemas import GenerationResult, ImageRef
 from storage import S3ImageStore, StorageError, encode_png
 from tests.fixtures.services import S3Endpoint
 
@@ -105,6 +109,32 @@ def test_small_json_object_under_attempts(s3_endpoint: S3Endpoint, client: Any) 
     assert store.get(key) == b'{"attempts": 1}'
     store.delete(key)
     assert store.get(key) is None
+
+
+def test_a_redelivered_request_is_answered_from_the_store(s3_endpoint: S3Endpoint) -> None:
+    from PIL import Image
+
+    store = _store(s3_endpoint)
+    store.ensure_bucket()
+    request_id = f"req-{secrets.token_hex(4)}"
+    job = GenerationJob(request_id, "a red fox", "blurry", "standard", "m", 64, 64, 1, 0.0, (7, 8))
+    output = JobOutput(job, [Image.new("RGB", (64, 64), (i, 9, 9)) for i in range(2)], 0.5)
+    pngs = encode_output(output)
+    generated = store_output(output, pngs, store, "images")
+    served = stored_result(job, store, "images")
+    assert served is not None and served.audit is not None
+    assert unsigned(served) == unsigned(generated)
+    assert (served.audit.duration_sec, served.audit.note) == ("0.000", STORED_NOTE)
+    for image, png in zip(served.images, pngs, strict=True):
+        with urllib.request.urlopen(image.url, timeout=10) as response:  # freshly signed, valid
+            assert response.read() == png
+    other_prompt = dataclasses.replace(job, prompt="a blue fox")  # the same request_id reused
+    assert stored_result(other_prompt, store, "images") is None
+
+
+def unsigned(result: GenerationResult) -> list[ImageRef]:
+    """The images with presigned URLs cut to their path: a new signature may differ in time."""
+    return [im.model_copy(update={"url": im.url.split("?")[0]}) for im in result.images]
 
 
 def test_get_in_a_missing_bucket_is_an_error(s3_endpoint: S3Endpoint) -> None:
