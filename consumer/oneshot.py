@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 
 from consumer.engine import EngineError, build_engine, plan_job
@@ -14,6 +15,7 @@ from schemas import Accepted, ErrorCode, GenerationResult, Rejected, parse_reque
 from storage import ImageStore, LocalImageStore, StorageError, build_store
 
 log = logging.getLogger(__name__)
+_IMAGE_NAME = re.compile(r"[0-9]+\.png")
 
 
 class InvalidRequestError(ValueError):
@@ -54,16 +56,32 @@ def _key_prefix(settings: Settings, out: Path | None) -> str:
 
 
 class _FileStore(LocalImageStore):
-    """`--out x.png` writes x.png (and x-1.png, x-2.png, ... for more images)."""
+    """`--out x.png` writes x.png (and x-1.png, x-2.png, ... for more images).
+
+    Image keys (".../<index>.png") map to those names for every operation, so get, head and
+    delete see what put wrote; other keys stay as they are, under the folder of x.png. No metadata
+    sidecars: the user asked for PNGs only, so `head` reports {} and nothing is reused from here.
+    """
 
     def __init__(self, out: Path) -> None:
         super().__init__(out.parent, base_url=None)
         self._out = out
 
-    def put(self, key: str, data: bytes, content_type: str = "image/png") -> str:
-        index = int(Path(key).stem)
-        name = self._out.name if index == 0 else f"{self._out.stem}-{index}{self._out.suffix}"
-        return super().put(name, data, content_type)
+    def path_for(self, key: str) -> Path:
+        name = key.rsplit("/", 1)[-1]
+        if _IMAGE_NAME.fullmatch(name):
+            index = int(name.removesuffix(".png"))
+            key = self._out.name if index == 0 else f"{self._out.stem}-{index}{self._out.suffix}"
+        return super().path_for(key)
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "image/png",
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        return super().put(key, data, content_type)
 
 
 def request_from_args(

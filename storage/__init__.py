@@ -5,7 +5,7 @@ from __future__ import annotations
 from storage.base import ImageStore, StorageError, StorageSettings
 from storage.keys import image_id, image_key
 from storage.local import LocalImageStore
-from storage.png import encode_png, read_png_parameters
+from storage.png import encode_png, parameters_digest, read_png_parameters
 from storage.s3 import S3ImageStore
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "encode_png",
     "image_id",
     "image_key",
+    "parameters_digest",
     "read_png_parameters",
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -29,15 +30,37 @@ class StorageError(Exception):
 
 
 class ImageStore(Protocol):
-    """Where encoded images go. Synchronous: the worker calls it from a thread, not the loop."""
+    """Where encoded images go. Synchronous: the worker calls it from a thread, not the loop.
+
+    A missing key is not an error for `get`, `head` and `delete`: None, None and a no-op."""
 
     @property
     def name(self) -> str:
         """Short backend name for logs and health output ("s3", "local")."""
         ...
 
-    def put(self, key: str, data: bytes, content_type: str = "image/png") -> str:
-        """Store `data` under `key` (overwriting) and return the URL clients use."""
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "image/png",
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """Store `data` under `key` (overwriting data and metadata) and return the URL clients use.
+        `metadata` (see `check_metadata`) is what `head` returns later."""
+        ...
+
+    def get(self, key: str) -> bytes | None:
+        """The whole object, or None when `key` does not exist. Small objects only: it is read
+        into memory in one piece (counters, markers; not images on the hot path)."""
+        ...
+
+    def head(self, key: str) -> dict[str, str] | None:
+        """The object's user metadata ({} when it was stored without), or None when missing."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove `key`; deleting a missing key succeeds."""
         ...
 
     def url_for(self, key: str) -> str:
@@ -47,6 +70,29 @@ class ImageStore(Protocol):
     def check(self) -> None:
         """Raise StorageError when the store is not reachable or usable (health checks)."""
         ...
+
+
+# S3 sends user metadata as x-amz-meta-<name> HTTP headers: names are case-insensitive tokens
+# (lowercase here, so what `head` returns compares equal to what `put` got), values plain ASCII,
+# and all of it together at most 2 KB.
+_METADATA_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+_METADATA_VALUE = re.compile(r"[ -~]*")
+MAX_METADATA_BYTES = 2048
+
+
+def check_metadata(metadata: dict[str, str] | None) -> None:
+    """Raise a non-retryable StorageError for metadata that S3 could not round-trip unchanged."""
+    for name, value in (metadata or {}).items():
+        valid = _METADATA_NAME.fullmatch(name) and _METADATA_VALUE.fullmatch(value)
+        # Surrounding blanks would be trimmed as header whitespace and come back different.
+        if not valid or value != value.strip():
+            raise _invalid_metadata(f"invalid metadata {name!r}")
+    if sum(len(name) + len(value) for name, value in (metadata or {}).items()) > MAX_METADATA_BYTES:
+        raise _invalid_metadata(f"metadata over {MAX_METADATA_BYTES} bytes")
+
+
+def _invalid_metadata(message: str) -> StorageError:
+    return StorageError(message, retryable=False, code="invalid_metadata")
 
 
 class StorageSettings(Protocol):

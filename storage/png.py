@@ -7,6 +7,7 @@ no chunk that depends on time or on the source image's own metadata.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Mapping
@@ -27,12 +28,22 @@ def encode_png(
 ) -> bytes:
     """Encode `image` as PNG with a "parameters" text chunk holding sorted JSON."""
     info = PngImagePlugin.PngInfo()
-    # ensure_ascii keeps the text Latin-1 safe, so Pillow always writes a plain tEXt chunk.
-    info.add_text(PARAMETERS_CHUNK, json.dumps(dict(parameters), sort_keys=True))
+    info.add_text(PARAMETERS_CHUNK, _parameters_text(parameters))
     buffer = io.BytesIO()
     # Passing pnginfo explicitly means image.info (dpi, old text chunks, ...) is not copied over.
     image.save(buffer, format="PNG", pnginfo=info, compress_level=compress_level, optimize=False)
     return buffer.getvalue()
+
+
+def parameters_digest(parameters: Mapping[str, object]) -> str:
+    """SHA-256 (hex) of the exact text `encode_png` embeds: equal digests, equal parameters, so
+    an object's metadata can vouch for its content without downloading it."""
+    return hashlib.sha256(_parameters_text(parameters).encode("ascii")).hexdigest()
+
+
+def _parameters_text(parameters: Mapping[str, object]) -> str:
+    # ensure_ascii keeps the text Latin-1 safe, so Pillow always writes a plain tEXt chunk.
+    return json.dumps(dict(parameters), sort_keys=True)
 
 
 def read_png_parameters(data: bytes) -> dict[str, object]:

@@ -6,12 +6,18 @@ from typing import Any, Protocol, cast
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+)
 
-from storage.base import StorageError
+from storage.base import StorageError, check_metadata
 
-# Redelivery may rewrite a key with new content (a request without a seed gets a fresh one), so
-# objects are cacheable but not "immutable".
+# A later request may reuse a request_id with other parameters and rewrite its keys with new
+# content, so objects are cacheable but not "immutable".
 DEFAULT_CACHE_CONTROL = "public, max-age=86400"
 _RETRYABLE_CODES = frozenset(
     {
@@ -26,12 +32,20 @@ _RETRYABLE_CODES = frozenset(
     }
 )
 _MISSING_BUCKET_CODES = frozenset({"404", "NoSuchBucket", "NotFound"})
+# A HEAD response has no body, so a missing key is a bare "404". NoSuchBucket is not among them:
+# a missing bucket is a configuration error, not an absent object.
+_MISSING_KEY_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+# Botocore errors worth a retry: the connection failed, or the body was cut off while read.
+_RETRYABLE_ERRORS = (ConnectionError, HTTPClientError, IncompleteReadError)
 
 
 class _S3Client(Protocol):
     """The calls this module makes; boto3-stubs' S3Client needs the optional [s3] extra."""
 
     def put_object(self, **kwargs: Any) -> object: ...
+    def get_object(self, **kwargs: Any) -> dict[str, Any]: ...
+    def head_object(self, **kwargs: Any) -> dict[str, Any]: ...
+    def delete_object(self, **kwargs: Any) -> object: ...
     def head_bucket(self, **kwargs: Any) -> object: ...
     def create_bucket(self, **kwargs: Any) -> object: ...
     def generate_presigned_url(
@@ -97,8 +111,16 @@ class S3ImageStore:
     def __repr__(self) -> str:
         return f"S3ImageStore(bucket={self.bucket!r}, endpoint_url={self.endpoint_url!r})"
 
-    def put(self, key: str, data: bytes, content_type: str = "image/png") -> str:
-        """Upload `data` to `key` (overwrites) and return its client URL."""
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "image/png",
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """Upload `data` to `key` (overwrites data and metadata) and return its client URL.
+        `metadata` becomes x-amz-meta-* user metadata, which `head` returns."""
+        check_metadata(metadata)
         try:
             self._client.put_object(
                 Bucket=self.bucket,
@@ -106,10 +128,48 @@ class S3ImageStore:
                 Body=data,
                 ContentType=content_type,
                 CacheControl=self.cache_control,
+                Metadata=metadata or {},
             )
         except (BotoCoreError, ClientError) as exc:
             raise self._wrap(exc, f"put {key!r}") from None
         return self.url_for(key)
+
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes (read whole: small objects only), or None when it does not exist."""
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
+            # Reading the body is part of the call: a cut connection surfaces here.
+            body: bytes = response["Body"].read()
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING_KEY_CODES:
+                return None
+            raise self._wrap(exc, f"get {key!r}") from None
+        except BotoCoreError as exc:
+            raise self._wrap(exc, f"get {key!r}") from None
+        return body
+
+    def head(self, key: str) -> dict[str, str] | None:
+        """The object's user metadata ({} when none), or None when it does not exist."""
+        try:
+            response = self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING_KEY_CODES:
+                return None
+            raise self._wrap(exc, f"head {key!r}") from None
+        except BotoCoreError as exc:
+            raise self._wrap(exc, f"head {key!r}") from None
+        # Botocore keeps the server's spelling after "x-amz-meta-"; some servers capitalise it.
+        return {str(name).lower(): str(value) for name, value in response["Metadata"].items()}
+
+    def delete(self, key: str) -> None:
+        """Delete `key`; S3 answers a missing key with success, and some servers with 404."""
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _error_code(exc) not in _MISSING_KEY_CODES:
+                raise self._wrap(exc, f"delete {key!r}") from None
+        except BotoCoreError as exc:
+            raise self._wrap(exc, f"delete {key!r}") from None
 
     def url_for(self, key: str) -> str:
         """BASE_URL/key when a public gateway is configured, else a presigned GET URL."""
@@ -163,7 +223,7 @@ class S3ImageStore:
             retryable = code in _RETRYABLE_CODES or (status or 0) >= 500 or status == 429
             message = f"{where} failed: {code} (HTTP {status})"
             return StorageError(message, retryable=retryable, code=code, status=status)
-        retryable = isinstance(exc, ConnectionError | HTTPClientError)
+        retryable = isinstance(exc, _RETRYABLE_ERRORS)
         message = self._scrub(f"{where} failed: {type(exc).__name__}: {exc}")
         return StorageError(message, retryable=retryable, code=type(exc).__name__)
 

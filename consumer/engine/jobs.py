@@ -5,8 +5,7 @@ Planning is a pure function, so seed handling and policies are tested without an
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable
+import hashlib
 from dataclasses import dataclass
 
 from schemas import GenerationRequest
@@ -47,27 +46,24 @@ class GenerationJob:
         return request_cost(self.width, self.height, self.steps, self.num_images, self.cfg)
 
 
-def random_seed() -> int:
-    return secrets.randbits(63)
+def request_seed(request_id: str) -> int:
+    """The seed of a request that names none: the first 63 bits of sha256(request_id).
+
+    Derived, not drawn, so that a redelivery (crash, rebalance) reproduces the same images and the
+    objects behind already published URLs keep the bytes those results describe."""
+    digest = hashlib.sha256(request_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
-def image_seeds(
-    first: int | None, count: int, draw: Callable[[], int] = random_seed
-) -> tuple[int, ...]:
-    """Seeds for `count` images: `first`, `first+1`, ... (wrapping below 2**63) when a seed is
-    given, so image i of a request is reproduced alone by asking for its seed; otherwise a fresh
-    63-bit seed per image."""
-    if first is None:
-        return tuple(draw() for _ in range(count))
+def image_seeds(first: int, count: int) -> tuple[int, ...]:
+    """Seeds for `count` images: `first`, `first+1`, ... wrapping below 2**63, so image i of a
+    request is reproduced alone by asking for its seed."""
     return tuple((first + index) % (MAX_SEED + 1) for index in range(count))
 
 
-def plan_job(
-    request: GenerationRequest,
-    default_negative_prompt: str,
-    draw: Callable[[], int] = random_seed,
-) -> GenerationJob:
+def plan_job(request: GenerationRequest, default_negative_prompt: str) -> GenerationJob:
     params = request.params
+    first = request_seed(request.request_id) if params.seed is None else params.seed
     custom = request.negative_prompt is not None
     return GenerationJob(
         request_id=request.request_id,
@@ -79,5 +75,5 @@ def plan_job(
         height=params.height,
         steps=params.steps,
         cfg=params.cfg,
-        seeds=image_seeds(params.seed, params.num_images, draw),
+        seeds=image_seeds(first, params.num_images),
     )

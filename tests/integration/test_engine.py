@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -9,11 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from consumer.engine import EngineError, GenerationJob
+from consumer.engine import EngineError, GenerationJob, plan_job
 from consumer.engine.diffusers_engine import DiffusersEngine
+from consumer.engine.jobs import request_seed
 from consumer.results import encode_output
 from consumer.settings import Settings
-from schemas import ErrorCode
+from schemas import Accepted, ErrorCode, parse_request
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +47,23 @@ def test_same_seed_gives_identical_png_bytes(engine: DiffusersEngine) -> None:
     second = encode_output(engine.generate([job((42,))], 0)[0])
     assert first == second
     assert first[0][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seedless_request_planned_twice_gives_identical_png_bytes(
+    engine: DiffusersEngine, engine_settings: Settings
+) -> None:
+    """A redelivered request without a seed must rewrite its objects with the same bytes."""
+    body = {"request_id": "no-seed-1", "prompt": "a red fox", "params": {"width": 256}}
+
+    def deliver() -> tuple[GenerationJob, list[bytes]]:
+        outcome = parse_request(json.dumps(body).encode(), engine_settings.request_limits())
+        assert isinstance(outcome, Accepted)
+        planned = plan_job(outcome.request, "blurry")
+        return planned, encode_output(engine.generate([planned], 0)[0])
+
+    (first_job, first), (second_job, second) = deliver(), deliver()
+    assert first_job.seeds == second_job.seeds == (request_seed("no-seed-1"),)
+    assert first == second
 
 
 def test_different_seeds_differ(engine: DiffusersEngine) -> None:

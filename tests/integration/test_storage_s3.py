@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 import urllib.request
@@ -11,6 +12,9 @@ import boto3
 import pytest
 
 from consumer.devtools.services import free_port
+from consumer.engine import GenerationJob, JobOutput
+from consumer.results import STORED_NOTE, encode_output, store_output, stored_result
+from schemas import GenerationResult, ImageRef
 from storage import S3ImageStore, StorageError, encode_png
 from tests.fixtures.services import S3Endpoint
 
@@ -78,6 +82,68 @@ def test_put_overwrites_same_key(s3_endpoint: S3Endpoint, client: Any) -> None:
     assert body == b"second"
 
 
+def test_get_head_delete_and_metadata(s3_endpoint: S3Endpoint, client: Any) -> None:
+    store = _store(s3_endpoint)
+    store.ensure_bucket()
+    key, data, digest = f"images/req-{secrets.token_hex(4)}/0.png", sample_png(), "ab" * 32
+    assert (store.get(key), store.head(key)) == (None, None)
+    store.delete(key)  # missing: no error
+    store.put(key, data, metadata={"params-sha256": digest})
+    assert store.get(key) == data
+    assert store.head(key) == {"params-sha256": digest}
+    # Real user metadata (x-amz-meta-*), readable by any S3 client.
+    assert client.head_object(Bucket=store.bucket, Key=key)["Metadata"] == {"params-sha256": digest}
+    store.put(key, b"second")  # an overwrite replaces the metadata too
+    assert (store.get(key), store.head(key)) == (b"second", {})
+    store.delete(key)
+    assert (store.get(key), store.head(key)) == (None, None)
+
+
+def test_small_json_object_under_attempts(s3_endpoint: S3Endpoint, client: Any) -> None:
+    """The crash-loop guard's counter: a JSON object under `<prefix>/_attempts/<request_id>`."""
+    store = _store(s3_endpoint)
+    store.ensure_bucket()
+    key = f"images/_attempts/req-{secrets.token_hex(4)}"
+    store.put(key, b'{"attempts": 1}', "application/json")
+    assert client.head_object(Bucket=store.bucket, Key=key)["ContentType"] == "application/json"
+    assert store.get(key) == b'{"attempts": 1}'
+    store.delete(key)
+    assert store.get(key) is None
+
+
+def test_a_redelivered_request_is_answered_from_the_store(s3_endpoint: S3Endpoint) -> None:
+    from PIL import Image
+
+    store = _store(s3_endpoint)
+    store.ensure_bucket()
+    request_id = f"req-{secrets.token_hex(4)}"
+    job = GenerationJob(request_id, "a red fox", "blurry", "standard", "m", 64, 64, 1, 0.0, (7, 8))
+    output = JobOutput(job, [Image.new("RGB", (64, 64), (i, 9, 9)) for i in range(2)], 0.5)
+    pngs = encode_output(output)
+    generated = store_output(output, pngs, store, "images")
+    served = stored_result(job, store, "images")
+    assert served is not None and served.audit is not None
+    assert unsigned(served) == unsigned(generated)
+    assert (served.audit.duration_sec, served.audit.note) == ("0.000", STORED_NOTE)
+    for image, png in zip(served.images, pngs, strict=True):
+        with urllib.request.urlopen(image.url, timeout=10) as response:  # freshly signed, valid
+            assert response.read() == png
+    other_prompt = dataclasses.replace(job, prompt="a blue fox")  # the same request_id reused
+    assert stored_result(other_prompt, store, "images") is None
+
+
+def unsigned(result: GenerationResult) -> list[ImageRef]:
+    """The images with presigned URLs cut to their path: a new signature may differ in time."""
+    return [im.model_copy(update={"url": im.url.split("?")[0]}) for im in result.images]
+
+
+def test_get_in_a_missing_bucket_is_an_error(s3_endpoint: S3Endpoint) -> None:
+    store = _store(s3_endpoint, bucket=f"missing-{secrets.token_hex(4)}")
+    with pytest.raises(StorageError) as info:  # not None: the bucket, not the key, is missing
+        store.get("images/x/0.png")
+    assert (info.value.retryable, info.value.code) == (False, "NoSuchBucket")
+
+
 def test_bucket_is_auto_created(s3_endpoint: S3Endpoint, client: Any) -> None:
     bucket = f"auto-{secrets.token_hex(4)}"
     store = _store(s3_endpoint, bucket=bucket)
@@ -99,6 +165,10 @@ def test_closed_port_is_retryable_and_quick(s3_endpoint: S3Endpoint) -> None:
     assert time.monotonic() - started < 15  # 3 attempts with backoff, connection refused
     with pytest.raises(StorageError):
         store.check()
+    for call in (store.get, store.head, store.delete):
+        with pytest.raises(StorageError) as info:
+            call("images/x/0.png")
+        assert info.value.retryable is True
 
 
 def test_wrong_credentials_are_not_retryable(s3_endpoint: S3Endpoint) -> None:

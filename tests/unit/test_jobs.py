@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 
 from consumer.engine import CUSTOM_POLICY, STANDARD_POLICY, plan_job
-from consumer.engine.jobs import image_seeds
+from consumer.engine.jobs import image_seeds, request_seed
 from schemas import Accepted, GenerationRequest, RequestLimits, parse_request
 
 LIMITS = RequestLimits(allowed_models=("tiny-sdxl",), default_model="tiny-sdxl")
@@ -25,12 +25,22 @@ def test_seeds_wrap_below_2_to_the_63() -> None:
     assert image_seeds(2**63 - 1, 2) == (2**63 - 1, 0)
 
 
-def test_absent_seed_draws_one_per_image() -> None:
-    counter = itertools.count(100)
-    assert image_seeds(None, 3, lambda: next(counter)) == (100, 101, 102)
-    drawn = image_seeds(None, 64)
-    assert all(0 <= s < 2**63 for s in drawn)
-    assert len(set(drawn)) == 64
+def test_absent_seed_is_derived_from_the_request_id() -> None:
+    digest = hashlib.sha256(b"req-8f2c").digest()
+    expected = int.from_bytes(digest[:8], "big") >> 1  # the first 63 bits
+    # Pinned: changing the rule would change the images of every redelivered seedless request.
+    assert request_seed("req-8f2c") == expected == 2734769536802068009
+    body = '{"request_id": "req-8f2c", "prompt": "cat", "params": {"num_images": 3}}'
+    job = plan_job(request(body), "n")
+    assert job.seeds == (expected, expected + 1, expected + 2)
+    assert plan_job(request(body), "n").seeds == job.seeds  # a redelivery: the same images
+
+
+def test_derived_seeds_differ_between_ids_and_stay_in_range() -> None:
+    seeds = {request_seed(f"req-{i}") for i in range(256)} | {request_seed("é-ünïcode")}
+    assert len(seeds) == 257
+    assert all(0 <= seed < 2**63 for seed in seeds)
+    assert max(seeds) >= 2**62  # all 63 bits are used, not a shorter slice
 
 
 def test_plan_job_uses_the_safe_default_negative_prompt() -> None:
