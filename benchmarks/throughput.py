@@ -79,10 +79,28 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
+        self.metadata: dict[str, dict[str, str]] = {}
 
-    def put(self, key: str, data: bytes, content_type: str = "image/png") -> str:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "image/png",
+        metadata: dict[str, str] | None = None,
+    ) -> str:
         self.objects[key] = data
+        self.metadata[key] = dict(metadata or {})
         return self.url_for(key)
+
+    def get(self, key: str) -> bytes | None:
+        return self.objects.get(key)
+
+    def head(self, key: str) -> dict[str, str] | None:
+        return self.metadata.get(key) if key in self.objects else None
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+        self.metadata.pop(key, None)
 
     def url_for(self, key: str) -> str:
         return f"memory://bench/{key}"
