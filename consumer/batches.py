@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 
 from consumer.acks import Acknowledger
+from consumer.attempts import AttemptLog
 from consumer.logs import log_result
 from consumer.metrics import WorkerMetrics
 from consumer.processing import Abandoned, BatchProcessor
@@ -32,6 +33,7 @@ class BatchRunner:
         metrics: WorkerMetrics,
         abandoning: asyncio.Event,
         fail: Callable[[str], None],
+        attempts: AttemptLog,
     ) -> None:
         self._settings = settings
         self._processor = processor
@@ -39,16 +41,18 @@ class BatchRunner:
         self._metrics = metrics
         self._abandoning = abandoning  # set at the drain deadline: publish retries give up
         self._fail = fail
+        self._attempts = attempts
 
     async def run(self, batch: list[Work]) -> None:
         self._metrics.batch_size.observe(sum(w.job.num_images for w in batch))
+        ids = [w.job.request_id for w in batch]
         try:
+            await asyncio.to_thread(self._record_attempts, batch)  # durable before the engine
             results = await self._processor.run([w.job for w in batch])
         except Abandoned:
             log.warning("abandoned %d request(s); they will be delivered again", len(batch))
             return
         except Exception:
-            ids = [w.job.request_id for w in batch]
             log.exception("batch failed unexpectedly", extra={"request_ids": ids})
             self._metrics.internal_errors.inc()
             results = [GenerationResult.failed(i, ErrorCode.INTERNAL_ERROR) for i in ids]
@@ -62,8 +66,15 @@ class BatchRunner:
             await asyncio.shield(self._acks.publish(records, outcomes, until=self._abandoning))
         except BrokerGaveUp:
             log.warning("broker away at shutdown: %d result(s) left for redelivery", len(batch))
+            return
         except Unpublishable as exc:
             self._fail(f"the broker refuses every record: {exc}")
+            return
+        await asyncio.to_thread(self._attempts.clear, ids)
+
+    def _record_attempts(self, batch: list[Work]) -> None:
+        for work in batch:
+            self._attempts.record(work.job.request_id, work.attempts + 1)
 
     def _observe(self, work: Work, result: GenerationResult) -> None:
         model = work.job.model

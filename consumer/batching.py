@@ -61,17 +61,23 @@ class BatchQueue(Generic[T]):
     def extend(self, batches: Iterable[list[T]]) -> None:
         self._batches.extend(batches)
 
+    def peek(self, loaded: Collection[str]) -> list[T]:
+        """The batch `pop` would return."""
+        return self._batches[self._choose(loaded)]
+
     def pop(self, loaded: Collection[str]) -> list[T]:
+        index = self._choose(loaded)
+        self._skips = self._skips + 1 if index else 0
+        batch = self._batches[index]
+        del self._batches[index]
+        return batch
+
+    def _choose(self, loaded: Collection[str]) -> int:
         if self._skips < self._max_skips:
             for index, batch in enumerate(self._batches):
                 if self._model_of(batch) in loaded:
-                    if index:
-                        self._skips += 1
-                        del self._batches[index]
-                        return batch
-                    break
-        self._skips = 0
-        return self._batches.popleft()
+                    return index
+        return 0
 
     def take_if(self, predicate: Callable[[list[T]], bool]) -> list[list[T]]:
         """Remove and return the batches matching `predicate` (a revoked partition's work)."""

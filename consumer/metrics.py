@@ -84,6 +84,11 @@ class WorkerMetrics:
             ["topic"],
             registry=r,
         )
+        self.stored_answers = Counter(
+            "stored_answers",
+            "Redelivered requests answered from images already stored (no generation).",
+            registry=r,
+        )
         self.internal_errors = Counter(
             "internal_errors", "Batches that raised unexpectedly (failed results).", registry=r
         )

@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     max_request_cost: float = Field(
         500.0, ge=0, description="Budget per request, in default-request units; 0 = none."
     )
+    max_attempts: int = Field(
+        3,
+        ge=0,
+        description="Deliveries that killed a worker before a request is given up; 0 = off.",
+    )
+    reuse_stored_images: bool = Field(
+        True, description="Answer a redelivered request from its stored images when they match."
+    )
     max_batch_cost: float = Field(
         500.0, ge=0, description="Budget of one engine call (a batch); 0 = none."
     )

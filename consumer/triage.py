@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
 from aiokafka import ConsumerRecord, TopicPartition
 
 from consumer.acks import Acknowledger
+from consumer.attempts import AttemptLog
 from consumer.batching import group_batches
 from consumer.engine import GenerationJob, plan_job
 from consumer.metrics import WorkerMetrics
@@ -45,6 +46,11 @@ class Work:
     job: GenerationJob
     # Records with the same request_id taken together: generated once, each answered alike.
     also: list[Record] = field(default_factory=list)
+    attempts: int = 0  # earlier attempts on record (attempts.py): > 0 runs alone, exclusively
+
+    @property
+    def exclusive(self) -> bool:
+        return self.attempts > 0
 
     @property
     def records(self) -> list[Record]:
@@ -55,18 +61,25 @@ class Work:
 
 
 class Triage:
-    def __init__(self, settings: Settings, acks: Acknowledger, metrics: WorkerMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        acks: Acknowledger,
+        metrics: WorkerMetrics,
+        attempts: AttemptLog,
+    ) -> None:
         self._settings = settings
         self._limits = settings.request_limits()
         self._acks = acks
         self._metrics = metrics
+        self._attempts = attempts
 
     async def __call__(self, records: Sequence[Record], until: asyncio.Event) -> list[list[Work]]:
-        """Valid requests become batches of work; invalid ones get their rejected result or dead
-        letter now. Records this member already works on (re-fetched after a rebalance) are
-        skipped."""
+        """Valid requests become batches of work; the others are answered now: a rejected
+        result, a dead letter, a result already in the store, `attempts_exhausted`. Records this
+        member already works on (re-fetched after a rebalance) are skipped."""
         works: dict[str, Work] = {}
-        rejected: list[tuple[Record, GenerationResult]] = []
+        answers: list[tuple[Record, GenerationResult]] = []
         dead: list[tuple[Record, ErrorInfo]] = []
         for record in records:
             if not self._acks.take(record):
@@ -75,7 +88,7 @@ class Triage:
             if isinstance(outcome, Accepted):
                 self._add_work(works, record, outcome)
             elif isinstance(outcome, Rejected):
-                rejected.append((record, outcome.result()))
+                answers.append((record, outcome.result()))
                 self._metrics.generations.labels("rejected", "none").inc()
                 log.info(
                     "request rejected",
@@ -83,10 +96,50 @@ class Triage:
                 )
             else:
                 dead.append((record, outcome.error))
-        await self._acks.publish([r for r, _ in rejected], [res for _, res in rejected], until)
+        ready, answered = await self._preflight(list(works.values()))
+        answers += [(record, result) for work, result in answered for record in work.records]
+        await self._acks.publish([r for r, _ in answers], [res for _, res in answers], until)
         await self._acks.dead_letters(dead, until)
-        return group_batches(
-            list(works.values()),
+        if answered:
+            ids = [work.job.request_id for work, _ in answered]
+            await asyncio.to_thread(self._attempts.clear, ids)
+        return self._batches(ready)
+
+    async def _preflight(
+        self, works: list[Work]
+    ) -> tuple[list[Work], list[tuple[Work, GenerationResult]]]:
+        """Split works into those to run (with their attempts on record) and those answered
+        without running (from the store, or attempts exhausted)."""
+        checks = await asyncio.gather(
+            *(asyncio.to_thread(self._attempts.preflight, w.job) for w in works)
+        )
+        ready, answered = [], []
+        limit = self._attempts.max_attempts
+        for work, check in zip(works, checks, strict=True):
+            request_id, model = work.job.request_id, work.job.model
+            if check.stored is not None:
+                log.info("answered from the store", extra={"request_id": request_id})
+                self._metrics.stored_answers.inc()
+                self._metrics.generations.labels("completed", model).inc()
+                answered.append((work, check.stored))
+            elif limit and check.attempts >= limit:
+                log.error(
+                    "attempts exhausted: workers died running this request",
+                    extra={"request_id": request_id, "attempts": check.attempts},
+                )
+                self._metrics.generations.labels("failed", model).inc()
+                exhausted = GenerationResult.failed(request_id, ErrorCode.ATTEMPTS_EXHAUSTED)
+                answered.append((work, exhausted))
+            else:
+                ready.append(replace(work, attempts=check.attempts))
+        return ready, answered
+
+    def _batches(self, works: list[Work]) -> list[list[Work]]:
+        """Compatible requests share a batch; a suspect (started before by a worker that died)
+        runs alone."""
+        suspects = [[work] for work in works if work.attempts]
+        return suspects + group_batches(
+            [work for work in works if not work.attempts],
             key=lambda w: w.job.batch_key,
             size=lambda w: w.job.num_images,
             max_images=self._settings.max_batch_size,

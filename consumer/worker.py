@@ -24,6 +24,7 @@ from aiokafka.errors import IllegalStateError
 
 from consumer import kafka_io
 from consumer.acks import Acknowledger
+from consumer.attempts import AttemptLog
 from consumer.batches import BatchRunner
 from consumer.batching import BatchQueue
 from consumer.engine import Engine
@@ -173,9 +174,21 @@ class Worker:
     def _wire(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         publisher = Publisher(producer, self.metrics, on_retry=self._step)
         acks = self._acks = Acknowledger(self.settings, publisher, consumer, self.metrics)
-        self._triage = Triage(self.settings, acks, self.metrics)
+        attempts = AttemptLog(
+            self._store,
+            self.settings.s3_key_prefix,
+            self.settings.max_attempts,
+            self.settings.reuse_stored_images,
+        )
+        self._triage = Triage(self.settings, acks, self.metrics, attempts)
         self._runner = BatchRunner(
-            self.settings, self._processor, acks, self.metrics, self._abandoning, self.fail
+            self.settings,
+            self._processor,
+            acks,
+            self.metrics,
+            self._abandoning,
+            self.fail,
+            attempts,
         )
         listener = RebalanceListener(self, consumer)
         consumer.subscribe([self.settings.request_topic], listener=listener)
@@ -293,8 +306,15 @@ class Worker:
     # --- batches --------------------------------------------------------------------------------
 
     def _start_pending(self) -> None:
+        """Fill free slots; a suspect batch (attempts.py) starts only with nothing else in
+        flight, and nothing starts beside it."""
+        loaded = self.engine.loaded_models()
         while self._pending and len(self._running) < self.settings.max_batches_in_flight:
-            batch = self._pending.pop(loaded=self.engine.loaded_models())
+            running_exclusive = any(w.exclusive for b in self._running.values() for w in b)
+            next_exclusive = any(w.exclusive for w in self._pending.peek(loaded))
+            if running_exclusive or (next_exclusive and self._running):
+                return
+            batch = self._pending.pop(loaded)
             assert self._runner is not None
             task = asyncio.create_task(self._runner.run(batch))
             self._running[task] = batch

@@ -45,8 +45,10 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def event(request_id: str, steps: int = 1, **extra: Any) -> bytes:
-    params = {"width": 64, "height": 64, "steps": steps, "seed": 1}
+def event(request_id: str, steps: int = 1, seed: int | None = 1, **extra: Any) -> bytes:
+    params: dict[str, Any] = {"width": 64, "height": 64, "steps": steps}
+    if seed is not None:
+        params["seed"] = seed
     return json.dumps({"request_id": request_id, "prompt": "p", "params": params, **extra}).encode()
 
 
@@ -57,9 +59,9 @@ class Harness:
         self.producer = FakeProducer(self.broker)
         self.engine = engine
         self.settings = settings_for(tmp_path, **overrides)
-        store = LocalImageStore(tmp_path / "images", None)
+        self.store = LocalImageStore(tmp_path / "images", None)
         clients: Any = (self.consumer, self.producer)
-        self.worker = Worker(self.settings, engine, store, clients=clients)
+        self.worker = Worker(self.settings, engine, self.store, clients=clients)
         self.gauge_samples: list[float] = []
 
     def results(self) -> dict[str, list[GenerationResult]]:

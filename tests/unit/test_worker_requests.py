@@ -3,7 +3,10 @@ Worker on the in-memory broker, fake engine, local store."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,3 +29,84 @@ async def test_requests_sharing_an_id_in_one_poll_are_generated_once_and_answere
     results = h.results()["twice"]
     assert len(results) == 3 and all(r == results[0] for r in results)
     assert results[0].status == "completed"
+
+
+def seed_attempts(h: Harness, request_id: str, attempts: int) -> None:
+    h.store.put(f"_attempts/{request_id}", json.dumps({"attempts": attempts}).encode(), "x/json")
+
+
+class TimedEngine(FakeEngine):
+    """Records when each engine call ran, to check that a suspect runs alone."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calls: list[tuple[float, float, list[str]]] = []
+
+    def generate(self, jobs: Any, timeout_seconds: float, cancel: Any = None) -> Any:
+        started = time.monotonic()
+        try:
+            return super().generate(jobs, timeout_seconds, cancel)
+        finally:
+            self.calls.append((started, time.monotonic(), [j.request_id for j in jobs]))
+
+
+async def test_a_request_with_max_attempts_on_record_is_answered_without_running(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path, FakeEngine(), max_batch_size=4)
+    seed_attempts(h, "poison", 3)
+    for name in ("before", "poison", "after"):
+        h.broker.append(TOPIC, 0, event(name))
+    async with running(h):
+        await h.wait(lambda: h.broker.committed.get(P0) == 3, "all committed")
+    by_id = h.results()
+    (poison,) = by_id["poison"]
+    assert poison.status == "failed" and poison.error is not None
+    assert poison.error.code == "attempts_exhausted"
+    assert by_id["before"][0].status == by_id["after"][0].status == "completed"
+    assert "poison" not in [r for batch in h.engine.batches for r in batch]
+    assert h.store.get("_attempts/poison") is None  # answered: forgotten
+
+
+async def test_a_suspect_runs_alone_with_nothing_else_in_flight(tmp_path: Path) -> None:
+    engine = TimedEngine(step_seconds=0.1)
+    h = Harness(tmp_path, engine, max_batch_size=4, max_batches_in_flight=2)
+    seed_attempts(h, "suspect", 1)
+    names = ["a", "b", "suspect", "c", "d", "e"]
+    for name in names:
+        h.broker.append(TOPIC, 0, event(name, steps=3))
+    recorded: list[bytes | None] = []
+    original = engine.generate
+
+    def generate(jobs: Any, timeout_seconds: float, cancel: Any = None) -> Any:
+        if jobs[0].request_id == "suspect":
+            recorded.append(h.store.get("_attempts/suspect"))
+        return original(jobs, timeout_seconds, cancel)
+
+    engine.generate = generate  # type: ignore[method-assign]
+    async with running(h):
+        await h.wait(lambda: h.broker.committed.get(P0) == len(names), "all committed")
+    (suspect,) = [c for c in engine.calls if "suspect" in c[2]]
+    assert suspect[2] == ["suspect"]
+    others = [c for c in engine.calls if c is not suspect]
+    assert all(end <= suspect[0] or start >= suspect[1] for start, end, _ in others)
+    assert recorded and json.loads(recorded[0] or b"{}")["attempts"] == 2  # on record first
+    assert h.store.get("_attempts/suspect") is None
+    assert all(rs[0].status == "completed" for rs in h.results().values())
+
+
+async def test_a_redelivered_request_is_answered_from_the_store_without_generating(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path, FakeEngine())
+    h.broker.append(TOPIC, 0, event("again", seed=None))
+    async with running(h):
+        await h.wait(lambda: h.broker.committed.get(P0) == 1, "the first delivery")
+        h.broker.append(TOPIC, 0, event("again", seed=None))  # delivered again
+        await h.wait(lambda: h.broker.committed.get(P0) == 2, "the second delivery")
+    first, second = h.results()["again"]
+    assert h.engine.batches == [["again"]]  # generated once
+    assert second.audit is not None and "served from the store" in (second.audit.note or "")
+    assert [i.key for i in first.images] == [i.key for i in second.images]
+    assert [i.seed for i in first.images] == [i.seed for i in second.images]
+    assert h.worker.metrics.stored_answers._value.get() == 1
