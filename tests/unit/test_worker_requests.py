@@ -76,18 +76,26 @@ async def test_a_suspect_runs_alone_with_nothing_else_in_flight(tmp_path: Path) 
     for name in names:
         h.broker.append(TOPIC, 0, event(name, steps=3))
     recorded: list[bytes | None] = []
+    in_flight: list[int] = []  # batches in flight (generating, storing, publishing) around it
     original = engine.generate
 
     def generate(jobs: Any, timeout_seconds: float, cancel: Any = None) -> Any:
-        if jobs[0].request_id == "suspect":
+        suspect = jobs[0].request_id == "suspect"
+        if suspect:
             recorded.append(h.store.get("_attempts/suspect"))
-        return original(jobs, timeout_seconds, cancel)
+            in_flight.append(len(h.worker._running))
+        try:
+            return original(jobs, timeout_seconds, cancel)
+        finally:
+            if suspect:
+                in_flight.append(len(h.worker._running))
 
     engine.generate = generate  # type: ignore[method-assign]
     async with running(h):
         await h.wait(lambda: h.broker.committed.get(P0) == len(names), "all committed")
     (suspect,) = [c for c in engine.calls if "suspect" in c[2]]
     assert suspect[2] == ["suspect"]
+    assert in_flight == [1, 1]  # nothing else in flight while it ran
     others = [c for c in engine.calls if c is not suspect]
     assert all(end <= suspect[0] or start >= suspect[1] for start, end, _ in others)
     assert recorded and json.loads(recorded[0] or b"{}")["attempts"] == 2  # on record first
