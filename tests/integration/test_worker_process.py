@@ -4,6 +4,7 @@ broker while stopping, or hangs in its engine."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -16,9 +17,10 @@ import aiohttp
 import pytest
 
 from consumer.devtools.processes import free_port
-from consumer.devtools.services import TansuBroker
+from consumer.devtools.services import TansuBroker, create_topics
 from consumer.settings import Settings
 from consumer.worker import EXIT_UNHEALTHY
+from storage import ImageStore, build_store
 from tests.integration.kafka_tools import (
     assert_nothing_committed_without_a_result,
     backlog,
@@ -175,3 +177,47 @@ async def _wait_for_unhealthy(url: str, proc: subprocess.Popen[bytes]) -> dict[s
                 pass  # not listening yet
             await asyncio.sleep(0.2)
     raise AssertionError(f"/health never answered 503 (exit code {proc.poll()})")
+
+
+async def test_a_request_that_kills_workers_three_times_is_given_up_and_the_rest_complete(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """kill -9 the worker while one chosen request runs, three times (as the kernel's OOM
+    killer would): the next delivery answers attempts_exhausted, the requests behind complete."""
+    settings = make_settings(kafka_session_timeout_ms=3000, max_attempts=3)
+    bootstrap = settings.kafka_bootstrap_servers
+    await create_topics(bootstrap, [settings.request_topic], 1)
+    poison = request("poison", steps=50, width=512, height=512, seed=1)  # seconds of work
+    behind = [f"behind-{i}" for i in range(3)]
+    events = [poison, *(request(name, seed=i) for i, name in enumerate(behind))]
+    await produce(bootstrap, settings.request_topic, events, key=b"one-partition")
+    store = build_store(settings)
+    marker = f"{settings.s3_key_prefix}/_attempts/poison"
+    for attempt in (1, 2, 3):
+        proc = start_worker_process(settings, tmp_path / f"worker-{attempt}.log")
+        try:
+            await _wait_for_attempt(store, marker, attempt, proc)
+        finally:
+            proc.kill()  # SIGKILL while the poison request runs
+            await asyncio.to_thread(proc.wait, 30)
+    async with running_worker(settings):
+        names = {"poison", *behind}
+        records = await collect_until(bootstrap, settings.result_topic, names, timeout=120)
+    by_id = results(records)
+    final = by_id["poison"][-1]
+    assert final.status == "failed" and final.error is not None
+    assert final.error.code == "attempts_exhausted"
+    assert all(by_id[name][-1].status == "completed" for name in behind)
+    assert store.get(marker) is None
+
+
+async def _wait_for_attempt(
+    store: ImageStore, key: str, attempt: int, proc: subprocess.Popen[bytes]
+) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        data = await asyncio.to_thread(store.get, key)
+        if data is not None and json.loads(data)["attempts"] == attempt:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"attempt {attempt} never recorded (exit code {proc.poll()})")
