@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -359,6 +360,17 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def start_stack(root: Path) -> Iterator[Stack]:
+    """Tansu and SeaweedFS (with a generated key pair) under `root`, stopped at the end."""
+    key, secret = f"bench{secrets.token_hex(4)}", secrets.token_hex(20)
+    with (
+        TansuBroker(root / "tansu") as broker,
+        SeaweedS3(root / "s3", bucket="bench", access_key=key, secret_key=secret) as s3,
+    ):
+        yield Stack(broker.bootstrap_servers, s3, root / "data")
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -398,12 +410,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
         for noisy in ("aiokafka", "botocore", "urllib3", "diffusers", "transformers"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        key, secret = f"bench{secrets.token_hex(4)}", secrets.token_hex(20)
-        with (
-            TansuBroker(root / "tansu") as broker,
-            SeaweedS3(root / "s3", bucket="bench", access_key=key, secret_key=secret) as s3,
-        ):
-            stack = Stack(broker.bootstrap_servers, s3, root / "data")
+        with start_stack(root) as stack:
             report = run(stack, QUICK if args.quick else FULL)
     fields = ("name", "value", "op", "goal")
     report["targets"] = [dict(zip(fields, t, strict=True)) for t in targets(report)]

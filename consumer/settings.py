@@ -224,9 +224,29 @@ class Settings(BaseSettings):
             keys.append(self.api_key.get_secret_value())
         return [k for k in keys if k]
 
+    def to_env(self) -> dict[str, str]:
+        """The settings as the environment variables a worker process reads back (secrets in
+        clear: for handing to a child process, never for logs)."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None or name == "model_id":
+                continue
+            env[name.upper()] = _env_value(value)
+        return env
+
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, list):
+        return ",".join(_env_value(item) for item in value)
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:

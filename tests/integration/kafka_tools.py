@@ -143,20 +143,7 @@ async def wait_until(condition: Any, timeout: float, what: str) -> None:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as the environment variables a worker process reads."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is None or name == "model_id":
-            continue
-        if isinstance(value, list):
-            value = ",".join(
-                v.get_secret_value() if hasattr(v, "get_secret_value") else str(v) for v in value
-            )
-        elif hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[name.upper()] = str(value)
-    return env
+    return settings.to_env()
 
 
 async def produce_tracked(

@@ -1,0 +1,224 @@
+"""Latency of an idle worker on tiny-sdxl (CPU), next to the raw pipeline time of the same run,
+and the cold start of a worker process: launch -> /health -> /ready -> first result.
+
+`scripts/bench-latency [--requests N] [--json PATH]`. Starts its own Tansu and SeaweedFS on
+127.0.0.1 in a temporary folder. The worker runs as a separate process (`python -m consumer run`),
+as in production; the client here sends one request at a time and reads results with a 10 ms
+fetch wait. A benchmark, not a test: it prints PASS/MISS against the targets only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from benchmarks.throughput import (
+    MODEL,
+    THREADS,
+    Stack,
+    job,
+    make_settings,
+    percentile,
+    request_bytes,
+    start_stack,
+)
+from consumer.devtools.processes import free_port
+from consumer.devtools.services import create_topics
+from consumer.engine.diffusers_engine import DiffusersEngine
+from consumer.settings import Settings
+
+SIZES = (64, 512)
+WARMUP = 3
+TARGET_OVERHEAD_S = 0.025
+TARGET_COLD_START_S = 6.0
+
+
+def raw_times(stack: Stack, count: int) -> dict[str, list[float]]:
+    """The engine call alone (the pipeline, nothing of Kafka or S3), warm, in this process with
+    nothing else running (no event loop polling beside it)."""
+    settings = make_settings(stack, "raw")
+    engine = DiffusersEngine(settings)
+    times: dict[str, list[float]] = {}
+    for size in SIZES:
+        for i in range(WARMUP):
+            engine.generate([job(settings, size, (i,))], 0)
+        times[str(size)] = []
+        for i in range(count):
+            started = time.perf_counter()
+            engine.generate([job(settings, size, (100 + i,))], 0)
+            times[str(size)].append(time.perf_counter() - started)
+    return times
+
+
+def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings.to_env(), "HF_HUB_OFFLINE": "1"}
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumer", "--env-file", "/nonexistent", "run"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+class Client:
+    """Sends one request, waits for its result: the producer's view of latency."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        bootstrap = settings.kafka_bootstrap_servers
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        self.consumer = AIOKafkaConsumer(
+            settings.result_topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=10,
+        )
+
+    async def __aenter__(self) -> Client:
+        await self.producer.start()
+        await self.consumer.start()
+        await self.consumer.seek_to_end()
+        for tp in self.consumer.assignment():
+            await self.consumer.position(tp)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def round_trip(self, size: int, seed: int, timeout: float = 120) -> float:
+        request_id = f"lat-{uuid.uuid4().hex[:12]}"
+        started = time.perf_counter()
+        value = request_bytes(request_id, size, seed)
+        await self.producer.send_and_wait(self.settings.request_topic, value, request_id.encode())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = await self.consumer.getmany(timeout_ms=10)
+            for record in (r for rs in got.values() for r in rs):
+                if record.key == request_id.encode():
+                    return time.perf_counter() - started
+        raise TimeoutError(f"no result for {request_id}")
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> float | None:
+    """Seconds until `url` answers 200 (None if it never does)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - local
+                if response.status == 200:
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.02)
+    return None
+
+
+async def idle_latency(
+    stack: Stack, count: int, workdir: Path, raw: dict[str, list[float]]
+) -> dict[str, Any]:
+    settings = make_settings(stack, f"lat-{uuid.uuid4().hex[:6]}", app_port=free_port())
+    topics = [settings.request_topic, settings.result_topic, settings.dlq_topic]
+    await create_topics(settings.kafka_bootstrap_servers, topics, 1)
+    proc = start_worker(settings, workdir / "idle-worker.log")
+    out: dict[str, Any] = {}
+    try:
+        ready = await asyncio.to_thread(
+            wait_http, f"http://127.0.0.1:{settings.app_port}/ready", 120, proc
+        )
+        assert ready is not None, "the worker never became ready"
+        async with Client(settings) as client:
+            for size in SIZES:
+                for i in range(WARMUP):
+                    await client.round_trip(size, i)
+                times = [await client.round_trip(size, 1000 + i) for i in range(count)]
+                out[str(size)] = summary(times, raw[str(size)])
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 60)
+    return out
+
+
+def summary(times: list[float], raw: list[float]) -> dict[str, float]:
+    p50, p95 = percentile(times, 0.5) or 0.0, percentile(times, 0.95) or 0.0
+    raw50 = percentile(raw, 0.5) or 0.0
+    return {"p50_s": p50, "p95_s": p95, "raw_p50_s": raw50, "overhead_p50_s": p50 - raw50}
+
+
+async def cold_start(stack: Stack, workdir: Path) -> dict[str, Any]:
+    """A fresh worker process, the model already built on disk (a warm install): the request is
+    sent at launch, before the worker has joined its group."""
+    settings = make_settings(stack, f"cold-{uuid.uuid4().hex[:6]}", app_port=free_port())
+    topics = [settings.request_topic, settings.result_topic, settings.dlq_topic]
+    await create_topics(settings.kafka_bootstrap_servers, topics, 1)
+    async with Client(settings) as client:
+        launched = time.perf_counter()
+        proc = start_worker(settings, workdir / "cold-worker.log")
+        try:
+            base = f"http://127.0.0.1:{settings.app_port}"
+            first = asyncio.create_task(client.round_trip(64, 7))
+            health = await asyncio.to_thread(wait_http, f"{base}/health", 60, proc)
+            ready = await asyncio.to_thread(wait_http, f"{base}/ready", 60, proc)
+            await first
+            result = time.perf_counter() - launched
+        finally:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 60)
+    return {"health_s": health, "ready_s": ready, "first_result_s": result}
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = ["| size | raw pipeline p50 | worker end to end p50 | p95 | overhead p50 | target |"]
+    lines.append("|---|---|---|---|---|---|")
+    for size, row in report["idle"].items():
+        ok = "PASS" if row["overhead_p50_s"] <= TARGET_OVERHEAD_S else "MISS"
+        lines.append(
+            f"| {size}² | {row['raw_p50_s'] * 1000:.0f} ms | {row['p50_s'] * 1000:.0f} ms | "
+            f"{row['p95_s'] * 1000:.0f} ms | {row['overhead_p50_s'] * 1000:.0f} ms | "
+            f"≤ {TARGET_OVERHEAD_S * 1000:.0f} ms: {ok} |"
+        )
+    cold = report["cold"]
+    ok = "PASS" if cold["first_result_s"] <= TARGET_COLD_START_S else "MISS"
+    lines.append("")
+    lines.append(
+        f"cold start: /health {cold['health_s']:.1f} s, /ready {cold['ready_s']:.1f} s, first 64² "
+        f"result {cold['first_result_s']:.1f} s after launch (≤ {TARGET_COLD_START_S:g} s: {ok})"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=12)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
+        workdir = Path(tmp)
+        with start_stack(workdir) as stack:
+            raw = raw_times(stack, args.requests)
+            report = {
+                "threads": THREADS,
+                "model": MODEL,
+                "idle": asyncio.run(idle_latency(stack, args.requests, workdir, raw)),
+                "cold": asyncio.run(cold_start(stack, workdir)),
+            }
+    print(render(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
