@@ -15,6 +15,7 @@ from dotenv import load_dotenv
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from consumer.engine.config import EngineConfig
 from schemas import RequestLimits
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,18 @@ class Settings(BaseSettings):
             max_cfg=self.max_cfg,
             max_num_images=self.max_num_images,
             max_event_bytes=self.max_event_bytes,
+        )
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            models_dir=self.models_dir,
+            device=self.device,
+            torch_threads=self.torch_threads,
+            torch_compile=self.torch_compile,
+            fp16_vae=self.fp16_vae,
+            offline=self.hf_hub_offline,
+            hub_probe_timeout_seconds=self.hub_probe_timeout_seconds,
+            max_models=self.max_models_cache,
         )
 
     def valid_api_keys(self) -> list[str]:

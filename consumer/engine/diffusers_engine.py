@@ -13,10 +13,10 @@ import torch
 
 from consumer.engine.activity import GENERATING, EngineActivity
 from consumer.engine.cache import CacheBackedEngine, ModelCache
+from consumer.engine.config import EngineConfig
 from consumer.engine.jobs import GenerationJob
 from consumer.engine.loading import PipelineLoader, Tuning, choose_placement
 from consumer.engine.protocol import EngineError, JobOutput
-from consumer.settings import Settings
 from schemas import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -31,20 +31,20 @@ class _Stop(Exception):
 
 
 class DiffusersEngine(CacheBackedEngine[Any]):
-    def __init__(self, settings: Settings) -> None:
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
-        self._placement = choose_placement(settings.device)
+    def __init__(self, config: EngineConfig) -> None:
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        self._placement = choose_placement(config.device)
         loader = PipelineLoader(
-            settings.models_dir,
+            config.models_dir,
             self._placement,
-            offline=settings.hf_hub_offline,
-            probe_timeout=settings.hub_probe_timeout_seconds,
-            tuning=Tuning(torch_compile=settings.torch_compile, fp16_vae=settings.fp16_vae),
+            offline=config.offline,
+            probe_timeout=config.hub_probe_timeout_seconds,
+            tuning=Tuning(torch_compile=config.torch_compile, fp16_vae=config.fp16_vae),
         )
         self.activity = EngineActivity()
         self._cache: ModelCache[Any] = ModelCache(
-            self._watched(loader), settings.max_models_cache, on_evict=self._free
+            self._watched(loader), config.max_models, on_evict=self._free
         )
 
     def generate(

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def engine(engine_settings: Settings) -> DiffusersEngine:
-    return DiffusersEngine(engine_settings)
+    return DiffusersEngine(engine_settings.engine_config())
 
 
 def job(
@@ -103,7 +103,7 @@ def test_missing_local_folder_is_unavailable(engine: DiffusersEngine, tmp_path) 
 
 
 def test_concurrent_first_use_loads_once(engine_settings: Settings) -> None:
-    fresh = DiffusersEngine(engine_settings)
+    fresh = DiffusersEngine(engine_settings.engine_config())
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(lambda s: fresh.generate([job((s,))], 0), range(3)))
     assert fresh.stats.misses == 1 and fresh.stats.hits == 2
@@ -113,8 +113,8 @@ def test_concurrent_first_use_loads_once(engine_settings: Settings) -> None:
 
 def test_two_engines_loading_at_once_leave_loading_intact(engine_settings: Settings) -> None:
     """Concurrent from_pretrained calls used to leave accelerate's meta-device patch behind."""
-    engines = [DiffusersEngine(engine_settings) for _ in range(3)]
+    engines = [DiffusersEngine(engine_settings.engine_config()) for _ in range(3)]
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(lambda e: e.generate([job((1,))], 0), engines))
-    later = DiffusersEngine(engine_settings)
+    later = DiffusersEngine(engine_settings.engine_config())
     assert pixels(later, job((1,)))[0].shape == (256, 256, 3)
