@@ -37,50 +37,61 @@ class ModelCache(Generic[P]):
         self,
         loader: Callable[[str], P],
         capacity: int,
-        on_evict: Callable[[str, P], None] | None = None,
+        on_unload: Callable[[list[str]], None] | None = None,
     ) -> None:
+        """`on_unload(model_ids)` runs outside the lock once the cache holds no reference to
+        those models' pipelines any more: the place to give their memory back."""
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self._loader = loader
         self._capacity = capacity
-        self._on_evict = on_evict
+        self._on_unload = on_unload
         self._entries: OrderedDict[str, _Entry[P]] = OrderedDict()
         self._lock = threading.Lock()
         self.stats = CacheStats()
 
     @contextmanager
     def use(self, model_id: str) -> Iterator[P]:
-        """Yield the pipeline for `model_id`, loading it if needed, with exclusive use of it."""
-        entry, must_load = self._acquire(model_id)
+        """Yield the pipeline for `model_id`, loading it if needed, with exclusive use of it.
+
+        Keep no reference to it past the block (`del` the `as` name): the cache may unload it
+        as the block ends, and a reference left in the caller's frame keeps its memory."""
+        entry, must_load, evicted = self._acquire(model_id)
         try:
+            self._unloaded(evicted)  # before the load: never two models' weights at once
             if must_load:  # the first caller loads; concurrent callers wait for it
                 self._load(model_id, entry)
-            pipeline = self._wait_loaded(model_id, entry)
             with entry.call_lock:
-                yield pipeline
+                # No local name for the pipeline: this frame must not keep alive what
+                # _release may unload.
+                yield self._ready(entry)
         finally:
-            self._release(model_id, entry)
+            self._release(entry)
 
     def loaded(self) -> list[str]:
         """Loaded models, least recently used first."""
         with self._lock:
-            return [m for m, e in self._entries.items() if e.pipeline is not None]
+            return self._loaded_ids()
 
     def purge(self, model_id: str | None = None) -> PurgeResult:
         """Drop one model (or all); models in use stay and are listed in `remaining`."""
         with self._lock:
             targets = [model_id] if model_id is not None else list(self._entries)
             removed = [m for m in targets if self._drop_if_idle(m)]
-            remaining = [m for m, e in self._entries.items() if e.pipeline is not None]
+            remaining = self._loaded_ids()
+        self._unloaded(removed)
         return PurgeResult(model_id=model_id, removed=removed, remaining=remaining)
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _acquire(self, model_id: str) -> tuple[_Entry[P], bool]:
+    def _acquire(self, model_id: str) -> tuple[_Entry[P], bool, list[str]]:
+        """The entry to use, whether this caller must load it, and what was evicted for it."""
         with self._lock:
             entry = self._entries.get(model_id)
+            evicted: list[str] = []
             must_load = entry is None
             if entry is None:
+                evicted = self._make_room()
                 entry = _Entry()
                 self._entries[model_id] = entry
                 self.stats.misses += 1
@@ -88,7 +99,7 @@ class ModelCache(Generic[P]):
                 self.stats.hits += 1
             entry.users += 1
             self._entries.move_to_end(model_id)
-            return entry, must_load
+            return entry, must_load, evicted
 
     def _load(self, model_id: str, entry: _Entry[P]) -> None:
         started = time.perf_counter()
@@ -97,45 +108,65 @@ class ModelCache(Generic[P]):
             self.stats.load_seconds[model_id] = time.perf_counter() - started
         except BaseException as exc:  # handed to every waiter, re-raised there
             entry.error = exc
+            with self._lock:  # no half entry: a later request tries again
+                if self._entries.get(model_id) is entry:
+                    del self._entries[model_id]
         finally:
             entry.loaded.set()
 
-    def _wait_loaded(self, model_id: str, entry: _Entry[P]) -> P:
+    def _ready(self, entry: _Entry[P]) -> P:
         entry.loaded.wait()
         if entry.error is not None:
-            with self._lock:  # forget the failure so that a later request tries again
-                if self._entries.get(model_id) is entry:
-                    del self._entries[model_id]
             raise entry.error
         assert entry.pipeline is not None
-        with self._lock:
-            self._trim()
+        with self._lock:  # over capacity when what had to go was in use: trim what is idle now
+            evicted = self._trim()
+        self._unloaded(evicted)
         return entry.pipeline
 
-    def _release(self, model_id: str, entry: _Entry[P]) -> None:
+    def _release(self, entry: _Entry[P]) -> None:
         with self._lock:
             entry.users -= 1
-            self._trim()
+            evicted = self._trim()
+        self._unloaded(evicted)
 
-    def _trim(self) -> None:
-        """Evict idle least-recently-used models until at most `capacity` are loaded."""
-        loaded = [m for m, e in self._entries.items() if e.pipeline is not None]
-        excess = len(loaded) - self._capacity
-        for model_id in loaded:
-            if excess <= 0:
+    def _loaded_ids(self) -> list[str]:
+        return [m for m, e in self._entries.items() if e.pipeline is not None]
+
+    def _make_room(self) -> list[str]:
+        """Evict idle least-recently-used models until one more (loading ones count) fits."""
+        evicted: list[str] = []
+        for model_id in list(self._entries):
+            if len(self._entries) < self._capacity:
                 break
             if self._drop_if_idle(model_id):
-                self.stats.evictions += 1
-                excess -= 1
+                evicted.append(model_id)
+        self.stats.evictions += len(evicted)
+        return evicted
+
+    def _trim(self) -> list[str]:
+        """Evict idle least-recently-used models until at most `capacity` are loaded."""
+        evicted: list[str] = []
+        for model_id in self._loaded_ids():
+            if len(self._loaded_ids()) <= self._capacity:
+                break
+            if self._drop_if_idle(model_id):
+                evicted.append(model_id)
+        self.stats.evictions += len(evicted)
+        return evicted
 
     def _drop_if_idle(self, model_id: str) -> bool:
         entry = self._entries.get(model_id)
         if entry is None or entry.users > 0 or entry.pipeline is None:
             return False
         del self._entries[model_id]
-        if self._on_evict is not None:
-            self._on_evict(model_id, entry.pipeline)
+        entry.pipeline = None  # the entry may outlive this call (a waiter's reference)
         return True
+
+    def _unloaded(self, model_ids: list[str]) -> None:
+        """Outside the lock: freeing memory (gc, the CUDA allocator) takes time."""
+        if model_ids and self._on_unload is not None:
+            self._on_unload(model_ids)
 
 
 class CacheBackedEngine(Generic[P]):

@@ -44,7 +44,7 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         )
         self.activity = EngineActivity()
         self._cache: ModelCache[Any] = ModelCache(
-            self._watched(loader), config.max_models, on_evict=self._free
+            self._watched(loader), config.max_models, on_unload=self._free
         )
 
     def generate(
@@ -60,6 +60,7 @@ class DiffusersEngine(CacheBackedEngine[Any]):
             started = time.perf_counter()
             images = self._run(pipeline, jobs, _step_guard(started, timeout_seconds, cancel))
             duration = time.perf_counter() - started
+            del pipeline  # leaving the block may unload it: no reference may outlive the block
         outputs, offset = [], 0
         for job in jobs:
             outputs.append(JobOutput(job, images[offset : offset + job.num_images], duration))
@@ -102,9 +103,10 @@ class DiffusersEngine(CacheBackedEngine[Any]):
             "torch_threads": torch.get_num_threads(),
         }
 
-    def _free(self, model_id: str, pipeline: Any) -> None:
-        log.info("unloading model %s", model_id)
-        del pipeline
+    def _free(self, model_ids: list[str]) -> None:
+        """The cache no longer references these pipelines: collect them (diffusers modules hold
+        reference cycles) and hand their blocks back from torch's CUDA caching allocator."""
+        log.info("unloaded model(s) %s", ", ".join(model_ids))
         gc.collect()
         if self._placement.device == "cuda":
             torch.cuda.empty_cache()

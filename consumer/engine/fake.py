@@ -46,7 +46,7 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         self._cache: ModelCache[FakePipeline] = ModelCache(
             self._watched(self._load),
             capacity,
-            on_evict=lambda model_id, _: self.evicted.append(model_id),
+            on_unload=self.evicted.extend,
         )
 
     def _load(self, model_id: str) -> FakePipeline:
@@ -66,6 +66,7 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         with self._cache.use(first.model) as pipeline, self.activity.phase(GENERATING, first.model):
             started = time.perf_counter()
             pipeline.calls += 1
+            del pipeline  # as the real engine: leaving the block may unload it
             self.batches.append([job.request_id for job in jobs])
             if self._hang is not None:
                 self._hang.wait()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -123,3 +126,83 @@ def test_batch_outputs_keep_each_jobs_seeds() -> None:
     assert [len(o.images) for o in outputs] == [2, 1]
     assert [o.job.request_id for o in outputs] == ["a", "b"]
     assert outputs[0].images[1].getpixel((0, 0)) == (2, 0, 0)
+
+
+class Pipe:
+    """A stand-in pipeline with a reference cycle, as diffusers modules have: only a garbage
+    collection frees it once unreferenced."""
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        self.me = self
+
+
+def collect(model_ids: list[str]) -> None:
+    gc.collect()
+
+
+def recording_loader(
+    alive: dict[str, weakref.ref[Pipe]], at_load: list[list[str]]
+) -> Callable[[str], Pipe]:
+    def load(model_id: str) -> Pipe:
+        gc.collect()  # what the engine's unload hook does: only unreferenced pipelines go
+        at_load.append([m for m, ref in alive.items() if ref() is not None])
+        pipe = Pipe(model_id)
+        alive[model_id] = weakref.ref(pipe)
+        return pipe
+
+    return load
+
+
+def test_the_lru_model_is_evicted_before_the_new_one_loads() -> None:
+    alive: dict[str, weakref.ref[Pipe]] = {}
+    at_load: list[list[str]] = []
+    cache: ModelCache[Pipe] = ModelCache(recording_loader(alive, at_load), capacity=1)
+    for model in ["a", "b", "a"]:
+        with cache.use(model) as pipe:
+            assert pipe.model_id == model
+            del pipe  # as the engines do: a caller's reference would keep it alive
+    assert at_load == [[], [], []]  # never two pipelines alive at once with capacity 1
+    assert cache.stats.evictions == 2
+
+
+def test_unload_hook_runs_unlocked_once_nothing_references_the_pipeline() -> None:
+    alive: dict[str, weakref.ref[Pipe]] = {}
+    hook_saw: list[tuple[list[str], bool, bool]] = []
+
+    def on_unload(model_ids: list[str]) -> None:
+        gc.collect()
+        gone = all(alive[m]() is None for m in model_ids)
+        other = threading.Thread(target=cache.loaded)  # would block if the lock were held
+        other.start()
+        other.join(2)
+        hook_saw.append((model_ids, gone, not other.is_alive()))
+
+    cache: ModelCache[Pipe] = ModelCache(
+        recording_loader(alive, []),
+        capacity=1,
+        on_unload=on_unload,
+    )
+    with cache.use("a"):
+        pass
+    with cache.use("b"):  # evicts "a"
+        pass
+    assert hook_saw == [(["a"], True, True)]
+    assert alive["a"]() is None
+    cache.purge()
+    assert hook_saw[-1] == (["b"], True, True)
+    assert alive["b"]() is None
+
+
+def test_a_pipeline_released_over_capacity_is_freed() -> None:
+    alive: dict[str, weakref.ref[Pipe]] = {}
+    cache: ModelCache[Pipe] = ModelCache(
+        recording_loader(alive, []),
+        capacity=1,
+        on_unload=collect,
+    )
+    with cache.use("a"):
+        with cache.use("b"):  # "a" is in use: over capacity for a while
+            assert set(cache.loaded()) == {"a", "b"}
+        assert alive["b"]() is None  # "b" went when released: "a" is still in use
+    assert cache.loaded() == ["a"]
