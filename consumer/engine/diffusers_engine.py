@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -16,6 +15,7 @@ from consumer.engine.cache import CacheBackedEngine, ModelCache
 from consumer.engine.config import EngineConfig
 from consumer.engine.jobs import GenerationJob
 from consumer.engine.loading import PipelineLoader, Tuning, choose_placement
+from consumer.engine.memory import free_memory, guard_generation
 from consumer.engine.protocol import EngineError, JobOutput
 from schemas import ErrorCode
 
@@ -73,9 +73,10 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         negatives = [job.negative_prompt for job in jobs for _ in job.seeds]
         # CPU generators: the same seed gives the same initial noise on every device.
         generators = [torch.Generator("cpu").manual_seed(s) for job in jobs for s in job.seeds]
-        try:
+
+        def call() -> Any:
             with torch.inference_mode():
-                result = pipeline(
+                return pipeline(
                     prompt=prompts,
                     negative_prompt=negatives,
                     width=first.width,
@@ -86,11 +87,11 @@ class DiffusersEngine(CacheBackedEngine[Any]):
                     output_type="pil",
                     callback_on_step_end=guard,
                 )
+
+        try:
+            result = guard_generation(call, self._placement.device)  # out_of_memory, freed
         except _Stop as stop:
             raise EngineError(stop.code, str(stop)) from None
-        except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            raise EngineError(ErrorCode.GENERATION_FAILED, f"out of GPU memory: {exc}") from exc
         except (RuntimeError, ValueError, TypeError) as exc:
             raise EngineError(ErrorCode.GENERATION_FAILED, f"generation failed: {exc}") from exc
         return list(result.images)
@@ -104,12 +105,9 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         }
 
     def _free(self, model_ids: list[str]) -> None:
-        """The cache no longer references these pipelines: collect them (diffusers modules hold
-        reference cycles) and hand their blocks back from torch's CUDA caching allocator."""
+        """The cache no longer references these pipelines: give their memory back."""
         log.info("unloaded model(s) %s", ", ".join(model_ids))
-        gc.collect()
-        if self._placement.device == "cuda":
-            torch.cuda.empty_cache()
+        free_memory(self._placement.device)
 
 
 def _step_guard(started: float, timeout_seconds: float, cancel: threading.Event | None) -> Any:

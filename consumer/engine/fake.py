@@ -14,6 +14,7 @@ from PIL import Image
 from consumer.engine.activity import GENERATING, EngineActivity
 from consumer.engine.cache import CacheBackedEngine, ModelCache
 from consumer.engine.jobs import GenerationJob
+from consumer.engine.memory import guard_generation
 from consumer.engine.protocol import EngineError, JobOutput
 from schemas import ErrorCode
 
@@ -32,9 +33,12 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         step_seconds: float = 0.0,
         unavailable: frozenset[str] = frozenset(),
         hang: threading.Event | None = None,
+        oom_above_images: int | None = None,
     ) -> None:
         """`hang`: every generation blocks until it is set, deaf to timeout and cancel (a CUDA
-        hang, a stalled decode), so the watchdog has something to catch."""
+        hang, a stalled decode), so the watchdog has something to catch.
+        `oom_above_images`: a call with more images raises torch's real CUDA OutOfMemoryError,
+        mapped to `out_of_memory` by the same code as the diffusers engine."""
         self.load_calls: list[str] = []
         self.batches: list[list[str]] = []  # request ids of each call, for batching tests
         self.evicted: list[str] = []
@@ -42,6 +46,7 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         self._step_seconds = step_seconds
         self._unavailable = unavailable
         self._hang = hang
+        self._oom_above_images = oom_above_images
         self.activity = EngineActivity()
         self._cache: ModelCache[FakePipeline] = ModelCache(
             self._watched(self._load),
@@ -64,25 +69,39 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
     ) -> list[JobOutput]:
         first = jobs[0]
         with self._cache.use(first.model) as pipeline, self.activity.phase(GENERATING, first.model):
-            started = time.perf_counter()
             pipeline.calls += 1
             del pipeline  # as the real engine: leaving the block may unload it
             self.batches.append([job.request_id for job in jobs])
-            if self._hang is not None:
-                self._hang.wait()
-            for _ in range(first.steps):
-                time.sleep(self._step_seconds)
-                if cancel is not None and cancel.is_set():
-                    raise EngineError(ErrorCode.GENERATION_FAILED, "generation cancelled")
-                if timeout_seconds and time.perf_counter() - started > timeout_seconds:
-                    raise EngineError(ErrorCode.TIMEOUT, f"generation exceeded {timeout_seconds}s")
-            duration = time.perf_counter() - started
-            return [
-                JobOutput(job, [_image(job, seed) for seed in job.seeds], duration) for job in jobs
-            ]
+            return guard_generation(lambda: self._run(jobs, timeout_seconds, cancel), "none")
+
+    def _run(
+        self, jobs: Sequence[GenerationJob], timeout_seconds: float, cancel: threading.Event | None
+    ) -> list[JobOutput]:
+        started = time.perf_counter()
+        images = sum(job.num_images for job in jobs)
+        if self._oom_above_images is not None and images > self._oom_above_images:
+            raise _cuda_out_of_memory(images)
+        if self._hang is not None:
+            self._hang.wait()
+        for _ in range(jobs[0].steps):
+            time.sleep(self._step_seconds)
+            if cancel is not None and cancel.is_set():
+                raise EngineError(ErrorCode.GENERATION_FAILED, "generation cancelled")
+            if timeout_seconds and time.perf_counter() - started > timeout_seconds:
+                raise EngineError(ErrorCode.TIMEOUT, f"generation exceeded {timeout_seconds}s")
+        duration = time.perf_counter() - started
+        return [JobOutput(job, [_image(job, seed) for seed in job.seeds], duration) for job in jobs]
 
     def describe(self) -> dict[str, object]:
         return {"engine": "fake", "device": "none"}
+
+
+def _cuda_out_of_memory(images: int) -> BaseException:
+    import torch  # here only: tests that never reach this path do not pay for torch
+
+    return torch.cuda.OutOfMemoryError(
+        f"CUDA out of memory (fake engine: {images} images in one call)"
+    )
 
 
 def _image(job: GenerationJob, seed: int) -> Image.Image:

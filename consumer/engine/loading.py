@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import torch
 
 from consumer.devtools.tiny_model import ensure_tiny_model
+from consumer.engine.memory import guard_load
 from consumer.engine.protocol import EngineError
 from consumer.logs import route_library_logs
 from consumer.models import TINY_MODEL_ID, model_kind
@@ -72,7 +73,9 @@ class PipelineLoader:
 
     def __call__(self, model_id: str) -> Any:
         with _LOAD_LOCK:
-            return self._load(model_id)
+            # Out of memory (host or device) while building or moving the pipeline: the half
+            # loaded pipeline is freed before the error goes up.
+            return guard_load(lambda: self._load(model_id), self._placement.device, model_id)
 
     def _load(self, model_id: str) -> Any:
         quiet_libraries()  # before _resolve: building the tiny model imports and saves, too

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-from consumer.engine import EngineError, GenerationJob
+from consumer.engine import EngineError, GenerationJob, diffusers_engine
 from consumer.engine.diffusers_engine import DiffusersEngine
+from consumer.engine.loading import PipelineLoader
 from consumer.results import encode_output
 from consumer.settings import Settings
 from schemas import ErrorCode
@@ -118,3 +122,45 @@ def test_two_engines_loading_at_once_leave_loading_intact(engine_settings: Setti
         list(pool.map(lambda e: e.generate([job((1,))], 0), engines))
     later = DiffusersEngine(engine_settings.engine_config())
     assert pixels(later, job((1,)))[0].shape == (256, 256, 3)
+
+
+def test_out_of_memory_while_generating_frees_the_step_and_is_out_of_memory(
+    engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    latents: list[weakref.ref[torch.Tensor]] = []
+
+    def out_of_memory_at_first_step(*args: Any) -> Any:
+        def on_step_end(pipe: Any, step: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            latents.append(weakref.ref(kwargs["latents"]))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+        return on_step_end
+
+    engine.generate([job((1,))], 0)  # loaded
+    monkeypatch.setattr(diffusers_engine, "_step_guard", out_of_memory_at_first_step)
+    with pytest.raises(EngineError) as info:
+        engine.generate([job((1, 2, 3, 4), steps=2)], 0)
+    assert info.value.code is ErrorCode.OUT_OF_MEMORY
+    assert latents and latents[0]() is None  # the failed call's tensors are gone already
+    monkeypatch.undo()
+    assert pixels(engine, job((3,)))[0].shape == (256, 256, 3)
+
+
+def test_out_of_memory_while_loading_leaves_nothing_behind(
+    engine_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh = DiffusersEngine(engine_settings.engine_config())
+    half_loaded: list[weakref.ref[Any]] = []
+
+    def out_of_memory_moving_to_device(self: PipelineLoader, pipeline: Any) -> Any:
+        half_loaded.append(weakref.ref(pipeline))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 5.00 GiB")
+
+    monkeypatch.setattr(PipelineLoader, "_prepare", out_of_memory_moving_to_device)
+    with pytest.raises(EngineError) as info:
+        fresh.generate([job((1,))], 0)
+    assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
+    assert "not enough memory" in info.value.message
+    assert fresh.loaded_models() == [] and half_loaded[0]() is None
+    monkeypatch.undo()
+    assert pixels(fresh, job((1,)))[0].shape == (256, 256, 3)  # the next request tries again
