@@ -48,6 +48,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated allowlist."
     )
     max_models_cache: int = Field(1, ge=1, description="Pipelines kept loaded (LRU).")
+    model_retry_seconds: float = Field(
+        60.0, ge=0, description="A model whose load failed is not tried again for this long."
+    )
     require_api_key: bool = False
     api_key: SecretStr | None = None
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -208,6 +211,7 @@ class Settings(BaseSettings):
             offline=self.hf_hub_offline,
             hub_probe_timeout_seconds=self.hub_probe_timeout_seconds,
             max_models=self.max_models_cache,
+            model_retry_seconds=self.model_retry_seconds,
         )
 
     def valid_api_keys(self) -> list[str]:

@@ -5,6 +5,8 @@
 - A pipeline in use is never evicted or purged: if every slot is busy the cache briefly holds one
   more and trims itself when a user lets go.
 - A pipeline object is not thread-safe, so each entry has a lock that serialises its calls.
+- A load that failed for good (not a transient lack of memory) is remembered for `retry_seconds`:
+  meanwhile requests for that model fail at once instead of starting one more multi-GB download.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from consumer.engine.activity import LOADING, EngineActivity
-from consumer.engine.protocol import CacheStats, PurgeResult
+from consumer.engine.protocol import CacheStats, EngineError, PurgeResult
 
 P = TypeVar("P")
 
@@ -32,21 +34,34 @@ class _Entry(Generic[P]):
     call_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+@dataclass(frozen=True)
+class _Failure:
+    error: EngineError
+    until: float  # clock() time after which the model may be tried again
+
+
 class ModelCache(Generic[P]):
     def __init__(
         self,
         loader: Callable[[str], P],
         capacity: int,
         on_unload: Callable[[list[str]], None] | None = None,
+        *,
+        retry_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`on_unload(model_ids)` runs outside the lock once the cache holds no reference to
-        those models' pipelines any more: the place to give their memory back."""
+        those models' pipelines any more: the place to give their memory back.
+        `retry_seconds`: how long a failed load is remembered (0: not at all)."""
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self._loader = loader
         self._capacity = capacity
         self._on_unload = on_unload
+        self._retry_seconds = retry_seconds
+        self._clock = clock
         self._entries: OrderedDict[str, _Entry[P]] = OrderedDict()
+        self._failures: dict[str, _Failure] = {}
         self._lock = threading.Lock()
         self.stats = CacheStats()
 
@@ -74,9 +89,12 @@ class ModelCache(Generic[P]):
             return self._loaded_ids()
 
     def purge(self, model_id: str | None = None) -> PurgeResult:
-        """Drop one model (or all); models in use stay and are listed in `remaining`."""
+        """Drop one model (or all); models in use stay and are listed in `remaining`. Failed
+        loads of those models are forgotten too: the next request tries again."""
         with self._lock:
             targets = [model_id] if model_id is not None else list(self._entries)
+            for failed in [model_id] if model_id is not None else list(self._failures):
+                self._failures.pop(failed, None)
             removed = [m for m in targets if self._drop_if_idle(m)]
             remaining = self._loaded_ids()
         self._unloaded(removed)
@@ -87,6 +105,9 @@ class ModelCache(Generic[P]):
     def _acquire(self, model_id: str) -> tuple[_Entry[P], bool, list[str]]:
         """The entry to use, whether this caller must load it, and what was evicted for it."""
         with self._lock:
+            refusal = self._remembered_failure(model_id)
+            if refusal is not None:
+                raise refusal
             entry = self._entries.get(model_id)
             evicted: list[str] = []
             must_load = entry is None
@@ -108,9 +129,11 @@ class ModelCache(Generic[P]):
             self.stats.load_seconds[model_id] = time.perf_counter() - started
         except BaseException as exc:  # handed to every waiter, re-raised there
             entry.error = exc
-            with self._lock:  # no half entry: a later request tries again
+            with self._lock:  # no half entry
+                self.stats.failed_loads += 1
                 if self._entries.get(model_id) is entry:
                     del self._entries[model_id]
+                self._remember_failure(model_id, exc)
         finally:
             entry.loaded.set()
 
@@ -129,6 +152,25 @@ class ModelCache(Generic[P]):
             entry.users -= 1
             evicted = self._trim()
         self._unloaded(evicted)
+
+    def _remember_failure(self, model_id: str, exc: BaseException) -> None:
+        # Only the engine's own verdicts: a bug or an interrupt is no fact about the model, and
+        # a transient failure (not enough memory right now) may not recur.
+        if self._retry_seconds and isinstance(exc, EngineError) and not exc.transient:
+            self._failures[model_id] = _Failure(exc, self._clock() + self._retry_seconds)
+
+    def _remembered_failure(self, model_id: str) -> EngineError | None:
+        """A fresh error (never the same object raised again from many threads), or None."""
+        failure = self._failures.get(model_id)
+        if failure is None:
+            return None
+        left = failure.until - self._clock()
+        if left <= 0:
+            del self._failures[model_id]
+            return None
+        self.stats.refused_loads += 1
+        message = f"{failure.error.message} [last load failed; next try in {left:.0f} s]"
+        return EngineError(failure.error.code, message)
 
     def _loaded_ids(self) -> list[str]:
         return [m for m, e in self._entries.items() if e.pipeline is not None]

@@ -44,7 +44,10 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         )
         self.activity = EngineActivity()
         self._cache: ModelCache[Any] = ModelCache(
-            self._watched(loader), config.max_models, on_unload=self._free
+            self._watched(loader),
+            config.max_models,
+            on_unload=self._free,
+            retry_seconds=config.model_retry_seconds,
         )
 
     def generate(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 
@@ -34,11 +34,15 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         unavailable: frozenset[str] = frozenset(),
         hang: threading.Event | None = None,
         oom_above_images: int | None = None,
+        model_retry_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`hang`: every generation blocks until it is set, deaf to timeout and cancel (a CUDA
         hang, a stalled decode), so the watchdog has something to catch.
         `oom_above_images`: a call with more images raises torch's real CUDA OutOfMemoryError,
-        mapped to `out_of_memory` by the same code as the diffusers engine."""
+        mapped to `out_of_memory` by the same code as the diffusers engine.
+        `model_retry_seconds`, `clock`: failed loads remembered as MODEL_RETRY_SECONDS does; off
+        by default, so that a test sees every load attempt."""
         self.load_calls: list[str] = []
         self.batches: list[list[str]] = []  # request ids of each call, for batching tests
         self.evicted: list[str] = []
@@ -52,6 +56,8 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
             self._watched(self._load),
             capacity,
             on_unload=self.evicted.extend,
+            retry_seconds=model_retry_seconds,
+            clock=clock,
         )
 
     def _load(self, model_id: str) -> FakePipeline:

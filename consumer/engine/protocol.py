@@ -49,6 +49,8 @@ class CacheStats:
     hits: int = 0
     misses: int = 0
     evictions: int = 0
+    failed_loads: int = 0  # load attempts that failed
+    refused_loads: int = 0  # requests failed at once: their model's last load failed recently
     load_seconds: dict[str, float] = field(default_factory=dict)
 
 

@@ -6,6 +6,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -164,3 +165,16 @@ def test_out_of_memory_while_loading_leaves_nothing_behind(
     assert fresh.loaded_models() == [] and half_loaded[0]() is None
     monkeypatch.undo()
     assert pixels(fresh, job((1,)))[0].shape == (256, 256, 3)  # the next request tries again
+
+
+def test_a_failed_load_is_not_tried_again_within_model_retry_seconds(
+    engine: DiffusersEngine, tmp_path: Path
+) -> None:
+    missing = job((1,), model=str(tmp_path / "not-there-yet"))
+    failed, refused = engine.stats.failed_loads, engine.stats.refused_loads
+    for _ in range(3):
+        with pytest.raises(EngineError) as info:
+            engine.generate([missing], 0)
+        assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
+    assert engine.stats.failed_loads - failed == 1
+    assert engine.stats.refused_loads - refused == 2

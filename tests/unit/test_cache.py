@@ -94,7 +94,9 @@ def test_purge_leaves_a_model_in_use() -> None:
 
 
 def test_failed_load_is_reported_to_every_waiter_and_retried_later() -> None:
-    engine = FakeEngine(capacity=2, load_seconds=0.1, unavailable=frozenset({"bad"}))
+    engine = FakeEngine(
+        capacity=2, load_seconds=0.1, unavailable=frozenset({"bad"}), model_retry_seconds=0
+    )
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(engine.generate, [job("bad")], 0) for _ in range(4)]
     for future in futures:
@@ -206,3 +208,59 @@ def test_a_pipeline_released_over_capacity_is_freed() -> None:
             assert set(cache.loaded()) == {"a", "b"}
         assert alive["b"]() is None  # "b" went when released: "a" is still in use
     assert cache.loaded() == ["a"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_failed_load_is_remembered_for_the_retry_window() -> None:
+    clock = FakeClock()
+    engine = FakeEngine(unavailable=frozenset({"bad"}), model_retry_seconds=60, clock=clock)
+    with pytest.raises(EngineError) as first:
+        engine.generate([job("bad")], 0)
+    clock.now = 59
+    for _ in range(3):
+        with pytest.raises(EngineError) as again:
+            engine.generate([job("bad")], 0)
+        assert again.value.code is ErrorCode.MODEL_UNAVAILABLE
+        assert again.value.message.startswith(first.value.message)
+    assert engine.load_calls == ["bad"]  # no new attempt: no download storm
+    assert (engine.stats.failed_loads, engine.stats.refused_loads) == (1, 3)
+    engine.generate([job("m1")], 0)  # other models are not affected
+    clock.now = 61
+    with pytest.raises(EngineError):
+        engine.generate([job("bad")], 0)
+    assert engine.load_calls == ["bad", "m1", "bad"]
+
+
+def test_purge_forgets_failed_loads() -> None:
+    engine = FakeEngine(unavailable=frozenset({"bad"}), model_retry_seconds=60)
+    for _ in range(2):
+        with pytest.raises(EngineError):
+            engine.generate([job("bad")], 0)
+        engine.purge("bad")
+    assert engine.load_calls == ["bad", "bad"]
+
+
+def test_a_transient_load_failure_is_not_remembered_and_leaves_no_entry() -> None:
+    attempts: list[str] = []
+
+    def load(model_id: str) -> Pipe:
+        attempts.append(model_id)
+        if len(attempts) == 1:
+            raise EngineError(ErrorCode.MODEL_UNAVAILABLE, "not enough memory", transient=True)
+        return Pipe(model_id)
+
+    cache: ModelCache[Pipe] = ModelCache(load, capacity=1, retry_seconds=60)
+    with pytest.raises(EngineError), cache.use("a"):
+        pass
+    assert cache.loaded() == [] and cache.stats.failed_loads == 1
+    with cache.use("a") as pipe:
+        assert pipe.model_id == "a"
+        del pipe
+    assert attempts == ["a", "a"] and cache.loaded() == ["a"]

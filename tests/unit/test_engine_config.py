@@ -13,7 +13,7 @@ from consumer.settings import Settings
 
 def test_settings_build_the_engine_config() -> None:
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         data_dir=Path("/srv/data"),
         device="cpu",
         torch_threads=3,
@@ -22,6 +22,7 @@ def test_settings_build_the_engine_config() -> None:
         hf_hub_offline=True,
         hub_probe_timeout_seconds=0.5,
         max_models_cache=2,
+        model_retry_seconds=5,
     )
     assert settings.engine_config() == EngineConfig(
         models_dir=Path("/srv/data/models"),
@@ -32,6 +33,7 @@ def test_settings_build_the_engine_config() -> None:
         offline=True,
         hub_probe_timeout_seconds=0.5,
         max_models=2,
+        model_retry_seconds=5,
     )
 
 
