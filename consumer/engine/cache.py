@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from consumer.engine.activity import LOADING, EngineActivity
-from consumer.engine.protocol import CacheStats, EngineError, PurgeResult
+from consumer.engine.failures import FailedLoads
+from consumer.engine.protocol import CacheStats, PurgeResult
 
 P = TypeVar("P")
 
@@ -32,12 +33,6 @@ class _Entry(Generic[P]):
     error: BaseException | None = None
     users: int = 0
     call_lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-@dataclass(frozen=True)
-class _Failure:
-    error: EngineError
-    until: float  # clock() time after which the model may be tried again
 
 
 class ModelCache(Generic[P]):
@@ -58,10 +53,8 @@ class ModelCache(Generic[P]):
         self._loader = loader
         self._capacity = capacity
         self._on_unload = on_unload
-        self._retry_seconds = retry_seconds
-        self._clock = clock
+        self._failures = FailedLoads(retry_seconds, clock)
         self._entries: OrderedDict[str, _Entry[P]] = OrderedDict()
-        self._failures: dict[str, _Failure] = {}
         self._lock = threading.Lock()
         self.stats = CacheStats()
 
@@ -93,8 +86,7 @@ class ModelCache(Generic[P]):
         loads of those models are forgotten too: the next request tries again."""
         with self._lock:
             targets = [model_id] if model_id is not None else list(self._entries)
-            for failed in [model_id] if model_id is not None else list(self._failures):
-                self._failures.pop(failed, None)
+            self._failures.forget(model_id)
             removed = [m for m in targets if self._drop_if_idle(m)]
             remaining = self._loaded_ids()
         self._unloaded(removed)
@@ -105,8 +97,9 @@ class ModelCache(Generic[P]):
     def _acquire(self, model_id: str) -> tuple[_Entry[P], bool, list[str]]:
         """The entry to use, whether this caller must load it, and what was evicted for it."""
         with self._lock:
-            refusal = self._remembered_failure(model_id)
+            refusal = self._failures.refusal(model_id)
             if refusal is not None:
+                self.stats.refused_loads += 1
                 raise refusal
             entry = self._entries.get(model_id)
             evicted: list[str] = []
@@ -133,7 +126,7 @@ class ModelCache(Generic[P]):
                 self.stats.failed_loads += 1
                 if self._entries.get(model_id) is entry:
                     del self._entries[model_id]
-                self._remember_failure(model_id, exc)
+                self._failures.remember(model_id, exc)
         finally:
             entry.loaded.set()
 
@@ -152,25 +145,6 @@ class ModelCache(Generic[P]):
             entry.users -= 1
             evicted = self._trim()
         self._unloaded(evicted)
-
-    def _remember_failure(self, model_id: str, exc: BaseException) -> None:
-        # Only the engine's own verdicts: a bug or an interrupt is no fact about the model, and
-        # a transient failure (not enough memory right now) may not recur.
-        if self._retry_seconds and isinstance(exc, EngineError) and not exc.transient:
-            self._failures[model_id] = _Failure(exc, self._clock() + self._retry_seconds)
-
-    def _remembered_failure(self, model_id: str) -> EngineError | None:
-        """A fresh error (never the same object raised again from many threads), or None."""
-        failure = self._failures.get(model_id)
-        if failure is None:
-            return None
-        left = failure.until - self._clock()
-        if left <= 0:
-            del self._failures[model_id]
-            return None
-        self.stats.refused_loads += 1
-        message = f"{failure.error.message} [last load failed; next try in {left:.0f} s]"
-        return EngineError(failure.error.code, message)
 
     def _loaded_ids(self) -> list[str]:
         return [m for m, e in self._entries.items() if e.pipeline is not None]
