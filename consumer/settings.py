@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import load_dotenv
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumer.engine.config import EngineConfig
@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated allowlist."
     )
     max_models_cache: int = Field(1, ge=1, description="Pipelines kept loaded (LRU).")
+    model_cache_max_bytes: ByteSize = Field(
+        ByteSize(0),
+        description="Memory budget of the loaded pipelines (bytes or e.g. 12GiB); 0 = none.",
+    )
     model_retry_seconds: float = Field(
         60.0, ge=0, description="A model whose load failed is not tried again for this long."
     )
@@ -211,6 +215,7 @@ class Settings(BaseSettings):
             offline=self.hf_hub_offline,
             hub_probe_timeout_seconds=self.hub_probe_timeout_seconds,
             max_models=self.max_models_cache,
+            max_cache_bytes=int(self.model_cache_max_bytes),
             model_retry_seconds=self.model_retry_seconds,
         )
 

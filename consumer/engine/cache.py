@@ -1,7 +1,10 @@
 """An LRU cache of lazily loaded pipelines, safe to use from several threads.
 
 - A model is loaded on first use, once, however many threads ask for it at the same moment.
-- At most `capacity` models stay loaded; the least recently used one that nobody is using goes.
+- At most `capacity` models stay loaded, and with a byte budget (`max_bytes`) at most that many
+  bytes of them (one model always may, whatever its size). Idle least-recently-used models go
+  before a load, to make room for the incoming model's size when it was last loaded; a model
+  never loaded before is measured once loaded and the cache trims itself then.
 - A pipeline in use is never evicted or purged: if every slot is busy the cache briefly holds one
   more and trims itself when a user lets go.
 - A pipeline object is not thread-safe, so each entry has a lock that serialises its calls.
@@ -11,6 +14,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -25,6 +29,8 @@ from consumer.engine.protocol import CacheStats, PurgeResult
 
 P = TypeVar("P")
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class _Entry(Generic[P]):
@@ -32,6 +38,7 @@ class _Entry(Generic[P]):
     pipeline: P | None = None
     error: BaseException | None = None
     users: int = 0
+    nbytes: int = 0  # measured once loaded; until then the size when last loaded, if known
     call_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -42,16 +49,22 @@ class ModelCache(Generic[P]):
         capacity: int,
         on_unload: Callable[[list[str]], None] | None = None,
         *,
+        max_bytes: int = 0,
+        size_of: Callable[[P], int] | None = None,
         retry_seconds: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`on_unload(model_ids)` runs outside the lock once the cache holds no reference to
         those models' pipelines any more: the place to give their memory back.
+        `max_bytes`: the byte budget (0: none), pipelines measured by `size_of`.
         `retry_seconds`: how long a failed load is remembered (0: not at all)."""
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self._loader = loader
         self._capacity = capacity
+        self._max_bytes = max_bytes
+        self._size_of = size_of
+        self._sizes: dict[str, int] = {}  # each model's size when last loaded, kept after it goes
         self._on_unload = on_unload
         self._failures = FailedLoads(retry_seconds, clock)
         self._entries: OrderedDict[str, _Entry[P]] = OrderedDict()
@@ -81,6 +94,15 @@ class ModelCache(Generic[P]):
         with self._lock:
             return self._loaded_ids()
 
+    def describe(self) -> dict[str, object]:
+        with self._lock:
+            return {
+                "loaded_models": self._loaded_ids(),
+                "loaded_bytes": self.stats.loaded_bytes,
+                "max_models": self._capacity,
+                "max_cache_bytes": self._max_bytes,
+            }
+
     def purge(self, model_id: str | None = None) -> PurgeResult:
         """Drop one model (or all); models in use stay and are listed in `remaining`. Failed
         loads of those models are forgotten too: the next request tries again."""
@@ -105,8 +127,8 @@ class ModelCache(Generic[P]):
             evicted: list[str] = []
             must_load = entry is None
             if entry is None:
-                evicted = self._make_room()
-                entry = _Entry()
+                evicted = self._make_room(model_id)
+                entry = _Entry(nbytes=self._sizes.get(model_id, 0))
                 self._entries[model_id] = entry
                 self.stats.misses += 1
             else:
@@ -118,8 +140,7 @@ class ModelCache(Generic[P]):
     def _load(self, model_id: str, entry: _Entry[P]) -> None:
         started = time.perf_counter()
         try:
-            entry.pipeline = self._loader(model_id)
-            self.stats.load_seconds[model_id] = time.perf_counter() - started
+            self._store(model_id, entry, self._loader(model_id), started)
         except BaseException as exc:  # handed to every waiter, re-raised there
             entry.error = exc
             with self._lock:  # no half entry
@@ -129,6 +150,22 @@ class ModelCache(Generic[P]):
                 self._failures.remember(model_id, exc)
         finally:
             entry.loaded.set()
+
+    def _store(self, model_id: str, entry: _Entry[P], pipeline: P, started: float) -> None:
+        nbytes = self._size_of(pipeline) if self._size_of is not None else 0
+        with self._lock:
+            entry.pipeline, entry.nbytes = pipeline, nbytes
+            self._sizes[model_id] = nbytes
+            self._count_bytes()
+            self.stats.load_seconds[model_id] = time.perf_counter() - started
+        if self._max_bytes and nbytes > self._max_bytes:
+            log.warning(
+                "model %s alone takes %d bytes, more than MODEL_CACHE_MAX_BYTES=%d: it stays "
+                "loaded, but never beside another model",
+                model_id,
+                nbytes,
+                self._max_bytes,
+            )
 
     def _ready(self, entry: _Entry[P]) -> P:
         entry.loaded.wait()
@@ -149,11 +186,18 @@ class ModelCache(Generic[P]):
     def _loaded_ids(self) -> list[str]:
         return [m for m, e in self._entries.items() if e.pipeline is not None]
 
-    def _make_room(self) -> list[str]:
-        """Evict idle least-recently-used models until one more (loading ones count) fits."""
+    def _fits(self, count: int, nbytes: int) -> bool:
+        over_budget = bool(self._max_bytes) and nbytes > self._max_bytes and count > 1
+        return count <= self._capacity and not over_budget
+
+    def _make_room(self, incoming: str) -> list[str]:
+        """Evict idle least-recently-used models until `incoming` fits beside the others (loading
+        ones count), at its size when last loaded (unknown: trimmed once it is loaded)."""
+        estimate = self._sizes.get(incoming, 0)
         evicted: list[str] = []
         for model_id in list(self._entries):
-            if len(self._entries) < self._capacity:
+            occupied = sum(e.nbytes for e in self._entries.values())
+            if self._fits(len(self._entries) + 1, occupied + estimate):
                 break
             if self._drop_if_idle(model_id):
                 evicted.append(model_id)
@@ -161,15 +205,19 @@ class ModelCache(Generic[P]):
         return evicted
 
     def _trim(self) -> list[str]:
-        """Evict idle least-recently-used models until at most `capacity` are loaded."""
+        """Evict idle least-recently-used models until the loaded ones fit."""
         evicted: list[str] = []
         for model_id in self._loaded_ids():
-            if len(self._loaded_ids()) <= self._capacity:
+            if self._fits(len(self._loaded_ids()), self.stats.loaded_bytes):
                 break
             if self._drop_if_idle(model_id):
                 evicted.append(model_id)
         self.stats.evictions += len(evicted)
         return evicted
+
+    def _count_bytes(self) -> None:
+        loaded = (e.nbytes for e in self._entries.values() if e.pipeline is not None)
+        self.stats.loaded_bytes = sum(loaded)
 
     def _drop_if_idle(self, model_id: str) -> bool:
         entry = self._entries.get(model_id)
@@ -177,6 +225,7 @@ class ModelCache(Generic[P]):
             return False
         del self._entries[model_id]
         entry.pipeline = None  # the entry may outlive this call (a waiter's reference)
+        self._count_bytes()
         return True
 
     def _unloaded(self, model_ids: list[str]) -> None:

@@ -15,7 +15,7 @@ from consumer.engine.cache import CacheBackedEngine, ModelCache
 from consumer.engine.config import EngineConfig
 from consumer.engine.jobs import GenerationJob
 from consumer.engine.loading import PipelineLoader, Tuning, choose_placement
-from consumer.engine.memory import free_memory, guard_generation
+from consumer.engine.memory import free_memory, guard_generation, pipeline_bytes
 from consumer.engine.protocol import EngineError, JobOutput
 from schemas import ErrorCode
 
@@ -47,6 +47,8 @@ class DiffusersEngine(CacheBackedEngine[Any]):
             self._watched(loader),
             config.max_models,
             on_unload=self._free,
+            max_bytes=config.max_cache_bytes,
+            size_of=pipeline_bytes,
             retry_seconds=config.model_retry_seconds,
         )
 
@@ -105,6 +107,7 @@ class DiffusersEngine(CacheBackedEngine[Any]):
             "device": self._placement.device,
             "dtype": str(self._placement.dtype).removeprefix("torch."),
             "torch_threads": torch.get_num_threads(),
+            **self._cache.describe(),
         }
 
     def _free(self, model_ids: list[str]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from PIL import Image
 
@@ -20,8 +20,9 @@ from schemas import ErrorCode
 
 
 class FakePipeline:
-    def __init__(self, model_id: str) -> None:
+    def __init__(self, model_id: str, nbytes: int = 0) -> None:
         self.model_id = model_id
+        self.nbytes = nbytes  # what the cache's byte budget counts
         self.calls = 0
 
 
@@ -36,13 +37,16 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         oom_above_images: int | None = None,
         model_retry_seconds: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = 0,
+        model_bytes: Mapping[str, int] | None = None,
     ) -> None:
         """`hang`: every generation blocks until it is set, deaf to timeout and cancel (a CUDA
         hang, a stalled decode), so the watchdog has something to catch.
         `oom_above_images`: a call with more images raises torch's real CUDA OutOfMemoryError,
         mapped to `out_of_memory` by the same code as the diffusers engine.
         `model_retry_seconds`, `clock`: failed loads remembered as MODEL_RETRY_SECONDS does; off
-        by default, so that a test sees every load attempt."""
+        by default, so that a test sees every load attempt.
+        `max_bytes`, `model_bytes`: the cache's byte budget and each model's size (default 0)."""
         self.load_calls: list[str] = []
         self.batches: list[list[str]] = []  # request ids of each call, for batching tests
         self.evicted: list[str] = []
@@ -51,11 +55,14 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         self._unavailable = unavailable
         self._hang = hang
         self._oom_above_images = oom_above_images
+        self._model_bytes = dict(model_bytes or {})
         self.activity = EngineActivity()
         self._cache: ModelCache[FakePipeline] = ModelCache(
             self._watched(self._load),
             capacity,
             on_unload=self.evicted.extend,
+            max_bytes=max_bytes,
+            size_of=lambda pipeline: pipeline.nbytes,
             retry_seconds=model_retry_seconds,
             clock=clock,
         )
@@ -65,7 +72,7 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         time.sleep(self._load_seconds)
         if model_id in self._unavailable:
             raise EngineError(ErrorCode.MODEL_UNAVAILABLE, f"model {model_id!r} is not available")
-        return FakePipeline(model_id)
+        return FakePipeline(model_id, self._model_bytes.get(model_id, 0))
 
     def generate(
         self,
@@ -99,7 +106,7 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         return [JobOutput(job, [_image(job, seed) for seed in job.seeds], duration) for job in jobs]
 
     def describe(self) -> dict[str, object]:
-        return {"engine": "fake", "device": "none"}
+        return {"engine": "fake", "device": "none", **self._cache.describe()}
 
 
 def _cuda_out_of_memory(images: int) -> BaseException:

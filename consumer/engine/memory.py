@@ -78,6 +78,24 @@ def guard_load(call: Callable[[], T], device: str, model_id: str) -> T:
     )
 
 
+def pipeline_bytes(pipeline: object) -> int:
+    """Bytes of the parameters and buffers of a diffusers pipeline's torch modules (its
+    `components`); 0 for anything else. A module or tensor shared by two components counts once."""
+    components = getattr(pipeline, "components", None)
+    if not isinstance(components, dict):
+        return 0
+    seen: set[int] = set()
+    total = 0
+    for component in components.values():
+        if not (hasattr(component, "parameters") and hasattr(component, "buffers")):
+            continue  # tokenizers, schedulers, None
+        for tensor in (*component.parameters(), *component.buffers()):
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__

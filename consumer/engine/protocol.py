@@ -51,6 +51,7 @@ class CacheStats:
     evictions: int = 0
     failed_loads: int = 0  # load attempts that failed
     refused_loads: int = 0  # requests failed at once: their model's last load failed recently
+    loaded_bytes: int = 0  # parameters and buffers of the loaded pipelines
     load_seconds: dict[str, float] = field(default_factory=dict)
 
 

@@ -178,3 +178,11 @@ def test_a_failed_load_is_not_tried_again_within_model_retry_seconds(
         assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
     assert engine.stats.failed_loads - failed == 1
     assert engine.stats.refused_loads - refused == 2
+
+
+def test_loaded_bytes_are_the_pipelines_weights(engine: DiffusersEngine) -> None:
+    engine.generate([job((1,))], 0)
+    facts = engine.describe()
+    assert facts["loaded_models"] == ["tiny-sdxl"]
+    assert facts["loaded_bytes"] == engine.stats.loaded_bytes
+    assert 100_000 < engine.stats.loaded_bytes < 10_000_000  # ~1 MB of fp32 weights

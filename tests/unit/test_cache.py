@@ -264,3 +264,63 @@ def test_a_transient_load_failure_is_not_remembered_and_leaves_no_entry() -> Non
         assert pipe.model_id == "a"
         del pipe
     assert attempts == ["a", "a"] and cache.loaded() == ["a"]
+
+
+class Sized(Pipe):
+    def __init__(self, model_id: str, nbytes: int) -> None:
+        super().__init__(model_id)
+        self.nbytes = nbytes
+
+
+def sized_cache(sizes: dict[str, int], max_bytes: int, seen: list[list[str]]) -> ModelCache[Sized]:
+    def load(model_id: str) -> Sized:
+        seen.append(cache.loaded())  # what is loaded while this load runs
+        return Sized(model_id, sizes[model_id])
+
+    cache: ModelCache[Sized] = ModelCache(
+        load, capacity=10, max_bytes=max_bytes, size_of=lambda p: p.nbytes
+    )
+    return cache
+
+
+def use_all(cache: ModelCache[Sized], *models: str) -> None:
+    for model in models:
+        with cache.use(model) as pipe:
+            del pipe
+
+
+def test_byte_budget_trims_after_a_first_load_and_evicts_before_a_known_one() -> None:
+    seen: list[list[str]] = []
+    cache = sized_cache({"a": 40, "b": 40, "c": 50}, 100, seen)
+    use_all(cache, "a", "b")
+    assert cache.stats.loaded_bytes == 80
+    use_all(cache, "c")  # size unknown before loading: loaded, then "a" goes
+    assert seen[-1] == ["a", "b"]
+    assert cache.loaded() == ["b", "c"] and cache.stats.loaded_bytes == 90
+    use_all(cache, "a")  # 40 bytes last time: "b" goes before the load starts
+    assert seen[-1] == ["c"]
+    assert cache.loaded() == ["c", "a"] and cache.stats.loaded_bytes == 90
+    assert cache.stats.evictions == 2
+
+
+def test_a_model_larger_than_the_budget_is_kept_alone() -> None:
+    seen: list[list[str]] = []
+    cache = sized_cache({"big": 150, "small": 30}, 100, seen)
+    use_all(cache, "big")
+    assert cache.loaded() == ["big"]  # not unloaded after each use
+    use_all(cache, "small")
+    assert cache.loaded() == ["small"]
+    use_all(cache, "big")
+    assert seen[-1] == [] and cache.loaded() == ["big"]
+
+
+def test_engines_report_loaded_bytes() -> None:
+    engine = FakeEngine(capacity=2, max_bytes=1000, model_bytes={"a": 300, "b": 200})
+    for model in "ab":
+        engine.generate([job(model)], 0)
+    assert engine.stats.loaded_bytes == 500
+    facts = engine.describe()
+    assert facts["loaded_bytes"] == 500 and facts["max_cache_bytes"] == 1000
+    assert facts["loaded_models"] == ["a", "b"]
+    engine.purge("a")
+    assert engine.stats.loaded_bytes == 200

@@ -23,6 +23,7 @@ def test_settings_build_the_engine_config() -> None:
         hub_probe_timeout_seconds=0.5,
         max_models_cache=2,
         model_retry_seconds=5,
+        model_cache_max_bytes="12GiB",
     )
     assert settings.engine_config() == EngineConfig(
         models_dir=Path("/srv/data/models"),
@@ -34,6 +35,7 @@ def test_settings_build_the_engine_config() -> None:
         hub_probe_timeout_seconds=0.5,
         max_models=2,
         model_retry_seconds=5,
+        max_cache_bytes=12 * 2**30,
     )
 
 

@@ -10,7 +10,13 @@ import pytest
 
 from consumer.engine import EngineError, GenerationJob
 from consumer.engine.fake import FakeEngine
-from consumer.engine.memory import guard_generation, guard_load, guard_memory, is_out_of_memory
+from consumer.engine.memory import (
+    guard_generation,
+    guard_load,
+    guard_memory,
+    is_out_of_memory,
+    pipeline_bytes,
+)
 from schemas import ErrorCode
 
 
@@ -95,3 +101,17 @@ def test_fake_engine_runs_out_of_memory_above_n_images_and_stays_usable() -> Non
     assert [len(outputs[0].images) for outputs in halves] == [2, 1]
     assert engine.batches == [["a", "b"], ["a"], ["b"]]
     assert engine.loaded_models() == ["m1"]
+
+
+def test_pipeline_bytes_counts_each_modules_parameters_and_buffers_once() -> None:
+    torch = pytest.importorskip("torch")
+
+    class Pipeline:
+        def __init__(self) -> None:
+            shared = torch.nn.Linear(10, 10, dtype=torch.float16)  # 110 values, 2 bytes each
+            norm = torch.nn.BatchNorm1d(10)  # 20 parameters + 21 buffer values, fp32 or int64
+            self.components = {"unet": shared, "again": shared, "norm": norm, "tokenizer": "tok"}
+
+    norm_bytes = 20 * 4 + 2 * 10 * 4 + 8  # weight, bias; running mean, var; num_batches_tracked
+    assert pipeline_bytes(Pipeline()) == 110 * 2 + norm_bytes
+    assert pipeline_bytes(object()) == 0
