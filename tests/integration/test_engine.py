@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import weakref
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from consumer.devtools.tiny_model import ensure_tiny_model_copy
 from consumer.engine import EngineError, GenerationJob, diffusers_engine
 from consumer.engine.diffusers_engine import DiffusersEngine
 from consumer.engine.loading import PipelineLoader
@@ -186,3 +188,32 @@ def test_loaded_bytes_are_the_pipelines_weights(engine: DiffusersEngine) -> None
     assert facts["loaded_models"] == ["tiny-sdxl"]
     assert facts["loaded_bytes"] == engine.stats.loaded_bytes
     assert 100_000 < engine.stats.loaded_bytes < 10_000_000  # ~1 MB of fp32 weights
+
+
+def test_two_models_alternating_in_one_slot_load_each_time_never_side_by_side(
+    engine_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Today's behaviour at the engine level: with MAX_MODELS_CACHE=1, alternating requests
+    reload each time (only the worker's choice of batches can avoid that), but the previous
+    pipeline is gone before the next one loads."""
+    second = str(ensure_tiny_model_copy(engine_settings.models_dir))
+    assert ensure_tiny_model_copy(engine_settings.models_dir) == Path(second)  # made once
+    fresh = DiffusersEngine(dataclasses.replace(engine_settings.engine_config(), max_models=1))
+    pipelines: list[weakref.ref[Any]] = []
+    alive_at_load: list[int] = []
+    real_load = PipelineLoader.__call__
+
+    def recording_load(self: PipelineLoader, model_id: str) -> Any:
+        alive_at_load.append(sum(ref() is not None for ref in pipelines))
+        pipeline = real_load(self, model_id)
+        pipelines.append(weakref.ref(pipeline))
+        return pipeline
+
+    monkeypatch.setattr(PipelineLoader, "__call__", recording_load)
+    models = ["tiny-sdxl", second] * 3
+    for model in models:
+        assert pixels(fresh, job((1,), model=model))[0].shape == (256, 256, 3)
+        assert fresh.loaded_models() == [model]
+        assert sum(ref() is not None for ref in pipelines) == 1
+    assert alive_at_load == [0] * len(models)
+    assert (fresh.stats.misses, fresh.stats.hits, fresh.stats.evictions) == (6, 0, 5)
