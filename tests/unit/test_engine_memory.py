@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import weakref
+from typing import Any
 
 import pytest
 
@@ -17,11 +18,18 @@ from consumer.engine.memory import (
     is_out_of_memory,
     pipeline_bytes,
 )
+from consumer.logs import route_library_logs
 from schemas import ErrorCode
 
 
 def job(request_id: str = "r", seeds: tuple[int, ...] = (1,)) -> GenerationJob:
     return GenerationJob(request_id, "p", "n", "standard", "m1", 64, 64, 1, 0.0, seeds)
+
+
+def import_torch() -> Any:
+    torch = pytest.importorskip("torch")
+    route_library_logs()  # as the engines do after importing it (test_logs relies on it)
+    return torch
 
 
 def test_the_fake_engine_does_not_import_torch() -> None:
@@ -30,7 +38,7 @@ def test_the_fake_engine_does_not_import_torch() -> None:
 
 
 def out_of_memory_errors() -> list[BaseException]:
-    torch = pytest.importorskip("torch")
+    torch = import_torch()
     return [
         torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
         MemoryError(),
@@ -104,7 +112,7 @@ def test_fake_engine_runs_out_of_memory_above_n_images_and_stays_usable() -> Non
 
 
 def test_pipeline_bytes_counts_each_modules_parameters_and_buffers_once() -> None:
-    torch = pytest.importorskip("torch")
+    torch = import_torch()
 
     class Pipeline:
         def __init__(self) -> None:
