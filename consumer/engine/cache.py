@@ -4,7 +4,8 @@
 - At most `capacity` models stay loaded, and with a byte budget (`max_bytes`) at most that many
   bytes of them (one model always may, whatever its size). Idle least-recently-used models go
   before a load, to make room for the incoming model's size when it was last loaded; a model
-  never loaded before is measured once loaded and the cache trims itself then.
+  never loaded before is measured once loaded and the cache trims itself then. A model that
+  clearly cannot load (the `precheck` says so) evicts nothing.
 - A pipeline in use is never evicted or purged: if every slot is busy the cache briefly holds one
   more and trims itself when a user lets go.
 - A pipeline object is not thread-safe, so each entry has a lock that serialises its calls.
@@ -49,6 +50,7 @@ class ModelCache(Generic[P]):
         capacity: int,
         on_unload: Callable[[list[str]], None] | None = None,
         *,
+        precheck: Callable[[str], None] | None = None,
         max_bytes: int = 0,
         size_of: Callable[[P], int] | None = None,
         retry_seconds: float = 0.0,
@@ -56,11 +58,14 @@ class ModelCache(Generic[P]):
     ) -> None:
         """`on_unload(model_ids)` runs outside the lock once the cache holds no reference to
         those models' pipelines any more: the place to give their memory back.
+        `precheck(model_id)`: raises, quickly, when a model clearly cannot load, before anything
+        is evicted for it; the error counts as a failed load.
         `max_bytes`: the byte budget (0: none), pipelines measured by `size_of`.
         `retry_seconds`: how long a failed load is remembered (0: not at all)."""
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self._loader = loader
+        self._precheck = precheck
         self._capacity = capacity
         self._max_bytes = max_bytes
         self._size_of = size_of
@@ -77,9 +82,8 @@ class ModelCache(Generic[P]):
 
         Keep no reference to it past the block (`del` the `as` name): the cache may unload it
         as the block ends, and a reference left in the caller's frame keeps its memory."""
-        entry, must_load, evicted = self._acquire(model_id)
+        entry, must_load = self._acquire(model_id)
         try:
-            self._unloaded(evicted)  # before the load: never two models' weights at once
             if must_load:  # the first caller loads; concurrent callers wait for it
                 self._load(model_id, entry)
             with entry.call_lock:
@@ -116,18 +120,16 @@ class ModelCache(Generic[P]):
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _acquire(self, model_id: str) -> tuple[_Entry[P], bool, list[str]]:
-        """The entry to use, whether this caller must load it, and what was evicted for it."""
+    def _acquire(self, model_id: str) -> tuple[_Entry[P], bool]:
+        """The entry to use, and whether this caller must load it."""
         with self._lock:
             refusal = self._failures.refusal(model_id)
             if refusal is not None:
                 self.stats.refused_loads += 1
                 raise refusal
             entry = self._entries.get(model_id)
-            evicted: list[str] = []
             must_load = entry is None
             if entry is None:
-                evicted = self._make_room(model_id)
                 entry = _Entry(nbytes=self._sizes.get(model_id, 0))
                 self._entries[model_id] = entry
                 self.stats.misses += 1
@@ -135,11 +137,16 @@ class ModelCache(Generic[P]):
                 self.stats.hits += 1
             entry.users += 1
             self._entries.move_to_end(model_id)
-            return entry, must_load, evicted
+            return entry, must_load
 
     def _load(self, model_id: str, entry: _Entry[P]) -> None:
-        started = time.perf_counter()
         try:
+            if self._precheck is not None:
+                self._precheck(model_id)
+            with self._lock:
+                evicted = self._make_room()
+            self._unloaded(evicted)  # before the load: never two models' weights at once
+            started = time.perf_counter()
             self._store(model_id, entry, self._loader(model_id), started)
         except BaseException as exc:  # handed to every waiter, re-raised there
             entry.error = exc
@@ -190,14 +197,12 @@ class ModelCache(Generic[P]):
         over_budget = bool(self._max_bytes) and nbytes > self._max_bytes and count > 1
         return count <= self._capacity and not over_budget
 
-    def _make_room(self, incoming: str) -> list[str]:
-        """Evict idle least-recently-used models until `incoming` fits beside the others (loading
-        ones count), at its size when last loaded (unknown: trimmed once it is loaded)."""
-        estimate = self._sizes.get(incoming, 0)
+    def _make_room(self) -> list[str]:
+        """Evict idle least-recently-used models until the entries fit, loading ones included at
+        their size when last loaded (a first load counts 0 bytes: trimmed once loaded)."""
         evicted: list[str] = []
         for model_id in list(self._entries):
-            occupied = sum(e.nbytes for e in self._entries.values())
-            if self._fits(len(self._entries) + 1, occupied + estimate):
+            if self._fits(len(self._entries), sum(e.nbytes for e in self._entries.values())):
                 break
             if self._drop_if_idle(model_id):
                 evicted.append(model_id)

@@ -47,6 +47,7 @@ class DiffusersEngine(CacheBackedEngine[Any]):
             self._watched(loader),
             config.max_models,
             on_unload=self._free,
+            precheck=loader.check,
             max_bytes=config.max_cache_bytes,
             size_of=pipeline_bytes,
             retry_seconds=config.model_retry_seconds,

@@ -95,18 +95,22 @@ def test_abandon_flag_stops_at_the_next_step(engine: DiffusersEngine) -> None:
 
 
 def test_unavailable_model_fails_fast_and_clearly(engine: DiffusersEngine) -> None:
+    engine.generate([job((1,))], 0)
     started = time.perf_counter()
     with pytest.raises(EngineError) as info:
         engine.generate([job((1,), model="stabilityai/sdxl-turbo")], 0)
     assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
     assert "stabilityai/sdxl-turbo" in info.value.message
     assert time.perf_counter() - started < 5  # no hub retries
+    assert engine.loaded_models() == ["tiny-sdxl"]  # not evicted for a model that cannot load
 
 
 def test_missing_local_folder_is_unavailable(engine: DiffusersEngine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine.generate([job((1,))], 0)
     with pytest.raises(EngineError) as info:
         engine.generate([job((1,), model=str(tmp_path / "nope"))], 0)
     assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
+    assert engine.loaded_models() == ["tiny-sdxl"]
 
 
 def test_concurrent_first_use_loads_once(engine_settings: Settings) -> None:

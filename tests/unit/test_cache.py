@@ -324,3 +324,25 @@ def test_engines_report_loaded_bytes() -> None:
     assert facts["loaded_models"] == ["a", "b"]
     engine.purge("a")
     assert engine.stats.loaded_bytes == 200
+
+
+def test_a_model_that_clearly_cannot_load_evicts_nothing() -> None:
+    def precheck(model_id: str) -> None:
+        if model_id == "missing":
+            raise EngineError(ErrorCode.MODEL_UNAVAILABLE, "no such folder")
+
+    loads: list[str] = []
+
+    def load(model_id: str) -> Pipe:
+        loads.append(model_id)
+        return Pipe(model_id)
+
+    cache: ModelCache[Pipe] = ModelCache(load, capacity=1, precheck=precheck, retry_seconds=60)
+    with cache.use("good") as pipe:
+        del pipe
+    for _ in range(2):
+        with pytest.raises(EngineError), cache.use("missing"):
+            pass
+    assert cache.loaded() == ["good"] and cache.stats.evictions == 0
+    assert loads == ["good"]
+    assert (cache.stats.failed_loads, cache.stats.refused_loads) == (1, 1)
