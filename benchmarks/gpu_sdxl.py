@@ -181,7 +181,8 @@ def engine_around(pipeline: Any, data_dir: Path) -> Any:
     from consumer.engine.diffusers_engine import DiffusersEngine
     from consumer.settings import Settings
 
-    engine = DiffusersEngine(Settings(_env_file=None, data_dir=data_dir, default_model="bench"))
+    settings = Settings(_env_file=None, data_dir=data_dir, default_model="bench")
+    engine = DiffusersEngine(settings.engine_config())
     engine._cache = ModelCache(lambda _: pipeline, 1)
     return engine
 

@@ -49,7 +49,7 @@ def raw_times(stack: Stack, count: int) -> dict[str, list[float]]:
     """The engine call alone (the pipeline, nothing of Kafka or S3), warm, in this process with
     nothing else running (no event loop polling beside it)."""
     settings = make_settings(stack, "raw")
-    engine = DiffusersEngine(settings)
+    engine = DiffusersEngine(settings.engine_config())
     times: dict[str, list[float]] = {}
     for size in SIZES:
         for i in range(WARMUP):

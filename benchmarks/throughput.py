@@ -386,7 +386,7 @@ def machine() -> dict[str, Any]:
 
 def run(stack: Stack, scale: Scale) -> dict[str, Any]:
     settings = make_settings(stack, "warm")
-    engine = DiffusersEngine(settings)  # sets torch threads
+    engine = DiffusersEngine(settings.engine_config())  # sets torch threads
     for size in (512, 256):  # model load and warm-up before any clock starts
         engine.generate([job(settings, size, (1, 2, 3, 4))], 0)
         engine.generate([job(settings, size, (5,))], 0)

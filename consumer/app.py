@@ -41,7 +41,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     if store is None:
         store = await loop.run_in_executor(None, build_store, settings)
-    engine = engine or build_engine(settings)
+    engine = engine or build_engine(settings.engine_config())
     if settings.warmup:
         await loop.run_in_executor(None, warm_up, engine, settings)
     worker = Worker(settings, engine, store, exit_when_idle=exit_when_idle)

@@ -32,7 +32,7 @@ def generate_once(
     if not isinstance(outcome, Accepted):  # no usable request_id: no result to hang it on
         raise InvalidRequestError(outcome.error.message)
     job = plan_job(outcome.request, settings.default_negative_prompt)
-    engine = build_engine(settings)
+    engine = build_engine(settings.engine_config())
     try:
         output = engine.generate([job], settings.generation_timeout_seconds)[0]
     except EngineError as exc:

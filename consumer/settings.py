@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import load_dotenv
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from consumer.engine.config import EngineConfig
 from schemas import RequestLimits
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,13 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated allowlist."
     )
     max_models_cache: int = Field(1, ge=1, description="Pipelines kept loaded (LRU).")
+    model_cache_max_bytes: ByteSize = Field(
+        ByteSize(0),
+        description="Memory budget of the loaded pipelines (bytes or e.g. 12GiB); 0 = none.",
+    )
+    model_retry_seconds: float = Field(
+        60.0, ge=0, description="A model whose load failed is not tried again for this long."
+    )
     require_api_key: bool = False
     api_key: SecretStr | None = None
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -216,6 +224,20 @@ class Settings(BaseSettings):
             max_num_images=self.max_num_images,
             max_event_bytes=self.max_event_bytes,
             max_request_cost=self.max_request_cost,
+        )
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            models_dir=self.models_dir,
+            device=self.device,
+            torch_threads=self.torch_threads,
+            torch_compile=self.torch_compile,
+            fp16_vae=self.fp16_vae,
+            offline=self.hf_hub_offline,
+            hub_probe_timeout_seconds=self.hub_probe_timeout_seconds,
+            max_models=self.max_models_cache,
+            max_cache_bytes=int(self.model_cache_max_bytes),
+            model_retry_seconds=self.model_retry_seconds,
         )
 
     def valid_api_keys(self) -> list[str]:

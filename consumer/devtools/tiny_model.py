@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -251,14 +252,37 @@ def _is_complete(folder: Path) -> bool:
 def ensure_tiny_model(models_dir: Path) -> Path:
     """Return models_dir / "tiny-sdxl", building it first if it is not there yet."""
     target = models_dir / TINY_MODEL_DIRNAME
-    if _is_complete(target):
-        return target
-    models_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temp_folders(models_dir)
-    # Build beside the target (same filesystem) so the final rename is atomic.
-    temp = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=models_dir))
+    if not _is_complete(target):
+        _create(target, lambda temp: _save(build_tiny_pipeline(), temp))
+    return target
+
+
+def ensure_tiny_model_copy(models_dir: Path, name: str = f"{TINY_MODEL_DIRNAME}-copy") -> Path:
+    """A second local model, for tests that need two: the tiny model's folder copied to
+    models_dir / name (same weights). Its absolute path, returned, is its model id (a local
+    folder), which the engine loads as any local model."""
+    if name == TINY_MODEL_DIRNAME:
+        raise ValueError("the copy needs a name of its own")
+    target = models_dir / name
+    if not _is_complete(target):
+        source = ensure_tiny_model(models_dir)
+        _create(target, lambda temp: _copy(source, temp))
+    return target.resolve()
+
+
+def _copy(source: Path, temp: Path) -> None:
+    shutil.copytree(source, temp, dirs_exist_ok=True)
+    _make_world_readable(temp)
+
+
+def _create(target: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a temporary folder beside `target` (same filesystem), then rename it: the target
+    appears complete or not at all, however many processes race for it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_folders(target.parent)
+    temp = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=target.parent))
     try:
-        _save(build_tiny_pipeline(), temp)
+        fill(temp)
         os.rename(temp, target)
     except OSError:
         if not _is_complete(target):
@@ -266,4 +290,3 @@ def ensure_tiny_model(models_dir: Path) -> Path:
         # Another process won the race: its folder is identical, keep it and drop ours.
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-    return target

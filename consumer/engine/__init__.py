@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from consumer.engine.config import EngineConfig
 from consumer.engine.jobs import CUSTOM_POLICY, STANDARD_POLICY, GenerationJob, plan_job
 from consumer.engine.protocol import CacheStats, Engine, EngineError, JobOutput, PurgeResult
-
-if TYPE_CHECKING:
-    from consumer.settings import Settings
 
 __all__ = [
     "CUSTOM_POLICY",
     "STANDARD_POLICY",
     "CacheStats",
     "Engine",
+    "EngineConfig",
     "EngineError",
     "GenerationJob",
     "JobOutput",
@@ -24,8 +21,8 @@ __all__ = [
 ]
 
 
-def build_engine(settings: Settings) -> Engine:
+def build_engine(config: EngineConfig) -> Engine:
     """The diffusers engine; imported here so that unit tests never pay for torch/diffusers."""
     from consumer.engine.diffusers_engine import DiffusersEngine
 
-    return DiffusersEngine(settings)
+    return DiffusersEngine(config)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -13,10 +12,11 @@ import torch
 
 from consumer.engine.activity import GENERATING, EngineActivity
 from consumer.engine.cache import CacheBackedEngine, ModelCache
+from consumer.engine.config import EngineConfig
 from consumer.engine.jobs import GenerationJob
 from consumer.engine.loading import PipelineLoader, Tuning, choose_placement
+from consumer.engine.memory import free_memory, guard_generation, pipeline_bytes
 from consumer.engine.protocol import EngineError, JobOutput
-from consumer.settings import Settings
 from schemas import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -31,20 +31,26 @@ class _Stop(Exception):
 
 
 class DiffusersEngine(CacheBackedEngine[Any]):
-    def __init__(self, settings: Settings) -> None:
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
-        self._placement = choose_placement(settings.device)
+    def __init__(self, config: EngineConfig) -> None:
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        self._placement = choose_placement(config.device)
         loader = PipelineLoader(
-            settings.models_dir,
+            config.models_dir,
             self._placement,
-            offline=settings.hf_hub_offline,
-            probe_timeout=settings.hub_probe_timeout_seconds,
-            tuning=Tuning(torch_compile=settings.torch_compile, fp16_vae=settings.fp16_vae),
+            offline=config.offline,
+            probe_timeout=config.hub_probe_timeout_seconds,
+            tuning=Tuning(torch_compile=config.torch_compile, fp16_vae=config.fp16_vae),
         )
         self.activity = EngineActivity()
         self._cache: ModelCache[Any] = ModelCache(
-            self._watched(loader), settings.max_models_cache, on_evict=self._free
+            self._watched(loader),
+            config.max_models,
+            on_unload=self._free,
+            precheck=loader.check,
+            max_bytes=config.max_cache_bytes,
+            size_of=pipeline_bytes,
+            retry_seconds=config.model_retry_seconds,
         )
 
     def generate(
@@ -60,6 +66,7 @@ class DiffusersEngine(CacheBackedEngine[Any]):
             started = time.perf_counter()
             images = self._run(pipeline, jobs, _step_guard(started, timeout_seconds, cancel))
             duration = time.perf_counter() - started
+            del pipeline  # leaving the block may unload it: no reference may outlive the block
         outputs, offset = [], 0
         for job in jobs:
             outputs.append(JobOutput(job, images[offset : offset + job.num_images], duration))
@@ -72,9 +79,10 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         negatives = [job.negative_prompt for job in jobs for _ in job.seeds]
         # CPU generators: the same seed gives the same initial noise on every device.
         generators = [torch.Generator("cpu").manual_seed(s) for job in jobs for s in job.seeds]
-        try:
+
+        def call() -> Any:
             with torch.inference_mode():
-                result = pipeline(
+                return pipeline(
                     prompt=prompts,
                     negative_prompt=negatives,
                     width=first.width,
@@ -85,11 +93,11 @@ class DiffusersEngine(CacheBackedEngine[Any]):
                     output_type="pil",
                     callback_on_step_end=guard,
                 )
+
+        try:
+            result = guard_generation(call, self._placement.device)  # out_of_memory, freed
         except _Stop as stop:
             raise EngineError(stop.code, str(stop)) from None
-        except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            raise EngineError(ErrorCode.GENERATION_FAILED, f"out of GPU memory: {exc}") from exc
         except (RuntimeError, ValueError, TypeError) as exc:
             raise EngineError(ErrorCode.GENERATION_FAILED, f"generation failed: {exc}") from exc
         return list(result.images)
@@ -100,14 +108,13 @@ class DiffusersEngine(CacheBackedEngine[Any]):
             "device": self._placement.device,
             "dtype": str(self._placement.dtype).removeprefix("torch."),
             "torch_threads": torch.get_num_threads(),
+            **self._cache.describe(),
         }
 
-    def _free(self, model_id: str, pipeline: Any) -> None:
-        log.info("unloading model %s", model_id)
-        del pipeline
-        gc.collect()
-        if self._placement.device == "cuda":
-            torch.cuda.empty_cache()
+    def _free(self, model_ids: list[str]) -> None:
+        """The cache no longer references these pipelines: give their memory back."""
+        log.info("unloaded model(s) %s", ", ".join(model_ids))
+        free_memory(self._placement.device)
 
 
 def _step_guard(started: float, timeout_seconds: float, cancel: threading.Event | None) -> Any:

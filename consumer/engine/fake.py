@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from PIL import Image
 
 from consumer.engine.activity import GENERATING, EngineActivity
 from consumer.engine.cache import CacheBackedEngine, ModelCache
 from consumer.engine.jobs import GenerationJob
+from consumer.engine.memory import guard_generation
 from consumer.engine.protocol import EngineError, JobOutput
 from schemas import ErrorCode
 
 
 class FakePipeline:
-    def __init__(self, model_id: str) -> None:
+    def __init__(self, model_id: str, nbytes: int = 0) -> None:
         self.model_id = model_id
+        self.nbytes = nbytes  # what the cache's byte budget counts
         self.calls = 0
 
 
@@ -32,9 +34,19 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         step_seconds: float = 0.0,
         unavailable: frozenset[str] = frozenset(),
         hang: threading.Event | None = None,
+        oom_above_images: int | None = None,
+        model_retry_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = 0,
+        model_bytes: Mapping[str, int] | None = None,
     ) -> None:
         """`hang`: every generation blocks until it is set, deaf to timeout and cancel (a CUDA
-        hang, a stalled decode), so the watchdog has something to catch."""
+        hang, a stalled decode), so the watchdog has something to catch.
+        `oom_above_images`: a call with more images raises torch's real CUDA OutOfMemoryError,
+        mapped to `out_of_memory` by the same code as the diffusers engine.
+        `model_retry_seconds`, `clock`: failed loads remembered as MODEL_RETRY_SECONDS does; off
+        by default, so that a test sees every load attempt.
+        `max_bytes`, `model_bytes`: the cache's byte budget and each model's size (default 0)."""
         self.load_calls: list[str] = []
         self.batches: list[list[str]] = []  # request ids of each call, for batching tests
         self.evicted: list[str] = []
@@ -42,11 +54,17 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         self._step_seconds = step_seconds
         self._unavailable = unavailable
         self._hang = hang
+        self._oom_above_images = oom_above_images
+        self._model_bytes = dict(model_bytes or {})
         self.activity = EngineActivity()
         self._cache: ModelCache[FakePipeline] = ModelCache(
             self._watched(self._load),
             capacity,
-            on_evict=lambda model_id, _: self.evicted.append(model_id),
+            on_unload=self.evicted.extend,
+            max_bytes=max_bytes,
+            size_of=lambda pipeline: pipeline.nbytes,
+            retry_seconds=model_retry_seconds,
+            clock=clock,
         )
 
     def _load(self, model_id: str) -> FakePipeline:
@@ -54,7 +72,7 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         time.sleep(self._load_seconds)
         if model_id in self._unavailable:
             raise EngineError(ErrorCode.MODEL_UNAVAILABLE, f"model {model_id!r} is not available")
-        return FakePipeline(model_id)
+        return FakePipeline(model_id, self._model_bytes.get(model_id, 0))
 
     def generate(
         self,
@@ -64,24 +82,42 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
     ) -> list[JobOutput]:
         first = jobs[0]
         with self._cache.use(first.model) as pipeline, self.activity.phase(GENERATING, first.model):
-            started = time.perf_counter()
             pipeline.calls += 1
+            del pipeline  # as the real engine: leaving the block may unload it
             self.batches.append([job.request_id for job in jobs])
-            if self._hang is not None:
-                self._hang.wait()
-            for _ in range(first.steps):
-                time.sleep(self._step_seconds)
-                if cancel is not None and cancel.is_set():
-                    raise EngineError(ErrorCode.GENERATION_FAILED, "generation cancelled")
-                if timeout_seconds and time.perf_counter() - started > timeout_seconds:
-                    raise EngineError(ErrorCode.TIMEOUT, f"generation exceeded {timeout_seconds}s")
-            duration = time.perf_counter() - started
-            return [
-                JobOutput(job, [_image(job, seed) for seed in job.seeds], duration) for job in jobs
-            ]
+            return guard_generation(lambda: self._run(jobs, timeout_seconds, cancel), "none")
+
+    def _run(
+        self, jobs: Sequence[GenerationJob], timeout_seconds: float, cancel: threading.Event | None
+    ) -> list[JobOutput]:
+        started = time.perf_counter()
+        images = sum(job.num_images for job in jobs)
+        if self._oom_above_images is not None and images > self._oom_above_images:
+            raise _cuda_out_of_memory(images)
+        if self._hang is not None:
+            self._hang.wait()
+        for _ in range(jobs[0].steps):
+            time.sleep(self._step_seconds)
+            if cancel is not None and cancel.is_set():
+                raise EngineError(ErrorCode.GENERATION_FAILED, "generation cancelled")
+            if timeout_seconds and time.perf_counter() - started > timeout_seconds:
+                raise EngineError(ErrorCode.TIMEOUT, f"generation exceeded {timeout_seconds}s")
+        duration = time.perf_counter() - started
+        return [JobOutput(job, [_image(job, seed) for seed in job.seeds], duration) for job in jobs]
 
     def describe(self) -> dict[str, object]:
-        return {"engine": "fake", "device": "none"}
+        return {"engine": "fake", "device": "none", **self._cache.describe()}
+
+
+def _cuda_out_of_memory(images: int) -> BaseException:
+    import torch  # here only: tests that never reach this path do not pay for torch
+
+    from consumer.logs import route_library_logs
+
+    route_library_logs()  # as after every lazy import of torch: its console handler goes
+    return torch.cuda.OutOfMemoryError(
+        f"CUDA out of memory (fake engine: {images} images in one call)"
+    )
 
 
 def _image(job: GenerationJob, seed: int) -> Image.Image:

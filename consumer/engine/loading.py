@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import torch
 
 from consumer.devtools.tiny_model import ensure_tiny_model
+from consumer.engine.memory import guard_load
 from consumer.engine.protocol import EngineError
 from consumer.logs import route_library_logs
 from consumer.models import TINY_MODEL_ID, model_kind
@@ -72,7 +73,23 @@ class PipelineLoader:
 
     def __call__(self, model_id: str) -> Any:
         with _LOAD_LOCK:
-            return self._load(model_id)
+            # Out of memory (host or device) while building or moving the pipeline: the half
+            # loaded pipeline is freed before the error goes up.
+            return guard_load(lambda: self._load(model_id), self._placement.device, model_id)
+
+    def check(self, model_id: str) -> None:
+        """Fail at once, before the cache evicts anything for it, when a model clearly cannot
+        load: a local folder that is not there, or, offline, a hub id absent from the cache.
+        Anything else (a hub id online, a partial download) is found out by loading it."""
+        if model_id == TINY_MODEL_ID:
+            return  # built on demand
+        if model_kind(model_id) == "local":
+            if not Path(model_id).expanduser().is_dir():
+                raise _unavailable(model_id, FileNotFoundError(model_id), "no such folder")
+        elif self._offline and not _in_hub_cache(model_id):
+            raise _unavailable(
+                model_id, FileNotFoundError("model_index.json"), "it is not in the local cache"
+            )
 
     def _load(self, model_id: str) -> Any:
         quiet_libraries()  # before _resolve: building the tiny model imports and saves, too
@@ -161,6 +178,15 @@ def _unavailable(model_id: str, exc: BaseException, why: str) -> EngineError:
     return EngineError(
         ErrorCode.MODEL_UNAVAILABLE, f"model '{model_id}' cannot be loaded: {why} ({detail})"
     )
+
+
+def _in_hub_cache(model_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
+    except ValueError:  # not a valid repo id: from_pretrained will say why
+        return True
 
 
 def _hub_reachable(timeout: float) -> bool:

@@ -15,12 +15,16 @@ from schemas import ErrorCode
 
 
 class EngineError(Exception):
-    """A generation that could not produce images; `code` is the contract's stable error code."""
+    """A generation that could not produce images; `code` is the contract's stable error code.
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    `transient`: the same call may well succeed soon (memory was short), so a failed model load
+    is not remembered by the cache."""
+
+    def __init__(self, code: ErrorCode, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class CacheStats:
     hits: int = 0
     misses: int = 0
     evictions: int = 0
+    failed_loads: int = 0  # load attempts that failed
+    refused_loads: int = 0  # requests failed at once: their model's last load failed recently
+    loaded_bytes: int = 0  # parameters and buffers of the loaded pipelines
     load_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -62,8 +69,10 @@ class Engine(Protocol):
         """Generate every image of `jobs` (all with one batch key) in one call.
 
         Raises EngineError with code `timeout` once `timeout_seconds` (0 = no limit) have passed
-        at a denoising step boundary, `model_unavailable` when the model cannot be loaded, and
-        `generation_failed` otherwise. The engine stays usable after any of them."""
+        at a denoising step boundary, `model_unavailable` when the model cannot be loaded (not
+        enough memory to load it included), `out_of_memory` when the batch does not fit in
+        memory (memory is freed first: a smaller batch may fit), and `generation_failed`
+        otherwise. The engine stays usable after any of them."""
         ...
 
     def loaded_models(self) -> list[str]: ...

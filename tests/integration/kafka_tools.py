@@ -124,7 +124,8 @@ async def worker_and_task(
     settings: Settings, engine: Engine | None = None, store: ImageStore | None = None
 ) -> AsyncIterator[tuple[Worker, asyncio.Task[None]]]:
     """A worker running in this loop, and the task that runs it (done = the worker stopped)."""
-    worker = Worker(settings, engine or DiffusersEngine(settings), store or build_store(settings))
+    engine = engine or DiffusersEngine(settings.engine_config())
+    worker = Worker(settings, engine, store or build_store(settings))
     task = asyncio.create_task(worker.run())
     try:
         yield worker, task

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-from consumer.engine import EngineError, GenerationJob, plan_job
+from consumer.devtools.tiny_model import ensure_tiny_model_copy
+from consumer.engine import EngineError, GenerationJob, diffusers_engine, plan_job
 from consumer.engine.diffusers_engine import DiffusersEngine
 from consumer.engine.jobs import request_seed
+from consumer.engine.loading import PipelineLoader
 from consumer.results import encode_output
 from consumer.settings import Settings
 from schemas import Accepted, ErrorCode, parse_request
@@ -22,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def engine(engine_settings: Settings) -> DiffusersEngine:
-    return DiffusersEngine(engine_settings)
+    return DiffusersEngine(engine_settings.engine_config())
 
 
 def job(
@@ -107,22 +114,26 @@ def test_abandon_flag_stops_at_the_next_step(engine: DiffusersEngine) -> None:
 
 
 def test_unavailable_model_fails_fast_and_clearly(engine: DiffusersEngine) -> None:
+    engine.generate([job((1,))], 0)
     started = time.perf_counter()
     with pytest.raises(EngineError) as info:
         engine.generate([job((1,), model="stabilityai/sdxl-turbo")], 0)
     assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
     assert "stabilityai/sdxl-turbo" in info.value.message
     assert time.perf_counter() - started < 5  # no hub retries
+    assert engine.loaded_models() == ["tiny-sdxl"]  # not evicted for a model that cannot load
 
 
 def test_missing_local_folder_is_unavailable(engine: DiffusersEngine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine.generate([job((1,))], 0)
     with pytest.raises(EngineError) as info:
         engine.generate([job((1,), model=str(tmp_path / "nope"))], 0)
     assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
+    assert engine.loaded_models() == ["tiny-sdxl"]
 
 
 def test_concurrent_first_use_loads_once(engine_settings: Settings) -> None:
-    fresh = DiffusersEngine(engine_settings)
+    fresh = DiffusersEngine(engine_settings.engine_config())
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(lambda s: fresh.generate([job((s,))], 0), range(3)))
     assert fresh.stats.misses == 1 and fresh.stats.hits == 2
@@ -132,8 +143,100 @@ def test_concurrent_first_use_loads_once(engine_settings: Settings) -> None:
 
 def test_two_engines_loading_at_once_leave_loading_intact(engine_settings: Settings) -> None:
     """Concurrent from_pretrained calls used to leave accelerate's meta-device patch behind."""
-    engines = [DiffusersEngine(engine_settings) for _ in range(3)]
+    engines = [DiffusersEngine(engine_settings.engine_config()) for _ in range(3)]
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(lambda e: e.generate([job((1,))], 0), engines))
-    later = DiffusersEngine(engine_settings)
+    later = DiffusersEngine(engine_settings.engine_config())
     assert pixels(later, job((1,)))[0].shape == (256, 256, 3)
+
+
+def test_out_of_memory_while_generating_frees_the_step_and_is_out_of_memory(
+    engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    latents: list[weakref.ref[torch.Tensor]] = []
+
+    def out_of_memory_at_first_step(*args: Any) -> Any:
+        def on_step_end(pipe: Any, step: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            latents.append(weakref.ref(kwargs["latents"]))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+        return on_step_end
+
+    engine.generate([job((1,))], 0)  # loaded
+    monkeypatch.setattr(diffusers_engine, "_step_guard", out_of_memory_at_first_step)
+    with pytest.raises(EngineError) as info:
+        engine.generate([job((1, 2, 3, 4), steps=2)], 0)
+    assert info.value.code is ErrorCode.OUT_OF_MEMORY
+    assert latents and latents[0]() is None  # the failed call's tensors are gone already
+    monkeypatch.undo()
+    assert pixels(engine, job((3,)))[0].shape == (256, 256, 3)
+
+
+def test_out_of_memory_while_loading_leaves_nothing_behind(
+    engine_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh = DiffusersEngine(engine_settings.engine_config())
+    half_loaded: list[weakref.ref[Any]] = []
+
+    def out_of_memory_moving_to_device(self: PipelineLoader, pipeline: Any) -> Any:
+        half_loaded.append(weakref.ref(pipeline))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 5.00 GiB")
+
+    monkeypatch.setattr(PipelineLoader, "_prepare", out_of_memory_moving_to_device)
+    with pytest.raises(EngineError) as info:
+        fresh.generate([job((1,))], 0)
+    assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
+    assert "not enough memory" in info.value.message
+    assert fresh.loaded_models() == [] and half_loaded[0]() is None
+    monkeypatch.undo()
+    assert pixels(fresh, job((1,)))[0].shape == (256, 256, 3)  # the next request tries again
+
+
+def test_a_failed_load_is_not_tried_again_within_model_retry_seconds(
+    engine: DiffusersEngine, tmp_path: Path
+) -> None:
+    missing = job((1,), model=str(tmp_path / "not-there-yet"))
+    failed, refused = engine.stats.failed_loads, engine.stats.refused_loads
+    for _ in range(3):
+        with pytest.raises(EngineError) as info:
+            engine.generate([missing], 0)
+        assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
+    assert engine.stats.failed_loads - failed == 1
+    assert engine.stats.refused_loads - refused == 2
+
+
+def test_loaded_bytes_are_the_pipelines_weights(engine: DiffusersEngine) -> None:
+    engine.generate([job((1,))], 0)
+    facts = engine.describe()
+    assert facts["loaded_models"] == ["tiny-sdxl"]
+    assert facts["loaded_bytes"] == engine.stats.loaded_bytes
+    assert 100_000 < engine.stats.loaded_bytes < 10_000_000  # ~1 MB of fp32 weights
+
+
+def test_two_models_alternating_in_one_slot_load_each_time_never_side_by_side(
+    engine_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Today's behaviour at the engine level: with MAX_MODELS_CACHE=1, alternating requests
+    reload each time (only the worker's choice of batches can avoid that), but the previous
+    pipeline is gone before the next one loads."""
+    second = str(ensure_tiny_model_copy(engine_settings.models_dir))
+    assert ensure_tiny_model_copy(engine_settings.models_dir) == Path(second)  # made once
+    fresh = DiffusersEngine(dataclasses.replace(engine_settings.engine_config(), max_models=1))
+    pipelines: list[weakref.ref[Any]] = []
+    alive_at_load: list[int] = []
+    real_load = PipelineLoader.__call__
+
+    def recording_load(self: PipelineLoader, model_id: str) -> Any:
+        alive_at_load.append(sum(ref() is not None for ref in pipelines))
+        pipeline = real_load(self, model_id)
+        pipelines.append(weakref.ref(pipeline))
+        return pipeline
+
+    monkeypatch.setattr(PipelineLoader, "__call__", recording_load)
+    models = ["tiny-sdxl", second] * 3
+    for model in models:
+        assert pixels(fresh, job((1,), model=model))[0].shape == (256, 256, 3)
+        assert fresh.loaded_models() == [model]
+        assert sum(ref() is not None for ref in pipelines) == 1
+    assert alive_at_load == [0] * len(models)
+    assert (fresh.stats.misses, fresh.stats.hits, fresh.stats.evictions) == (6, 0, 5)
