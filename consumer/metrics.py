@@ -30,6 +30,14 @@ class _CacheCollector(Collector):
         yield CounterMetricFamily(
             "model_cache_evictions", "Models unloaded to make room.", stats.evictions
         )
+        yield CounterMetricFamily(
+            "model_load_failures",
+            "Model loads that failed (a failure is remembered for MODEL_RETRY_SECONDS).",
+            stats.failed_loads,
+        )
+        yield GaugeMetricFamily(
+            "model_cache_bytes", "Bytes of the loaded pipelines' weights.", stats.loaded_bytes
+        )
         loads = GaugeMetricFamily(
             "model_load_seconds", "Seconds the last load of each model took.", labels=["model"]
         )

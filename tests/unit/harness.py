@@ -45,8 +45,15 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def event(request_id: str, steps: int = 1, seed: int | None = 1, **extra: Any) -> bytes:
-    params: dict[str, Any] = {"width": 64, "height": 64, "steps": steps}
+def event(
+    request_id: str,
+    steps: int = 1,
+    seed: int | None = 1,
+    params: dict[str, Any] | None = None,
+    **extra: Any,
+) -> bytes:
+    """A request event; `params` adds to the parameters, `extra` to the top level."""
+    params = {"width": 64, "height": 64, "steps": steps, **(params or {})}
     if seed is not None:
         params["seed"] = seed
     return json.dumps({"request_id": request_id, "prompt": "p", "params": params, **extra}).encode()

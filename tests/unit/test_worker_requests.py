@@ -118,3 +118,23 @@ async def test_a_redelivered_request_is_answered_from_the_store_without_generati
     assert [i.key for i in first.images] == [i.key for i in second.images]
     assert [i.seed for i in first.images] == [i.seed for i in second.images]
     assert h.worker.metrics.stored_answers._value.get() == 1
+
+
+async def test_out_of_memory_splits_the_batch_and_a_request_too_large_alone_fails(
+    tmp_path: Path,
+) -> None:
+    """The fake engine raises the real torch.cuda.OutOfMemoryError above one image per call."""
+    h = Harness(tmp_path, FakeEngine(oom_above_images=1), max_batch_size=4, max_batch_wait_ms=50)
+    for name in ("s1", "s2", "s3"):
+        h.broker.append(TOPIC, 0, event(name))
+    h.broker.append(TOPIC, 0, event("pair", params={"num_images": 2}))
+    h.broker.append(TOPIC, 0, event("later"))
+    async with running(h):
+        await h.wait(lambda: h.broker.committed.get(P0) == 5, "all committed")
+    by_id = h.results()
+    assert all(by_id[n][0].status == "completed" for n in ("s1", "s2", "s3", "later"))
+    (pair,) = by_id["pair"]
+    assert pair.status == "failed" and pair.error is not None
+    assert pair.error.code == "out_of_memory"
+    assert any(len(b) > 1 for b in h.engine.batches)  # they were batched first
+    assert [b for b in h.engine.batches if "s1" in b][-1] == ["s1"]  # retried alone
