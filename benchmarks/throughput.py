@@ -162,21 +162,26 @@ def raw_pipeline(settings: Settings, images: int) -> dict[str, float]:
 # --- Kafka helpers --------------------------------------------------------------------------------
 
 
-def request_bytes(request_id: str, size: int, seed: int) -> bytes:
-    params = {"width": size, "height": size, "steps": 1, "cfg": 0.0, "seed": seed, "model": MODEL}
+def request_bytes(request_id: str, size: int, seed: int, model: str = MODEL) -> bytes:
+    params = {"width": size, "height": size, "steps": 1, "cfg": 0.0, "seed": seed, "model": model}
     return json.dumps({"request_id": request_id, "prompt": PROMPT, "params": params}).encode()
 
 
 async def fill_backlog(settings: Settings, count: int, size: int) -> None:
+    ids = [f"r-{i:05d}" for i in range(count)]
+    await fill_topics(settings, [(r, request_bytes(r, size, i)) for i, r in enumerate(ids)])
+
+
+async def fill_topics(settings: Settings, events: list[tuple[str, bytes]]) -> None:
+    """Create the topics (one partition) and put (request_id, value) events on the request one."""
     topics = [settings.request_topic, settings.result_topic, settings.dlq_topic]
     await create_topics(settings.kafka_bootstrap_servers, topics, 1)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     try:
-        ids = [f"r-{i:05d}" for i in range(count)]
         sends = [
-            await producer.send(settings.request_topic, request_bytes(r, size, i), r.encode())
-            for i, r in enumerate(ids)
+            await producer.send(settings.request_topic, value, request_id.encode())
+            for request_id, value in events
         ]
         await asyncio.wait_for(asyncio.gather(*sends), 60)
     finally:

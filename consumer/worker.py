@@ -84,6 +84,7 @@ class Worker:
         self._acks: Acknowledger | None = None
         self._triage: Triage | None = None
         self._runner: BatchRunner | None = None
+        self._last_model: list[str] = []  # of the batch started last
         self._last_step = time.monotonic()
         self.draining = False
         self.unhealthy: str | None = None  # why the watchdog gave up on this worker
@@ -307,14 +308,16 @@ class Worker:
 
     def _start_pending(self) -> None:
         """Fill free slots; a suspect batch (attempts.py) starts only with nothing else in
-        flight, and nothing starts beside it."""
-        loaded = self.engine.loaded_models()
+        flight, and nothing starts beside it. The engine thread runs batches in the order they
+        start, so the model of the last one started is the one it will have loaded next."""
         while self._pending and len(self._running) < self.settings.max_batches_in_flight:
+            loaded = {*self.engine.loaded_models(), *self._last_model}
             running_exclusive = any(w.exclusive for b in self._running.values() for w in b)
             next_exclusive = any(w.exclusive for w in self._pending.peek(loaded))
             if running_exclusive or (next_exclusive and self._running):
                 return
             batch = self._pending.pop(loaded)
+            self._last_model = [batch[0].job.model]
             assert self._runner is not None
             task = asyncio.create_task(self._runner.run(batch))
             self._running[task] = batch
