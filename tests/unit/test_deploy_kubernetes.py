@@ -404,3 +404,12 @@ def test_partitions_cover_the_largest_pool_and_scaling_is_calm() -> None:
     # the README explains the figure in use (images/s per worker x seconds to drain a share)
     threshold = spec["triggers"][0]["metadata"]["lagThreshold"]
     assert f"lagThreshold = {threshold}" in readme_section("Operating a pool")
+
+
+def test_the_topic_job_script_compiles() -> None:
+    """Its run against a broker is tests/integration/test_deploy_topics_job.py."""
+    job = find(render("overlays/gpu"), "Job")["spec"]["template"]["spec"]["containers"][0]
+    python, flag, script = job["command"]
+    assert (python, flag) == ("python", "-c")
+    compile(script, "create-topics", "exec")
+    assert "security_options(settings)" in script  # the worker's own SASL/TLS options

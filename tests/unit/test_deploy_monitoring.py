@@ -427,3 +427,13 @@ def test_prometheus_loads_the_alert_rules() -> None:
     # Prometheus resolves rule_files against the directory of its configuration file.
     rule_paths = {str(config_path.parent / name) for name in config["rule_files"]}
     assert mounts["./deploy/prometheus/alerts.yml"] in rule_paths
+
+
+def test_the_lag_alert_starts_where_one_worker_is_full() -> None:
+    """SdxlWorkerLagGrowing ignores backlogs below one worker's share (KEDA's lagThreshold)."""
+    from tests.unit.test_deploy_kubernetes import find, render
+
+    scaled = find(render("overlays/gpu"), "ScaledObject")
+    threshold = scaled["spec"]["triggers"][0]["metadata"]["lagThreshold"]
+    rule = next(r for r in alert_rules() if r["alert"] == "SdxlWorkerLagGrowing")
+    assert f"(consumer_lag)) > {threshold}\n" in rule["expr"]
