@@ -15,7 +15,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.throughput import Stack, fill_topics, make_settings, request_bytes, start_stack
+from benchmarks.throughput import (
+    Stack,
+    fill_topics,
+    make_settings,
+    request_bytes,
+    start_stack,
+    until,
+)
 from consumer.batching import BatchQueue
 from consumer.devtools.tiny_model import ensure_tiny_model_copy
 from consumer.engine.diffusers_engine import DiffusersEngine
@@ -42,8 +49,7 @@ async def run(stack: Stack, requests: int, prefer_loaded: bool) -> dict[str, Any
     task = asyncio.create_task(worker.run())
     started = time.perf_counter()
     try:
-        while worker.completed < requests and not task.done():
-            await asyncio.sleep(0.05)
+        await until(lambda: worker.completed >= requests or task.done(), 600, lambda: None)
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, 60)
