@@ -78,7 +78,7 @@ class BatchRunner:
 
     def _observe(self, work: Work, result: GenerationResult) -> None:
         model = work.job.model
-        self._metrics.generations.labels(result.status.value, model).inc()
+        self._metrics.count_result(result, model)
         if result.audit is not None:
             seconds = float(result.audit.duration_sec)
             self._metrics.generation_seconds.labels(model).observe(seconds)

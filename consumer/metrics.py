@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from consumer.engine import CacheStats
+from schemas import GenerationResult
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -50,6 +58,8 @@ class WorkerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_start_time_seconds...
+        r.register(PLATFORM_COLLECTOR)
         self.generations = Counter(
             "image_generations",
             "Requests finished, by status and model.",
@@ -68,6 +78,16 @@ class WorkerMetrics:
             "From the request's Kafka timestamp to its result.",
             buckets=LATENCY_BUCKETS,
             registry=r,
+        )
+        self.request_errors = Counter(
+            "request_errors",
+            "Requests finished with an error, by error code and model.",
+            ["code", "model"],
+            registry=r,
+        )
+        self.ready = Gauge("worker_ready", "1 while /ready answers 200.", registry=r)
+        self.unhealthy = Gauge(
+            "worker_unhealthy", "1 once the watchdog gave up on this worker.", registry=r
         )
         self.batch_size = Histogram(
             "batch_size_images", "Images per engine call.", buckets=(1, 2, 4, 8, 16, 32), registry=r
@@ -100,6 +120,15 @@ class WorkerMetrics:
         self.internal_errors = Counter(
             "internal_errors", "Batches that raised unexpectedly (failed results).", registry=r
         )
+
+    def count_result(self, result: GenerationResult, model: str) -> None:
+        self.generations.labels(result.status.value, model).inc()
+        if result.error is not None:
+            self.request_errors.labels(result.error.code.value, model).inc()
+
+    def watch_worker(self, ready: Callable[[], bool], unhealthy: Callable[[], bool]) -> None:
+        self.ready.set_function(lambda: float(ready()))
+        self.unhealthy.set_function(lambda: float(unhealthy()))
 
     def watch_cache(self, stats: Callable[[], CacheStats]) -> None:
         self.registry.register(_CacheCollector(stats))

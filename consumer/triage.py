@@ -89,7 +89,7 @@ class Triage:
                 self._add_work(works, record, outcome)
             elif isinstance(outcome, Rejected):
                 answers.append((record, outcome.result()))
-                self._metrics.generations.labels("rejected", "none").inc()
+                self._metrics.count_result(answers[-1][1], "none")
                 log.info(
                     "request rejected",
                     extra={"request_id": outcome.request_id, "code": outcome.error.code.value},
@@ -120,15 +120,15 @@ class Triage:
             if check.stored is not None:
                 log.info("answered from the store", extra={"request_id": request_id})
                 self._metrics.stored_answers.inc()
-                self._metrics.generations.labels("completed", model).inc()
+                self._metrics.count_result(check.stored, model)
                 answered.append((work, check.stored))
             elif limit and check.attempts >= limit:
                 log.error(
                     "attempts exhausted: workers died running this request",
                     extra={"request_id": request_id, "attempts": check.attempts},
                 )
-                self._metrics.generations.labels("failed", model).inc()
                 exhausted = GenerationResult.failed(request_id, ErrorCode.ATTEMPTS_EXHAUSTED)
+                self._metrics.count_result(exhausted, model)
                 answered.append((work, exhausted))
             else:
                 ready.append(replace(work, attempts=check.attempts))

@@ -59,6 +59,7 @@ class Worker:
         self.engine = engine
         self.metrics = metrics or WorkerMetrics()
         self.metrics.watch_cache(lambda: engine.stats)
+        self.metrics.watch_worker(lambda: self.ready, lambda: self.unhealthy is not None)
         self._store = store
         self._exit_when_idle = exit_when_idle
         self._clients = clients
@@ -339,6 +340,9 @@ class Worker:
         """Drop work not started, let running work finish within a bound, commit what is done."""
         self.revocations += 1
         self._release(self._pending.take_if(lambda b: any(w.on(revoked) for w in b)))
+        for tp in revoked:  # another member reports these partitions now
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(str(tp.partition))
         touching = [t for t, b in self._running.items() if any(w.on(revoked) for w in b)]
         bound = min(
             self.settings.drain_timeout_seconds, self.settings.kafka_session_timeout_ms / 2000

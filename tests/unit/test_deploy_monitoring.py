@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.engine import CacheStats
 from consumer.metrics import WorkerMetrics
-from schemas import Status
+from schemas import ErrorCode, Status
 from tests.unit.test_deploy_kubernetes import readme_section
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,6 +188,8 @@ def problems(expr: str, exported: dict[str, set[str] | None]) -> list[str]:
                 found.append(f"{selector.metric} has no label {label!r}")
             if label == "status" and operator in ("=", "!=") and value not in set(Status):
                 found.append(f"no result has status {value!r}")
+            if label == "code" and operator in ("=", "!=") and value not in set(ErrorCode):
+                found.append(f"no result has error code {value!r}")
     for label, below in query.groupings:
         if label in TARGET_LABELS:
             continue
