@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from consumer.acks import Acknowledger
 from consumer.attempts import AttemptLog
+from consumer.engine import JobOutput
 from consumer.logs import log_result
 from consumer.metrics import WorkerMetrics
 from consumer.processing import Abandoned, BatchProcessor
@@ -44,33 +45,50 @@ class BatchRunner:
         self._attempts = attempts
 
     async def run(self, batch: list[Work]) -> None:
+        """Generate the batch, then store and publish each request's result as soon as its own
+        images are stored (not when the whole batch is)."""
         self._metrics.batch_size.observe(sum(w.job.num_images for w in batch))
-        ids = [w.job.request_id for w in batch]
+        generated: Sequence[JobOutput | GenerationResult]
         try:
             await asyncio.to_thread(self._record_attempts, batch)  # durable before the engine
-            results = await self._processor.run([w.job for w in batch])
+            generated = await self._processor.generate([w.job for w in batch])
         except Abandoned:
             log.warning("abandoned %d request(s); they will be delivered again", len(batch))
             return
         except Exception:
-            log.exception("batch failed unexpectedly", extra={"request_ids": ids})
-            self._metrics.internal_errors.inc()
-            results = [GenerationResult.failed(i, ErrorCode.INTERNAL_ERROR) for i in ids]
-        records, outcomes = [], []
-        for work, result in zip(batch, results, strict=True):
-            self._observe(work, result)
-            records += work.records
-            outcomes += [result] * len(work.records)
-        # Shielded: a cancelled drain must not interrupt a publish between send and commit.
+            generated = self._internal_errors(batch)
+        await asyncio.gather(
+            *(self._finish(w, outcome) for w, outcome in zip(batch, generated, strict=True))
+        )
+
+    async def _finish(self, work: Work, outcome: JobOutput | GenerationResult) -> None:
         try:
-            await asyncio.shield(self._acks.publish(records, outcomes, until=self._abandoning))
+            result = await self._processor.finish(outcome)
+        except Abandoned:
+            log.warning("abandoned %s; it will be delivered again", work.job.request_id)
+            return
+        except Exception:
+            (result,) = self._internal_errors([work])
+        self._observe(work, result)
+        records = work.records
+        # Shielded: a cancelled drain must not interrupt a publish between send and commit.
+        publish = self._acks.publish(records, [result] * len(records), until=self._abandoning)
+        try:
+            await asyncio.shield(publish)
         except BrokerGaveUp:
-            log.warning("broker away at shutdown: %d result(s) left for redelivery", len(batch))
+            log.warning("broker away at shutdown: %s left for redelivery", work.job.request_id)
             return
         except Unpublishable as exc:
             self._fail(f"the broker refuses every record: {exc}")
             return
-        await asyncio.to_thread(self._attempts.clear, ids)
+        await asyncio.to_thread(self._attempts.clear, [work.job.request_id])
+
+    def _internal_errors(self, batch: list[Work]) -> list[GenerationResult]:
+        """Whatever a batch raises becomes internal_error results: no request goes unanswered."""
+        ids = [w.job.request_id for w in batch]
+        log.exception("batch failed unexpectedly", extra={"request_ids": ids})
+        self._metrics.internal_errors.inc()
+        return [GenerationResult.failed(i, ErrorCode.INTERNAL_ERROR) for i in ids]
 
     def _record_attempts(self, batch: list[Work]) -> None:
         for work in batch:

@@ -59,14 +59,13 @@ class BatchProcessor:
     def abandoned(self) -> bool:
         return self._abandon_thread.is_set()
 
-    async def run(self, jobs: Sequence[GenerationJob]) -> list[GenerationResult]:
-        """Results for every job, in order. Raises Abandoned when the worker gives up."""
-        generated = await self._generate(list(jobs))
-        return list(await asyncio.gather(*(self._finish(outcome) for outcome in generated)))
+    async def generate(self, jobs: Sequence[GenerationJob]) -> list[JobOutput | GenerationResult]:
+        """Images for every job, in order, or its failed result. One engine call; out of memory
+        on a batch splits it in halves and tries again, down to single requests (a request's
+        images always come from one call). Raises Abandoned when the worker gives up."""
+        return await self._generate(list(jobs))
 
     async def _generate(self, jobs: list[GenerationJob]) -> list[JobOutput | GenerationResult]:
-        """One engine call; out of memory on a batch splits it in halves and tries again, down to
-        single requests (a request's images always come from one call)."""
         loop = asyncio.get_running_loop()
         try:
             outputs = await loop.run_in_executor(
@@ -88,7 +87,8 @@ class BatchProcessor:
             return [GenerationResult.failed(job.request_id, exc.code) for job in jobs]
         return list(outputs)
 
-    async def _finish(self, outcome: JobOutput | GenerationResult) -> GenerationResult:
+    async def finish(self, outcome: JobOutput | GenerationResult) -> GenerationResult:
+        """The job's result: its images encoded and stored (retried while the store is away)."""
         return outcome if isinstance(outcome, GenerationResult) else await self._store_one(outcome)
 
     async def _store_one(self, output: JobOutput) -> GenerationResult:
