@@ -1,13 +1,16 @@
-"""The request event (contract v1) and the pure function that turns raw bytes into one.
+"""The request event (contract 1.1) and the pure function that turns raw bytes into one.
 
 Configurable limits travel in the validation context (`RequestLimits`), so the same models also
-produce a static JSON Schema with the absolute bounds.
+produce a static JSON Schema with the absolute bounds. Everything 1.1 added is optional: a
+version-1 request validates exactly as before.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated
+import re
+from datetime import datetime
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -15,6 +18,7 @@ from pydantic_core import PydanticCustomError
 from schemas.cost import request_cost
 from schemas.errors import MAX_FIELD_CHARS, ViolationCode, clip, has_lone_surrogate
 from schemas.limits import ABSOLUTE_MAX_IMAGE_SIZE, MAX_SEED, SIZE_MULTIPLE, RequestLimits
+from schemas.times import NaiveTimestampError, parse_rfc3339
 
 # Starts with a letter or digit, so "." and ".." (path segments) can never be an id.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -28,6 +32,27 @@ RequestId = Annotated[
         ),
     ),
 ]
+
+
+# The contract's version: a request may declare the one it was written for in `schema_version`.
+# Minor versions only add optional fields, so any 1.x is read; another major version is refused.
+CONTRACT_VERSION = "1.1"
+SUPPORTED_MAJOR_VERSION = 1
+SCHEMA_VERSION_PATTERN = r"^[0-9]{1,4}(\.[0-9]{1,4})?$"
+_SCHEMA_VERSION = re.compile(SCHEMA_VERSION_PATTERN)
+
+OutputFormat = Literal["png", "jpeg", "webp"]
+LOSSY_FORMATS: frozenset[str] = frozenset({"jpeg", "webp"})
+# The quality of a lossy format when the request names none: visually clean for photographs,
+# about a tenth of a level-1 PNG's size (BENCHMARKS.md, "Output formats").
+DEFAULT_QUALITY = 90
+
+
+def major_version(schema_version: str) -> int | None:
+    """The major version of a well-formed `schema_version` ("1", "1.1"), else None."""
+    if not _SCHEMA_VERSION.fullmatch(schema_version):
+        return None
+    return int(schema_version.partition(".")[0])
 
 
 def _limits(info: ValidationInfo) -> RequestLimits:
@@ -67,6 +92,16 @@ class GenerationParams(BaseModel):
         None,
         validate_default=True,
         description="Must be in ALLOWED_MODELS; the worker's DEFAULT_MODEL when absent.",
+    )
+    format: OutputFormat = Field("png", description="Encoding of the stored images (1.1).")
+    quality: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description=(
+            f"jpeg and webp only (1.1): encoder quality, {DEFAULT_QUALITY} when absent. "
+            "Refused with png, which is lossless."
+        ),
     )
 
     @field_validator("width", "height", mode="after")
@@ -152,6 +187,18 @@ class GenerationParams(BaseModel):
             )
         return model
 
+    @field_validator("quality", mode="after")
+    @classmethod
+    def _check_quality(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # A quality that silently did nothing would let a producer believe it bought smaller
+        # files; an invalid format is reported on its own and is absent from info.data.
+        if value is not None and info.data.get("format") == "png":
+            raise _violation(
+                ViolationCode.QUALITY_NOT_APPLICABLE,
+                "params.quality applies to jpeg and webp only; png is lossless",
+            )
+        return value
+
     @model_validator(mode="after")
     def _check_cost(self, info: ValidationInfo) -> GenerationParams:
         """Runs only once every field is valid: the budget of schemas/cost.py."""
@@ -175,6 +222,13 @@ class GenerationParams(BaseModel):
         """The model to use; validation has already replaced an absent model by the default."""
         return self.model or RequestLimits().default_model
 
+    @property
+    def output_quality(self) -> int | None:
+        """The encoder quality to use: None for png, else `quality` or DEFAULT_QUALITY."""
+        if self.format not in LOSSY_FORMATS:
+            return None
+        return DEFAULT_QUALITY if self.quality is None else self.quality
+
 
 class GenerationRequest(BaseModel):
     """A request event on `generation.requests` (key = request_id)."""
@@ -188,6 +242,21 @@ class GenerationRequest(BaseModel):
     )
     # Validated even when absent, so that the default model comes from the worker's limits.
     params: GenerationParams = Field(default_factory=dict, validate_default=True)
+    schema_version: str | None = Field(
+        None,
+        description=(
+            'Contract version the producer wrote, "1" or "1.1" (1.1); absent means 1. '
+            "A major version other than 1 is rejected with unsupported_version."
+        ),
+        json_schema_extra={"pattern": SCHEMA_VERSION_PATTERN},
+    )
+    deadline: datetime | None = Field(
+        None,
+        description=(
+            "RFC 3339 timestamp with a zone offset (1.1): a request not done by then is answered "
+            "`expired` (deadline_exceeded) instead of being generated or published late."
+        ),
+    )
 
     @field_validator("prompt", "negative_prompt", mode="before")
     @classmethod
@@ -224,3 +293,58 @@ class GenerationRequest(BaseModel):
                 value=len(value),
             )
         return value.strip() or None
+
+    @field_validator("schema_version", mode="after")
+    @classmethod
+    def _check_schema_version(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        major = major_version(value)
+        if major is None:
+            raise _violation(
+                ViolationCode.INVALID_SCHEMA_VERSION,
+                'schema_version must look like "1" or "1.1", got {value}',
+                value=clip(value, MAX_FIELD_CHARS),
+            )
+        if major != SUPPORTED_MAJOR_VERSION:
+            raise _violation(
+                ViolationCode.UNSUPPORTED_VERSION,
+                "schema_version {value} is not supported: this worker reads major version {major}",
+                value=clip(value, MAX_FIELD_CHARS),
+                major=SUPPORTED_MAJOR_VERSION,
+            )
+        return value
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _parse_deadline(cls, value: object) -> object:
+        """Strict mode takes no text for a datetime: RFC 3339 is parsed here, more strictly than
+        pydantic's lax ISO 8601 would (no dates alone, no week dates, no naive times)."""
+        if isinstance(value, str):
+            try:
+                return parse_rfc3339(value)
+            except NaiveTimestampError:
+                raise _deadline_violation(
+                    "deadline must carry a zone offset (Z or +hh:mm)"
+                ) from None
+            except ValueError:
+                raise _deadline_violation(
+                    "deadline must be an RFC 3339 timestamp such as 2026-05-01T12:00:00Z"
+                ) from None
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise _deadline_violation("deadline must carry a zone offset (Z or +hh:mm)")
+        return value  # anything else is refused as invalid_type by the datetime check
+
+    def seconds_left(self, now: datetime) -> float | None:
+        """Seconds until the deadline (negative once passed), or None without a deadline.
+        `now` must be aware: datetime.now(UTC)."""
+        return None if self.deadline is None else (self.deadline - now).total_seconds()
+
+    def deadline_passed(self, now: datetime) -> bool:
+        """Whether the request has a deadline and `now` (aware) is at or past it."""
+        left = self.seconds_left(now)
+        return left is not None and left <= 0
+
+
+def _deadline_violation(message: str) -> PydanticCustomError:
+    return _violation(ViolationCode.INVALID_DEADLINE, message)
