@@ -142,7 +142,10 @@ def test_another_major_version_is_rejected_with_its_own_code(version: str) -> No
     assert outcome.error.code is ErrorCode.UNSUPPORTED_VERSION
     assert outcome.error.message == PUBLIC_MESSAGES[ErrorCode.UNSUPPORTED_VERSION]
     [violation] = outcome.error.violations
-    assert (violation.field, violation.code) == ("schema_version", ViolationCode.UNSUPPORTED_VERSION)
+    assert (violation.field, violation.code) == (
+        "schema_version",
+        ViolationCode.UNSUPPORTED_VERSION,
+    )
     assert outcome.result().status is Status.REJECTED
 
 
@@ -161,7 +164,7 @@ def test_major_version() -> None:
 
 
 def test_constructing_a_request_of_another_major_version_fails() -> None:
-    with pytest.raises(ValueError, match="unsupported_version|not supported"):
+    with pytest.raises(ValueError, match="not supported"):
         GenerationRequest.model_validate({"request_id": "r", "prompt": "p", "schema_version": "2"})
 
 
