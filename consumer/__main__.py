@@ -25,6 +25,10 @@ def _add_request_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-images", type=int, default=1)
     parser.add_argument("--model", default=None, help="default: DEFAULT_MODEL")
     parser.add_argument("--request-id", default=None)
+    parser.add_argument(
+        "--format", choices=["png", "jpeg", "webp"], default=None, help="default: png"
+    )
+    parser.add_argument("--quality", type=int, default=None, help="jpeg/webp: 1-100 (90)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="generate once, without Kafka")
     _add_request_args(generate)
-    generate.add_argument("--out", type=Path, default=None, help="write the PNG here")
+    generate.add_argument(
+        "--out", type=Path, default=None, help="write the image here (x.webp implies webp)"
+    )
 
     submit = commands.add_parser("submit", help="send a request and wait for its result")
     _add_request_args(submit)
@@ -53,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _request(args: argparse.Namespace, unique: bool = False) -> dict[str, object]:
+def _request(
+    args: argparse.Namespace, unique: bool = False, image_format: str | None = None
+) -> dict[str, object]:
     """`unique`: a fresh id even for a repeated prompt (a Kafka submission is a new request)."""
     from consumer.oneshot import request_from_args
 
@@ -71,18 +79,21 @@ def _request(args: argparse.Namespace, unique: bool = False) -> dict[str, object
         model=args.model,
         negative_prompt=args.negative_prompt,
         request_id=request_id,
+        image_format=image_format or args.format,
+        quality=args.quality,
     )
 
 
 def _generate(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.oneshot import InvalidRequestError, generate_once
+    from consumer.oneshot import InvalidRequestError, format_for_out, generate_once
 
     if args.model:  # a local one-shot run may use any model its user names
         settings = settings.model_copy(
             update={"default_model": args.model, "allowed_models": [args.model]}
         )
     try:
-        result = generate_once(settings, _request(args), args.out)
+        request = _request(args, image_format=format_for_out(args.out, args.format))
+        result = generate_once(settings, request, args.out)
     except InvalidRequestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
