@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["up", "down"])
     stack.add_argument("--partitions", type=int, default=4)
 
-    schemas = commands.add_parser("schemas", help="write the JSON Schemas of both events")
+    schemas = commands.add_parser(
+        "schemas", help="write the JSON Schemas of every event and the AsyncAPI document"
+    )
     schemas.add_argument("out_dir", type=Path, nargs="?", default=Path("schemas/json"))
     return parser
 

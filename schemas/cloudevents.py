@@ -50,10 +50,12 @@ def cloudevent_headers(
     *,
     event_id: str | None = None,
     time: datetime | None = None,
+    content_type: str | None = JSON_CONTENT_TYPE,
 ) -> Headers:
     """The binary-mode headers of one event: ce_specversion, ce_id (a fresh UUID unless given),
     ce_source, ce_type, ce_time (RFC 3339 UTC; default now), ce_subject (the request_id; left
-    out when None, as on a dead letter without one) and content-type application/json."""
+    out when None, as on a dead letter without one) and content-type (application/json; None
+    leaves it out: a dead letter's value is the original bytes, whatever they are)."""
     headers = [
         ("ce_specversion", SPEC_VERSION),
         ("ce_id", event_id or str(uuid.uuid4())),
@@ -63,7 +65,8 @@ def cloudevent_headers(
     ]
     if subject:
         headers.append(("ce_subject", subject))
-    headers.append(("content-type", JSON_CONTENT_TYPE))
+    if content_type:
+        headers.append(("content-type", content_type))
     return [(name, value.encode("utf-8")) for name, value in headers]
 
 
