@@ -1,4 +1,4 @@
-"""Command line: `python -m consumer [run|generate|submit|stack|schemas] ...`."""
+"""Command line: `python -m consumer [run|generate|submit|cancel|stack|schemas] ...`."""
 
 from __future__ import annotations
 
@@ -48,7 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     submit = commands.add_parser("submit", help="send a request and wait for its result")
     _add_request_args(submit)
     submit.add_argument("--wait", type=float, default=300.0, metavar="SECONDS")
-    submit.add_argument("--save", type=Path, default=None, help="download the PNG here")
+    submit.add_argument(
+        "--save", type=Path, default=None, help="download the image here (x.webp implies webp)"
+    )
+    submit.add_argument(
+        "--progress", action="store_true", help="show progress events (PROGRESS_TOPIC)"
+    )
+
+    cancel = commands.add_parser("cancel", help="ask the workers to cancel a request")
+    cancel.add_argument("request_id")
 
     stack = commands.add_parser("stack", help="embedded Tansu + SeaweedFS on 127.0.0.1")
     stack.add_argument("action", choices=["up", "down"])
@@ -108,9 +116,15 @@ def _generate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _submit(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.oneshot import InvalidRequestError, format_for_out
     from consumer.submit import download, run_submit
 
-    result = run_submit(settings, _request(args, unique=True), args.wait)
+    try:
+        request = _request(args, unique=True, image_format=format_for_out(args.save, args.format))
+    except InvalidRequestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = run_submit(settings, request, args.wait, show_progress=args.progress)
     if result is None:
         print(f"no result within {args.wait:.0f}s: is a worker running?", file=sys.stderr)
         return 2
@@ -123,6 +137,21 @@ def _submit(settings: Settings, args: argparse.Namespace) -> int:
     if result.audit is not None and result.audit.note:
         print(NOISE_WARNING, file=sys.stderr)
     return 0 if result.status == "completed" else 1
+
+
+def _cancel(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.submit import run_cancel
+
+    try:
+        sent = run_cancel(settings, args.request_id)
+    except ValueError as exc:  # not a valid request_id
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not sent:
+        print("no broker answered: is one running?", file=sys.stderr)
+        return 2
+    print(f"cancel for {args.request_id} sent to {settings.control_topic}", file=sys.stderr)
+    return 0
 
 
 def _stack(settings: Settings, args: argparse.Namespace) -> int:
@@ -152,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         return _generate(settings, args)
     if command == "submit":
         return _submit(settings, args)
+    if command == "cancel":
+        return _cancel(settings, args)
     if command == "stack":
         return _stack(settings, args)
     from schemas.__main__ import write_schemas
