@@ -5,11 +5,11 @@
 Images: "photo" is a synthetic photograph built with Pillow and numpy, the same pixels on
 every run: a sky-to-ground gradient under fractal value noise (clouds), a Mandelbrot texture,
 hard-edged discs and squares, a Gaussian blur (lens softness) and seeded Gaussian sensor noise
-(sigma 6): smooth areas, edges and grain, as in a diffusion model's output. "noise" is uniform random RGB, what
-the tiny test model draws: the worst case for every encoder. Formats: png at the project's
-zlib level 1 (PNG_COMPRESS_LEVEL), jpeg and webp at quality 90 (the contract's default) and 75,
-and lossless webp for comparison (not offered by the contract). A benchmark, not a test: it
-prints the median of --repeat runs (milliseconds, one thread) and the encoded size.
+(sigma 6): smooth areas, edges and grain, as in a diffusion model's output. "noise" is uniform
+random RGB, what the tiny test model draws: the worst case for every encoder. Formats: png at
+the project's zlib level 1 (PNG_COMPRESS_LEVEL), jpeg and webp at quality 90 (the contract's
+default) and 75, and lossless webp for comparison (not offered by the contract). A benchmark,
+not a test: it prints the median of --repeat runs (milliseconds, one thread) and the size.
 """
 
 from __future__ import annotations
