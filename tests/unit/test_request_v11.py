@@ -261,3 +261,23 @@ def test_a_full_1_1_request_round_trips() -> None:
     assert dumped["deadline"] == "2026-05-01T12:00:00Z"
     again = parse_request(json.dumps(dumped).encode(), LIMITS)
     assert isinstance(again, Accepted) and again.request == request
+
+
+def test_the_readme_1_1_examples_are_what_the_contract_reads() -> None:
+    from pathlib import Path
+
+    from schemas import parse_control, parse_progress
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    contract = readme.split("## Event contract", 1)[1].split("\n## ", 1)[0]
+    blocks = [block.split("```", 1)[0] for block in contract.split("```json\n")[1:]]
+    by_kind = {
+        "request": [b for b in blocks if '"schema_version"' in b],
+        "progress": [b for b in blocks if '"stage"' in b],
+        "control": [b for b in blocks if '"type": "cancel"' in b],
+    }
+    assert all(len(found) == 1 for found in by_kind.values()), by_kind
+    request = parse_request(by_kind["request"][0].encode(), RequestLimits())
+    assert isinstance(request, Accepted) and request.request.params.format == "webp"
+    assert parse_progress(by_kind["progress"][0].encode()) is not None
+    assert parse_control(by_kind["control"][0].encode()) is not None
