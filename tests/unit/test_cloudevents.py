@@ -121,3 +121,8 @@ def test_an_invalid_tracestate_is_dropped_but_the_parent_kept(state: bytes) -> N
 
 def test_no_headers_at_all() -> None:
     assert trace_headers(None) == [] and trace_headers([]) == []
+
+
+def test_a_dead_letter_can_leave_its_content_type_to_the_original() -> None:
+    headers = cloudevent_headers(DEAD_LETTER_TYPE, "s", None, content_type=None)
+    assert "content-type" not in dict(headers)
