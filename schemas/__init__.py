@@ -13,8 +13,9 @@ from schemas.errors import (
     ViolationCode,
 )
 from schemas.limits import RequestLimits
+from schemas.params import GenerationParams
 from schemas.progress import ProgressEvent, parse_progress, progress_event
-from schemas.request import CONTRACT_VERSION, GenerationParams, GenerationRequest
+from schemas.request import CONTRACT_VERSION, GenerationRequest
 from schemas.result import MAX_RESULT_BYTES, Audit, GenerationResult, ImageRef, Status, bounded
 from schemas.validation import (
     Accepted,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from schemas import GenerationRequest
 from schemas.cost import request_cost
 from schemas.limits import MAX_SEED
-from schemas.request import OutputFormat
+from schemas.params import OutputFormat
 
 STANDARD_POLICY = "standard"  # the worker's safe default negative prompt was applied
 CUSTOM_POLICY = "custom"  # the caller supplied its own negative prompt

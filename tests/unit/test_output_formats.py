@@ -22,7 +22,7 @@ from consumer.results import (
     store_output,
     stored_result,
 )
-from schemas.request import OutputFormat
+from schemas.params import OutputFormat
 from storage import (
     ImageFormat,
     LocalImageStore,
@@ -54,7 +54,11 @@ def photo(size: tuple[int, int] = (96, 64)) -> Image.Image:
 
 
 def test_the_format_literals_of_the_contract_and_the_store_agree() -> None:
+    from schemas.params import DEFAULT_QUALITY as CONTRACT_DEFAULT
+    from storage.images import DEFAULT_QUALITY as STORE_DEFAULT
+
     assert typing.get_args(OutputFormat) == typing.get_args(ImageFormat) == ("png", "jpeg", "webp")
+    assert CONTRACT_DEFAULT == STORE_DEFAULT == 90
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,8 @@ from schemas import (
     parse_request,
 )
 from schemas.errors import PUBLIC_MESSAGES
-from schemas.request import DEFAULT_QUALITY, major_version
+from schemas.params import DEFAULT_QUALITY
+from schemas.request import major_version
 from schemas.times import format_utc, parse_rfc3339
 
 LIMITS = RequestLimits(allowed_models=("tiny-sdxl",), default_model="tiny-sdxl")
