@@ -127,12 +127,13 @@ def request_from_args(
 
 
 def format_for_out(out: Path | None, requested: str | None) -> str | None:
-    """The format `generate` writes: `requested`, else the one --out's suffix names (x.webp),
-    else None (the request's default, png). InvalidRequestError when they contradict."""
+    """The format to ask for: `requested`, else the one --out's suffix names (x.webp), else None
+    (the request's default, png). InvalidRequestError when they contradict."""
     implied = _SUFFIX_FORMATS.get(out.suffix.lower()) if out is not None else None
     if requested is not None and implied is not None and requested != implied:
         raise InvalidRequestError(f"--format {requested} does not match --out {out}")
-    return requested or implied
+    # x.png implies the default: left out, so a version-1 command line makes the same request.
+    return requested or (None if implied == "png" else implied)
 
 
 def content_request_id(body: dict[str, object]) -> str:

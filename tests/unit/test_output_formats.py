@@ -252,7 +252,8 @@ def test_generate_out_suffix_implies_the_format() -> None:
 
     assert format_for_out(Path("x.webp"), None) == "webp"
     assert format_for_out(Path("x.JPG"), None) == format_for_out(Path("x.jpeg"), None) == "jpeg"
-    assert format_for_out(Path("x.png"), None) == "png"
+    assert format_for_out(Path("x.png"), None) is None  # the default: the v1 request, unchanged
+    assert format_for_out(Path("x.png"), "png") == "png"
     assert format_for_out(Path("x.bin"), None) is None and format_for_out(None, None) is None
     assert format_for_out(Path("x.bin"), "webp") == "webp"
     assert format_for_out(None, "jpeg") == "jpeg"
