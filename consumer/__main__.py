@@ -1,4 +1,4 @@
-"""Command line: `python -m consumer [run|generate|submit|stack|schemas] ...`."""
+"""Command line: `python -m consumer [run|generate|submit|cancel|stack|schemas] ...`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ def _add_request_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-images", type=int, default=1)
     parser.add_argument("--model", default=None, help="default: DEFAULT_MODEL")
     parser.add_argument("--request-id", default=None)
+    parser.add_argument(
+        "--format", choices=["png", "jpeg", "webp"], default=None, help="default: png"
+    )
+    parser.add_argument("--quality", type=int, default=None, help="jpeg/webp: 1-100 (90)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,23 +41,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="generate once, without Kafka")
     _add_request_args(generate)
-    generate.add_argument("--out", type=Path, default=None, help="write the PNG here")
+    generate.add_argument(
+        "--out", type=Path, default=None, help="write the image here (x.webp implies webp)"
+    )
 
     submit = commands.add_parser("submit", help="send a request and wait for its result")
     _add_request_args(submit)
     submit.add_argument("--wait", type=float, default=300.0, metavar="SECONDS")
-    submit.add_argument("--save", type=Path, default=None, help="download the PNG here")
+    submit.add_argument(
+        "--save", type=Path, default=None, help="download the image here (x.webp implies webp)"
+    )
+    submit.add_argument(
+        "--progress", action="store_true", help="show progress events (PROGRESS_TOPIC)"
+    )
+
+    cancel = commands.add_parser("cancel", help="ask the workers to cancel a request")
+    cancel.add_argument("request_id")
 
     stack = commands.add_parser("stack", help="embedded Tansu + SeaweedFS on 127.0.0.1")
     stack.add_argument("action", choices=["up", "down"])
     stack.add_argument("--partitions", type=int, default=4)
 
-    schemas = commands.add_parser("schemas", help="write the JSON Schemas of both events")
+    schemas = commands.add_parser(
+        "schemas", help="write the JSON Schemas of every event and the AsyncAPI document"
+    )
     schemas.add_argument("out_dir", type=Path, nargs="?", default=Path("schemas/json"))
     return parser
 
 
-def _request(args: argparse.Namespace, unique: bool = False) -> dict[str, object]:
+def _request(
+    args: argparse.Namespace, unique: bool = False, image_format: str | None = None
+) -> dict[str, object]:
     """`unique`: a fresh id even for a repeated prompt (a Kafka submission is a new request)."""
     from consumer.oneshot import request_from_args
 
@@ -71,18 +89,21 @@ def _request(args: argparse.Namespace, unique: bool = False) -> dict[str, object
         model=args.model,
         negative_prompt=args.negative_prompt,
         request_id=request_id,
+        image_format=image_format or args.format,
+        quality=args.quality,
     )
 
 
 def _generate(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.oneshot import InvalidRequestError, generate_once
+    from consumer.oneshot import InvalidRequestError, format_for_out, generate_once
 
     if args.model:  # a local one-shot run may use any model its user names
         settings = settings.model_copy(
             update={"default_model": args.model, "allowed_models": [args.model]}
         )
     try:
-        result = generate_once(settings, _request(args), args.out)
+        request = _request(args, image_format=format_for_out(args.out, args.format))
+        result = generate_once(settings, request, args.out)
     except InvalidRequestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -95,9 +116,15 @@ def _generate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _submit(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.oneshot import InvalidRequestError, format_for_out
     from consumer.submit import download, run_submit
 
-    result = run_submit(settings, _request(args, unique=True), args.wait)
+    try:
+        request = _request(args, unique=True, image_format=format_for_out(args.save, args.format))
+    except InvalidRequestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = run_submit(settings, request, args.wait, show_progress=args.progress)
     if result is None:
         print(f"no result within {args.wait:.0f}s: is a worker running?", file=sys.stderr)
         return 2
@@ -110,6 +137,21 @@ def _submit(settings: Settings, args: argparse.Namespace) -> int:
     if result.audit is not None and result.audit.note:
         print(NOISE_WARNING, file=sys.stderr)
     return 0 if result.status == "completed" else 1
+
+
+def _cancel(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.submit import run_cancel
+
+    try:
+        sent = run_cancel(settings, args.request_id)
+    except ValueError as exc:  # not a valid request_id
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not sent:
+        print("no broker answered: is one running?", file=sys.stderr)
+        return 2
+    print(f"cancel for {args.request_id} sent to {settings.control_topic}", file=sys.stderr)
+    return 0
 
 
 def _stack(settings: Settings, args: argparse.Namespace) -> int:
@@ -139,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         return _generate(settings, args)
     if command == "submit":
         return _submit(settings, args)
+    if command == "cancel":
+        return _cancel(settings, args)
     if command == "stack":
         return _stack(settings, args)
     from schemas.__main__ import write_schemas

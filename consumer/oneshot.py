@@ -15,7 +15,9 @@ from schemas import Accepted, ErrorCode, GenerationResult, Rejected, parse_reque
 from storage import ImageStore, LocalImageStore, StorageError, build_store
 
 log = logging.getLogger(__name__)
-_IMAGE_NAME = re.compile(r"[0-9]+\.png")
+_IMAGE_NAME = re.compile(r"[0-9]+\.(png|jpg|webp)")
+# What `generate --out NAME` writes when --format is not given.
+_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
 
 class InvalidRequestError(ValueError):
@@ -56,9 +58,10 @@ def _key_prefix(settings: Settings, out: Path | None) -> str:
 
 
 class _FileStore(LocalImageStore):
-    """`--out x.png` writes x.png (and x-1.png, x-2.png, ... for more images).
+    """`--out x.png` writes x.png (and x-1.png, x-2.png, ... for more images; the same for
+    x.jpg or x.webp).
 
-    Image keys (".../<index>.png") map to those names for every operation, so get, head and
+    Image keys (".../<index>.png|jpg|webp") map to those names for every operation, so get, head and
     delete see what put wrote; other keys stay as they are, under the folder of x.png. No metadata
     sidecars: the user asked for PNGs only, so `head` reports {} and nothing is reused from here.
     """
@@ -70,7 +73,7 @@ class _FileStore(LocalImageStore):
     def path_for(self, key: str) -> Path:
         name = key.rsplit("/", 1)[-1]
         if _IMAGE_NAME.fullmatch(name):
-            index = int(name.removesuffix(".png"))
+            index = int(name.partition(".")[0])
             key = self._out.name if index == 0 else f"{self._out.stem}-{index}{self._out.suffix}"
         return super().path_for(key)
 
@@ -96,6 +99,8 @@ def request_from_args(
     model: str | None,
     negative_prompt: str | None,
     request_id: str | None = None,
+    image_format: str | None = None,
+    quality: int | None = None,
 ) -> dict[str, object]:
     params: dict[str, object] = {
         "width": width,
@@ -108,12 +113,27 @@ def request_from_args(
         params["seed"] = seed
     if model is not None:
         params["model"] = model
+    # Only when asked for: a version-1 command line keeps making the same request (and id).
+    if image_format is not None:
+        params["format"] = image_format
+    if quality is not None:
+        params["quality"] = quality
     body: dict[str, object] = {
         "prompt": prompt,
         "negative_prompt": negative_prompt,
         "params": params,
     }
     return {"request_id": request_id or content_request_id(body), **body}
+
+
+def format_for_out(out: Path | None, requested: str | None) -> str | None:
+    """The format to ask for: `requested`, else the one --out's suffix names (x.webp), else None
+    (the request's default, png). InvalidRequestError when they contradict."""
+    implied = _SUFFIX_FORMATS.get(out.suffix.lower()) if out is not None else None
+    if requested is not None and implied is not None and requested != implied:
+        raise InvalidRequestError(f"--format {requested} does not match --out {out}")
+    # x.png implies the default: left out, so a version-1 command line makes the same request.
+    return requested or (None if implied == "png" else implied)
 
 
 def content_request_id(body: dict[str, object]) -> str:

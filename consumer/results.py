@@ -1,7 +1,9 @@
-"""From engine output to stored PNGs and a result event: the plain function behind one request.
+"""From engine output to stored images and a result event: the plain function behind one request.
 
-A redelivered request (at-least-once) can skip the engine: `stored_result` answers it from the
-images an earlier delivery stored, when each one's metadata vouches for identical parameters.
+Images are encoded in the job's format (PNG, JPEG or WebP, contract 1.1) with the generation
+parameters embedded. A redelivered request (at-least-once) can skip the engine: `stored_result`
+answers it from the images an earlier delivery stored, when each one's metadata vouches for
+identical parameters, the format and quality included.
 """
 
 from __future__ import annotations
@@ -9,20 +11,31 @@ from __future__ import annotations
 from consumer.engine import GenerationJob, JobOutput
 from consumer.models import model_note
 from schemas import Audit, GenerationResult, ImageRef, Status
-from storage import ImageStore, encode_png, image_id, image_key, parameters_digest
+from storage import (
+    ImageStore,
+    content_type,
+    encode_image,
+    extension,
+    image_id,
+    image_key,
+    parameters_digest,
+)
 from storage.png import DEFAULT_COMPRESS_LEVEL
 
 # User metadata (x-amz-meta-params-sha256 on S3) of every image `store_output` writes: the
-# SHA-256 of its PNG parameters chunk, so one HEAD per image tells whether it can be reused.
+# SHA-256 of its embedded parameters text, so one HEAD per image tells whether it can be reused.
 PARAMS_DIGEST_METADATA = "params-sha256"
+# ... and its size, so a result served from the store reports `bytes` without a download.
+SIZE_METADATA = "bytes"
 # audit.note of a result served from the store (followed by "; " and the model's note, if any).
 STORED_NOTE = "served from the store: images of an earlier delivery with identical parameters"
 STORED_DURATION = "0.000"
 
 
 def image_parameters(job: GenerationJob, index: int) -> dict[str, object]:
-    """What goes into the PNG's `parameters` text chunk: enough to reproduce the image."""
-    return {
+    """What each image embeds: enough to reproduce it. `format` and `quality` only for the lossy
+    formats, so that a PNG (and its digest) stays byte-for-byte what contract 1 wrote."""
+    parameters: dict[str, object] = {
         "request_id": job.request_id,
         "image_index": index,
         "prompt": job.prompt,
@@ -34,20 +47,35 @@ def image_parameters(job: GenerationJob, index: int) -> dict[str, object]:
         "cfg": job.cfg,
         "model": job.model,
     }
+    if job.format != "png":
+        parameters.update(format=job.format, quality=job.quality)
+    return parameters
 
 
 def png_parameters(output: JobOutput, index: int) -> dict[str, object]:
+    """Kept for callers of contract 1: the parameters of image `index`, whatever the format."""
     return image_parameters(output.job, index)
 
 
-def image_metadata(job: GenerationJob, index: int) -> dict[str, str]:
-    """The object metadata stored with image `index` of `job`."""
-    return {PARAMS_DIGEST_METADATA: _digest(job, index)}
+def image_key_for(job: GenerationJob, key_prefix: str, index: int) -> str:
+    """<prefix>/<request_id>/<index>.png|.jpg|.webp, after the job's format."""
+    return image_key(key_prefix, job.request_id, index, extension(job.format))
+
+
+def image_metadata(job: GenerationJob, index: int, size: int | None = None) -> dict[str, str]:
+    """The object metadata stored with image `index` of `job` (`size`: its encoded bytes)."""
+    metadata = {PARAMS_DIGEST_METADATA: _digest(job, index)}
+    if size is not None:
+        metadata[SIZE_METADATA] = str(size)
+    return metadata
 
 
 def encode_output(output: JobOutput, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> list[bytes]:
+    """Every image of `output` in its job's format and quality; `compress_level` is PNG's zlib
+    level and ignored by the other formats. CPU-heavy: call it from an I/O thread."""
+    job = output.job
     return [
-        encode_png(image, png_parameters(output, i), compress_level)
+        encode_image(image, image_parameters(job, i), job.format, job.quality, compress_level)
         for i, image in enumerate(output.images)
     ]
 
@@ -58,16 +86,18 @@ def audit_for(output: JobOutput) -> Audit:
 
 
 def store_output(
-    output: JobOutput, pngs: list[bytes], store: ImageStore, key_prefix: str
+    output: JobOutput, encoded: list[bytes], store: ImageStore, key_prefix: str
 ) -> GenerationResult:
-    """Upload every image (deterministic keys: a redelivery overwrites) and build the result.
-    Raises StorageError; the caller decides about retries."""
+    """Upload every image (deterministic keys: a redelivery overwrites) under its format's
+    extension and content type, and build the result. Raises StorageError; the caller decides
+    about retries."""
     job = output.job
     images = []
-    for index, png in enumerate(pngs):
-        key = image_key(key_prefix, job.request_id, index)
-        url = store.put(key, png, "image/png", image_metadata(job, index))
-        images.append(_image_ref(job, index, key, url))
+    for index, data in enumerate(encoded):
+        key = image_key_for(job, key_prefix, index)
+        metadata = image_metadata(job, index, len(data))
+        url = store.put(key, data, content_type(job.format), metadata)
+        images.append(_image_ref(job, index, key, url, len(data)))
     return _completed(job, images, audit_for(output))
 
 
@@ -76,18 +106,24 @@ def stored_result(
 ) -> GenerationResult | None:
     """The `completed` result of `job` built from images already in the store, or None.
 
-    None unless every image exists under its key with metadata vouching for this job's
-    parameters (an image missing, stored for other parameters, or an old object without the
-    metadata). One HEAD per image, no download. URLs are fresh (presigned ones newly signed);
-    audit.duration_sec is "0.000" and audit.note starts with STORED_NOTE. Raises StorageError.
-    Synchronous: call it from an I/O thread, like `store_output`.
+    None unless every image exists under its key (the job format's extension) with metadata
+    vouching for this job's parameters, format and quality (an image missing, stored for other
+    parameters, or an old object without the metadata). One HEAD per image, no download. URLs
+    are fresh (presigned ones newly signed); audit.duration_sec is "0.000" and audit.note starts
+    with STORED_NOTE; `bytes` is null for an image stored before it was recorded. Raises
+    StorageError. Synchronous: call it from an I/O thread, like `store_output`.
     """
-    keys = [image_key(key_prefix, job.request_id, index) for index in range(job.num_images)]
+    keys = [image_key_for(job, key_prefix, index) for index in range(job.num_images)]
+    sizes = []
     for index, key in enumerate(keys):
         metadata = store.head(key)
         if metadata is None or metadata.get(PARAMS_DIGEST_METADATA) != _digest(job, index):
             return None
-    images = [_image_ref(job, index, key, store.url_for(key)) for index, key in enumerate(keys)]
+        sizes.append(_size(metadata))
+    images = [
+        _image_ref(job, index, key, store.url_for(key), sizes[index])
+        for index, key in enumerate(keys)
+    ]
     note = "; ".join(n for n in (STORED_NOTE, model_note(job.model)) if n)
     return _completed(job, images, _audit(job, STORED_DURATION, note))
 
@@ -96,7 +132,12 @@ def _digest(job: GenerationJob, index: int) -> str:
     return parameters_digest(image_parameters(job, index))
 
 
-def _image_ref(job: GenerationJob, index: int, key: str, url: str) -> ImageRef:
+def _size(metadata: dict[str, str]) -> int | None:
+    value = metadata.get(SIZE_METADATA, "")
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+def _image_ref(job: GenerationJob, index: int, key: str, url: str, size: int | None) -> ImageRef:
     return ImageRef(
         image_id=image_id(job.request_id, index),
         url=url,
@@ -104,6 +145,8 @@ def _image_ref(job: GenerationJob, index: int, key: str, url: str) -> ImageRef:
         key=key,
         width=job.width,
         height=job.height,
+        content_type=content_type(job.format),
+        bytes=size,
     )
 
 

@@ -120,6 +120,17 @@ class Settings(BaseSettings):
     request_topic: str = "generation.requests"
     result_topic: str = "generation.results"
     dlq_topic: str = "generation.requests.dlq"
+    # Contract 1.1: cancel commands in, progress events out.
+    control_topic: str = Field("generation.control", description="Cancel commands (1.1).")
+    progress_topic: str = Field(
+        "generation.progress", description="Progress events (1.1); empty disables them."
+    )
+    cancel_retention_seconds: float = Field(
+        3600.0, ge=0, description="How long a cancel command is remembered for its request_id."
+    )
+    max_request_age_seconds: float = Field(
+        0.0, ge=0, description="Requests older than this (record timestamp) expire; 0 = off."
+    )
     group_id: str = "image-workers"
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None

@@ -1,77 +1,120 @@
-"""`python -m consumer submit`: produce one request and wait for its result event."""
+"""`python -m consumer submit` and `cancel`: the command line on top of GenerationClient."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import TextIO
 from urllib.parse import urlparse
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from consumer import kafka_io
+from consumer.client import BrokerUnavailable, GenerationClient
 from consumer.settings import Settings
-from schemas import GenerationResult
+from schemas import GenerationResult, ProgressEvent
+
+_BAR_WIDTH = 24
+_DRAIN_SECONDS = 1.0
 
 
 async def submit_and_wait(
-    settings: Settings, request: dict[str, object], wait_seconds: float
+    settings: Settings,
+    request: dict[str, object],
+    wait_seconds: float,
+    show_progress: bool = False,
 ) -> GenerationResult | None:
-    """Listen on the result topic from its current end, then send; None if no result in time."""
-    give_up = asyncio.Event()
-    asyncio.get_running_loop().call_later(wait_seconds, give_up.set)
-    try:
-        producer = await kafka_io.start_producer(settings, give_up)
-    except kafka_io.StopRequested:
-        return None  # no broker within the wait
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        **kafka_io.security_options(settings),
-    )
-    try:
-        await consumer.start()
-        partitions = await producer.partitions_for(settings.result_topic)  # creates it if need be
-        consumer.assign([TopicPartition(settings.result_topic, p) for p in sorted(partitions)])
-        await consumer.seek_to_end()
-        for tp in consumer.assignment():
-            await consumer.position(tp)  # pin the end before the request goes out
-        request_id = str(request["request_id"])
-        await producer.send_and_wait(
-            settings.request_topic, key=request_id.encode(), value=json.dumps(request).encode()
-        )
-        print(f"submitted {request_id} to {settings.request_topic}", file=sys.stderr)
-        return await _wait_for(consumer, request_id, wait_seconds)
-    finally:
-        await consumer.stop()
-        await producer.stop()
+    """Listen from the end of the result topic, send, wait; None if no result in time.
 
-
-async def _wait_for(
-    consumer: AIOKafkaConsumer, request_id: str, wait_seconds: float
-) -> GenerationResult | None:
+    On stderr: plain "waiting..." lines, or with `show_progress` the request's progress events
+    (a bar redrawn in place on a terminal, one line per event otherwise)."""
     started = time.monotonic()
-    key = request_id.encode()
-    interactive = sys.stderr.isatty()
-    while (elapsed := time.monotonic() - started) < wait_seconds:
-        if interactive:
-            print(
-                f"\rwaiting for the result... {elapsed:4.0f}s", end="", file=sys.stderr, flush=True
+    try:
+        async with GenerationClient(settings, connect_timeout=wait_seconds) as client:
+            request_id = await client.submit(request)
+            print(f"submitted {request_id} to {settings.request_topic}", file=sys.stderr)
+            interactive = sys.stderr.isatty()
+            reporter = (
+                _report_progress(client, request_id, started, interactive)
+                if show_progress
+                else _report_waiting(started, interactive)
             )
+            task = asyncio.create_task(reporter)
+            result = None
+            try:
+                left = wait_seconds - (time.monotonic() - started)
+                result = await client.wait(request_id, max(left, 0.0))
+                if show_progress and result is not None:
+                    # Events fetched with the result are still to be printed; progress() ends
+                    # by itself once they are.
+                    await asyncio.wait([task], timeout=_DRAIN_SECONDS)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    except BrokerUnavailable:
+        return None  # no broker within the wait
+    prefix = "\r" if interactive else ""
+    if result is None:
+        print("", file=sys.stderr)
+    else:
+        print(f"{prefix}result after {time.monotonic() - started:.1f}s" + " " * 40, file=sys.stderr)
+    return result
+
+
+async def _report_waiting(started: float, interactive: bool) -> None:
+    while True:
+        elapsed = time.monotonic() - started
+        if interactive:
+            print(f"\rwaiting for the result... {elapsed:4.0f}s", end="", file=sys.stderr)
+            sys.stderr.flush()
         elif int(elapsed) % 5 == 0:
             print(f"waiting for the result... {elapsed:.0f}s", file=sys.stderr, flush=True)
-        batches = await consumer.getmany(timeout_ms=1000)
-        for record in (r for rs in batches.values() for r in rs):
-            if record.key == key:
-                prefix = "\r" if interactive else ""
-                print(f"{prefix}result after {time.monotonic() - started:.1f}s   ", file=sys.stderr)
-                return GenerationResult.model_validate_json(record.value)
-    print("", file=sys.stderr)
-    return None
+        await asyncio.sleep(1.0)
+
+
+async def _report_progress(
+    client: GenerationClient, request_id: str, started: float, interactive: bool
+) -> None:
+    async for event in client.progress(request_id):
+        line = render_progress(event, time.monotonic() - started, bar=interactive)
+        _show(line, interactive, sys.stderr)
+
+
+def render_progress(event: ProgressEvent, elapsed: float, bar: bool) -> str:
+    """One progress line: with `bar` "[#########...............] 3/8 steps      4.2s", else
+    "progress: step 3/8 (4.2s)" (for logs and pipes)."""
+    steps = _steps(event)
+    if not bar:
+        return f"progress: {event.stage}{' ' + steps if steps else ''} ({elapsed:.1f}s)"
+    filled = round((event.fraction or 0.0) * _BAR_WIDTH)
+    label = f"{steps} steps" if event.stage == "step" else event.stage
+    return f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {label:<12} {elapsed:5.1f}s"
+
+
+def _steps(event: ProgressEvent) -> str:
+    if event.step is None:
+        return ""
+    return f"{event.step}/{event.total_steps}" if event.total_steps else str(event.step)
+
+
+def _show(line: str, interactive: bool, stream: TextIO) -> None:
+    if interactive:
+        print(f"\r{line}", end="", file=stream, flush=True)
+    else:
+        print(line, file=stream, flush=True)
+
+
+async def cancel(settings: Settings, request_id: str, connect_timeout: float = 30.0) -> bool:
+    """Send a cancel command for `request_id`; False when no broker answered."""
+    try:
+        async with GenerationClient(
+            settings, listen=False, connect_timeout=connect_timeout
+        ) as client:
+            await client.cancel(request_id)
+    except BrokerUnavailable:
+        return False
+    return True
 
 
 def download(url: str, target: Path) -> Path:
@@ -89,6 +132,10 @@ def download(url: str, target: Path) -> Path:
 
 
 def run_submit(
-    settings: Settings, request: dict[str, object], wait: float
+    settings: Settings, request: dict[str, object], wait: float, show_progress: bool = False
 ) -> GenerationResult | None:
-    return asyncio.run(submit_and_wait(settings, request, wait))
+    return asyncio.run(submit_and_wait(settings, request, wait, show_progress))
+
+
+def run_cancel(settings: Settings, request_id: str) -> bool:
+    return asyncio.run(cancel(settings, request_id))

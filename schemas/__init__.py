@@ -1,5 +1,7 @@
-"""Event contract v1: request and result events, their errors and the request validator."""
+"""Event contract 1.1: request, result, progress and control events, their errors, the request
+validator, and the CloudEvents headers (schemas.cloudevents)."""
 
+from schemas.control import CancelCommand, ControlCommand, parse_control
 from schemas.errors import (
     MAX_FIELD_CHARS,
     MAX_MESSAGE_CHARS,
@@ -11,7 +13,9 @@ from schemas.errors import (
     ViolationCode,
 )
 from schemas.limits import RequestLimits
-from schemas.request import GenerationParams, GenerationRequest
+from schemas.params import GenerationParams
+from schemas.progress import ProgressEvent, parse_progress, progress_event
+from schemas.request import CONTRACT_VERSION, GenerationRequest
 from schemas.result import MAX_RESULT_BYTES, Audit, GenerationResult, ImageRef, Status, bounded
 from schemas.validation import (
     Accepted,
@@ -23,6 +27,7 @@ from schemas.validation import (
 )
 
 __all__ = [
+    "CONTRACT_VERSION",
     "MAX_FIELD_CHARS",
     "MAX_MESSAGE_CHARS",
     "MAX_RESULT_BYTES",
@@ -30,6 +35,8 @@ __all__ = [
     "MAX_VIOLATION_MESSAGE_CHARS",
     "Accepted",
     "Audit",
+    "CancelCommand",
+    "ControlCommand",
     "ErrorCode",
     "ErrorInfo",
     "GenerationParams",
@@ -37,6 +44,7 @@ __all__ = [
     "GenerationResult",
     "ImageRef",
     "ParseOutcome",
+    "ProgressEvent",
     "Rejected",
     "RequestLimits",
     "Status",
@@ -45,5 +53,8 @@ __all__ = [
     "ViolationCode",
     "bounded",
     "error_from_validation",
+    "parse_control",
+    "parse_progress",
     "parse_request",
+    "progress_event",
 ]

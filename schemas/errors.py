@@ -32,6 +32,12 @@ class ErrorCode(StrEnum):
     OUT_OF_MEMORY = "out_of_memory"
     # The request was started MAX_ATTEMPTS times by workers that died meanwhile (a poison event).
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+    # Contract 1.1. The request declares a schema_version whose major version is not 1.
+    UNSUPPORTED_VERSION = "unsupported_version"
+    # The request's deadline passed before its images could be delivered (status `expired`).
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    # A cancel command for the request arrived on the control topic (status `cancelled`).
+    CANCELLED = "cancelled"
 
 
 # The public text of each code: short and fixed. Results never carry exception text, paths, the
@@ -50,6 +56,9 @@ PUBLIC_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.RESULT_REFUSED: "the broker refused the full result; this minimal result replaces it",
     ErrorCode.OUT_OF_MEMORY: "the request does not fit in the worker's memory",
     ErrorCode.ATTEMPTS_EXHAUSTED: "workers died while running this request; it is not tried again",
+    ErrorCode.UNSUPPORTED_VERSION: "the request's schema_version is not supported by this worker",
+    ErrorCode.DEADLINE_EXCEEDED: "the request's deadline passed before it was completed",
+    ErrorCode.CANCELLED: "the request was cancelled",
 }
 
 
@@ -97,6 +106,13 @@ class ViolationCode(StrEnum):
     SEED_OUT_OF_RANGE = "seed_out_of_range"
     MODEL_NOT_ALLOWED = "model_not_allowed"
     TOO_EXPENSIVE = "too_expensive"
+    # Contract 1.1.
+    INVALID_DEADLINE = "invalid_deadline"
+    INVALID_SCHEMA_VERSION = "invalid_schema_version"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    QUALITY_OUT_OF_RANGE = "quality_out_of_range"
+    QUALITY_NOT_APPLICABLE = "quality_not_applicable"
 
 
 def _clipped(limit: int) -> AfterValidator:

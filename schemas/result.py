@@ -1,4 +1,4 @@
-"""The result event (contract v1) published to `generation.results`, keyed by request_id."""
+"""The result event (contract 1.1) published to `generation.results`, keyed by request_id."""
 
 from __future__ import annotations
 
@@ -27,6 +27,16 @@ class Status(StrEnum):
     REJECTED = "rejected"  # invalid input; never retried
     TIMEOUT = "timeout"  # GENERATION_TIMEOUT_SECONDS elapsed
     FAILED = "failed"  # engine or storage error
+    EXPIRED = "expired"  # 1.1: the request's deadline passed first (deadline_exceeded)
+    CANCELLED = "cancelled"  # 1.1: a cancel command arrived first (cancelled)
+
+
+# The status each error code of a failed request is answered with; any other code is `failed`.
+_FAILURE_STATUSES: dict[ErrorCode, Status] = {
+    ErrorCode.TIMEOUT: Status.TIMEOUT,
+    ErrorCode.DEADLINE_EXCEEDED: Status.EXPIRED,
+    ErrorCode.CANCELLED: Status.CANCELLED,
+}
 
 
 class ImageRef(BaseModel):
@@ -38,6 +48,16 @@ class ImageRef(BaseModel):
     key: str = Field(description="Object key in the store.")
     width: int
     height: int
+    # 1.1. Defaults, so that results published before 1.1 (all PNG) still parse.
+    content_type: str = Field("image/png", description="The object's media type (1.1).")
+    bytes: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "The object's size in bytes (1.1); null only for an image served from the store "
+            "that was written before 1.1."
+        ),
+    )
 
 
 class Audit(BaseModel):
@@ -69,7 +89,7 @@ class GenerationResult(BaseModel):
     @classmethod
     def failed(cls, request_id: str, code: ErrorCode) -> GenerationResult:
         """A request that could not be completed, with the code's fixed public message."""
-        status = Status.TIMEOUT if code is ErrorCode.TIMEOUT else Status.FAILED
+        status = _FAILURE_STATUSES.get(code, Status.FAILED)
         return cls(request_id=request_id, status=status, error=ErrorInfo.public(code))
 
 

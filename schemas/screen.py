@@ -13,7 +13,8 @@ from itertools import islice
 from typing import Any
 
 from schemas.errors import MAX_FIELD_CHARS, MAX_VIOLATIONS, clip
-from schemas.request import GenerationParams, GenerationRequest
+from schemas.params import GenerationParams
+from schemas.request import GenerationRequest
 
 _REQUEST_FIELDS = tuple(GenerationRequest.model_fields)
 _PARAMS_FIELDS = tuple(GenerationParams.model_fields)

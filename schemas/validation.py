@@ -18,6 +18,7 @@ from pydantic_core import ErrorDetails
 from schemas.errors import (
     MAX_FIELD_CHARS,
     MAX_VIOLATIONS,
+    PUBLIC_MESSAGES,
     ErrorCode,
     ErrorInfo,
     Violation,
@@ -25,7 +26,12 @@ from schemas.errors import (
     clip,
 )
 from schemas.limits import RequestLimits
-from schemas.request import REQUEST_ID_PATTERN, GenerationRequest
+from schemas.request import (
+    REQUEST_ID_PATTERN,
+    SUPPORTED_MAJOR_VERSION,
+    GenerationRequest,
+    major_version,
+)
 from schemas.result import GenerationResult, Status, bounded
 from schemas.screen import Screened, screen
 
@@ -39,6 +45,7 @@ _PYDANTIC_CODES: dict[str, ViolationCode] = {
     "string_pattern_mismatch": ViolationCode.INVALID_REQUEST_ID,
     "string_too_short": ViolationCode.PROMPT_EMPTY,
     "multiple_of": ViolationCode.SIZE_NOT_MULTIPLE_OF_8,
+    "literal_error": ViolationCode.UNSUPPORTED_FORMAT,  # params.format is the only Literal
 }
 _RANGE_CODES: dict[str, ViolationCode] = {
     "width": ViolationCode.SIZE_OUT_OF_RANGE,
@@ -47,6 +54,7 @@ _RANGE_CODES: dict[str, ViolationCode] = {
     "cfg": ViolationCode.CFG_OUT_OF_RANGE,
     "num_images": ViolationCode.NUM_IMAGES_OUT_OF_RANGE,
     "seed": ViolationCode.SEED_OUT_OF_RANGE,
+    "quality": ViolationCode.QUALITY_OUT_OF_RANGE,
 }
 _RANGE_TYPES = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 
@@ -90,6 +98,9 @@ def parse_request(raw: bytes | None, limits: RequestLimits) -> ParseOutcome:
     request_id = payload.get("request_id")
     if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
         return Undeliverable(_request_id_error(request_id))
+    unsupported = _unsupported_version(payload.get("schema_version"))
+    if unsupported is not None:
+        return Rejected(request_id, unsupported)
     screened = screen(payload)
     try:
         request = GenerationRequest.model_validate(screened.known, context={"limits": limits})
@@ -98,6 +109,27 @@ def parse_request(raw: bytes | None, limits: RequestLimits) -> ParseOutcome:
     if screened.unknown_count:
         return Rejected(request_id, _rejection(None, screened))
     return Accepted(request)
+
+
+def _unsupported_version(version: object) -> ErrorInfo | None:
+    """The error for a well-formed schema_version of another major version, checked before the
+    rest: the other fields of a version-2 event follow rules this worker does not know, so
+    listing them as violations would only mislead. A malformed one is a plain violation."""
+    if not isinstance(version, str):
+        return None
+    major = major_version(version)
+    if major is None or major == SUPPORTED_MAJOR_VERSION:
+        return None
+    violation = Violation(
+        field="schema_version",
+        code=ViolationCode.UNSUPPORTED_VERSION,
+        message=(
+            f"schema_version {clip(version, MAX_FIELD_CHARS)} is not supported: "
+            f"this worker reads major version {SUPPORTED_MAJOR_VERSION}"
+        ),
+    )
+    code = ErrorCode.UNSUPPORTED_VERSION
+    return ErrorInfo(code=code, message=PUBLIC_MESSAGES[code], violations=[violation])
 
 
 def _rejection(exc: ValidationError | None, screened: Screened) -> ErrorInfo:

@@ -1,24 +1,38 @@
-"""Image storage: deterministic keys, PNG encoding and the S3 / local backends."""
+"""Image storage: deterministic keys, PNG / JPEG / WebP encoding and the S3 / local backends."""
 
 from __future__ import annotations
 
 from storage.base import ImageStore, StorageError, StorageSettings
+from storage.images import (
+    ImageFormat,
+    content_type,
+    encode_image,
+    extension,
+    format_of,
+    read_image_parameters,
+)
 from storage.keys import image_id, image_key
 from storage.local import LocalImageStore
 from storage.png import encode_png, parameters_digest, read_png_parameters
 from storage.s3 import S3ImageStore
 
 __all__ = [
+    "ImageFormat",
     "ImageStore",
     "LocalImageStore",
     "S3ImageStore",
     "StorageError",
     "StorageSettings",
     "build_store",
+    "content_type",
+    "encode_image",
     "encode_png",
+    "extension",
+    "format_of",
     "image_id",
     "image_key",
     "parameters_digest",
+    "read_image_parameters",
     "read_png_parameters",
 ]
 

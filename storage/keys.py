@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 _UNSAFE_IDS = frozenset({"", ".", ".."})
+_EXTENSIONS = frozenset({"png", "jpg", "webp"})
 
 
 def _check_parts(request_id: str, index: int) -> None:
@@ -20,10 +21,13 @@ def _check_parts(request_id: str, index: int) -> None:
         raise ValueError(f"image index must be >= 0, got {index}")
 
 
-def image_key(prefix: str, request_id: str, index: int) -> str:
-    """Return "{prefix}/{request_id}/{index}.png"; an empty prefix gives no leading slash."""
+def image_key(prefix: str, request_id: str, index: int, extension: str = "png") -> str:
+    """Return "{prefix}/{request_id}/{index}.{extension}" (png, jpg or webp: see
+    storage.images.extension); an empty prefix gives no leading slash."""
     _check_parts(request_id, index)
-    name = f"{request_id}/{index}.png"
+    if extension not in _EXTENSIONS:
+        raise ValueError(f"unknown image extension {extension!r}")
+    name = f"{request_id}/{index}.{extension}"
     prefix = prefix.strip("/")
     return f"{prefix}/{name}" if prefix else name
 

@@ -28,7 +28,7 @@ def encode_png(
 ) -> bytes:
     """Encode `image` as PNG with a "parameters" text chunk holding sorted JSON."""
     info = PngImagePlugin.PngInfo()
-    info.add_text(PARAMETERS_CHUNK, _parameters_text(parameters))
+    info.add_text(PARAMETERS_CHUNK, parameters_text(parameters))
     buffer = io.BytesIO()
     # Passing pnginfo explicitly means image.info (dpi, old text chunks, ...) is not copied over.
     image.save(buffer, format="PNG", pnginfo=info, compress_level=compress_level, optimize=False)
@@ -36,13 +36,15 @@ def encode_png(
 
 
 def parameters_digest(parameters: Mapping[str, object]) -> str:
-    """SHA-256 (hex) of the exact text `encode_png` embeds: equal digests, equal parameters, so
-    an object's metadata can vouch for its content without downloading it."""
-    return hashlib.sha256(_parameters_text(parameters).encode("ascii")).hexdigest()
+    """SHA-256 (hex) of the exact text `encode_png` (and `encode_image`, in every format) embeds:
+    equal digests, equal parameters, so an object's metadata can vouch for its content without
+    downloading it."""
+    return hashlib.sha256(parameters_text(parameters).encode("ascii")).hexdigest()
 
 
-def _parameters_text(parameters: Mapping[str, object]) -> str:
-    # ensure_ascii keeps the text Latin-1 safe, so Pillow always writes a plain tEXt chunk.
+def parameters_text(parameters: Mapping[str, object]) -> str:
+    """The embedded text: sorted JSON, ASCII only (ensure_ascii), so Pillow always writes a plain
+    tEXt chunk and EXIF can hold it as an ASCII tag."""
     return json.dumps(dict(parameters), sort_keys=True)
 
 

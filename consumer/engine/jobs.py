@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from schemas import GenerationRequest
 from schemas.cost import request_cost
 from schemas.limits import MAX_SEED
+from schemas.params import OutputFormat
 
 STANDARD_POLICY = "standard"  # the worker's safe default negative prompt was applied
 CUSTOM_POLICY = "custom"  # the caller supplied its own negative prompt
@@ -30,6 +31,9 @@ class GenerationJob:
     steps: int
     cfg: float
     seeds: tuple[int, ...]
+    # How the images are stored (contract 1.1): encoding only, so neither is in batch_key.
+    format: OutputFormat = "png"
+    quality: int | None = None  # None for png; resolved (never None) for jpeg and webp
 
     @property
     def batch_key(self) -> BatchKey:
@@ -76,4 +80,6 @@ def plan_job(request: GenerationRequest, default_negative_prompt: str) -> Genera
         steps=params.steps,
         cfg=params.cfg,
         seeds=image_seeds(first, params.num_images),
+        format=params.format,
+        quality=params.output_quality,
     )

@@ -127,7 +127,11 @@ def test_metadata_is_the_digest_of_the_png_parameters(store: CountingStore) -> N
     for index in range(2):
         digest = parameters_digest(png_parameters(output, index))
         assert image_metadata(planned, index) == {PARAMS_DIGEST_METADATA: digest}
-        assert store.head(image_key(PREFIX, "req-1", index)) == {"params-sha256": digest}
+        size = len(store.get(image_key(PREFIX, "req-1", index)) or b"")
+        assert store.head(image_key(PREFIX, "req-1", index)) == {
+            "params-sha256": digest,
+            "bytes": str(size),  # contract 1.1: the size, for ImageRef.bytes
+        }
 
 
 def test_storage_errors_propagate(store: CountingStore, monkeypatch: pytest.MonkeyPatch) -> None:
