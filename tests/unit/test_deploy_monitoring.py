@@ -171,6 +171,23 @@ def static_exposition() -> str:
     return generate_latest(metrics.registry).decode()
 
 
+KNOWN_VALUES = {
+    "status": ("result has status", set(Status)),
+    "code": ("result has error code", set(ErrorCode)),
+}
+
+
+def label_problems(selector: Any, labels: set[str] | None) -> list[str]:
+    found = []
+    for label, operator, value in selector.labels:
+        if labels is not None and label not in labels | TARGET_LABELS:
+            found.append(f"{selector.metric} has no label {label!r}")
+        what, known = KNOWN_VALUES.get(label, ("", None))
+        if known is not None and operator in ("=", "!=") and value not in known:
+            found.append(f"no {what} {value!r}")
+    return found
+
+
 def problems(expr: str, exported: dict[str, set[str] | None]) -> list[str]:
     """Why `expr` would read nothing: unknown metrics, labels the metric does not have, status
     values no result has. Empty when it is fine."""
@@ -182,14 +199,7 @@ def problems(expr: str, exported: dict[str, set[str] | None]) -> list[str]:
         if selector.metric not in exported:
             found.append(f"metric {selector.metric!r} is not exported")
             continue
-        labels = exported[selector.metric]
-        for label, operator, value in selector.labels:
-            if labels is not None and label not in labels | TARGET_LABELS:
-                found.append(f"{selector.metric} has no label {label!r}")
-            if label == "status" and operator in ("=", "!=") and value not in set(Status):
-                found.append(f"no result has status {value!r}")
-            if label == "code" and operator in ("=", "!=") and value not in set(ErrorCode):
-                found.append(f"no result has error code {value!r}")
+        found += label_problems(selector, exported[selector.metric])
     for label, below in query.groupings:
         if label in TARGET_LABELS:
             continue
