@@ -1,4 +1,5 @@
-"""Running the worker process: sidecar first, then the consumer; signals only set an event."""
+"""Running the worker process: store and engine built side by side, the sidecar, then the
+consumer; signals only set an event."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import logging
 import os
 import signal
 import sys
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
-from consumer.engine import STANDARD_POLICY, Engine, EngineError, GenerationJob, build_engine
+from consumer.engine import Engine, build_engine
 from consumer.settings import Settings
 from consumer.sidecar import start_sidecar
 from consumer.worker import Worker
@@ -17,17 +18,7 @@ from storage import ImageStore, build_store
 
 log = logging.getLogger(__name__)
 
-
-def warm_up(engine: Engine, settings: Settings) -> None:
-    """Load the default model and run one small image, before taking partitions: the first
-    request then pays no load, compile or kernel-selection cost."""
-    job = GenerationJob(
-        "warmup", "warmup", "", STANDARD_POLICY, settings.default_model, 512, 512, 1, 0.0, (0,)
-    )
-    try:
-        engine.generate([job], 0)
-    except EngineError as exc:
-        log.warning("warmup failed: %s", exc.message)
+T = TypeVar("T")
 
 
 async def serve(
@@ -39,12 +30,14 @@ async def serve(
     """Run until SIGTERM/SIGINT (or idle, when asked): drain, commit, leave the group; return
     the exit code (0, or EXIT_UNHEALTHY when the watchdog gave up on the worker)."""
     loop = asyncio.get_running_loop()
-    if store is None:
-        store = await loop.run_in_executor(None, build_store, settings)
-    engine = engine or build_engine(settings.engine_config())
-    if settings.warmup:
-        await loop.run_in_executor(None, warm_up, engine, settings)
-    worker = Worker(settings, engine, store, exit_when_idle=exit_when_idle)
+    # Both in threads, side by side: the store's first request and torch's import overlap.
+    built_store, built_engine = await asyncio.gather(
+        asyncio.to_thread(build_store, settings) if store is None else _ready(store),
+        asyncio.to_thread(build_engine, settings.engine_config())
+        if engine is None
+        else _ready(engine),
+    )
+    worker = Worker(settings, built_engine, built_store, exit_when_idle=exit_when_idle)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop)
     # The sidecar starts before the consumer: consumer.start() returns only once partitions are
@@ -58,6 +51,10 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return worker.exit_code
+
+
+async def _ready(value: T) -> T:
+    return value
 
 
 def exit_process(code: int) -> NoReturn:

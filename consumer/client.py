@@ -202,6 +202,7 @@ class GenerationClient:
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             enable_auto_commit=False,
             client_id=_CLIENT_ID,
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
             **kafka_io.security_options(self.settings),
         )
         await consumer.start()

@@ -27,13 +27,15 @@ class Poller:
         self._last_poll = time.monotonic()
 
     async def fetch(self, limit: int) -> Records:
-        """Whatever is waiting, up to `limit`; after a first record, wait up to MAX_BATCH_WAIT_MS
-        for companions so that a batch can fill."""
+        """Whatever is waiting, up to `limit` (a poll returns as soon as records arrive); when a
+        backlog waits behind them, wait up to MAX_BATCH_WAIT_MS for companions so that a batch
+        can fill. A lone request on an idle worker does not wait."""
         got = await self._consumer.getmany(timeout_ms=200, max_records=limit)
         self._last_poll = time.monotonic()
         records = _flat(got)
         wait_ms = self._settings.max_batch_wait_ms
-        if records and len(records) < limit and wait_ms > 0 and self._settings.max_batch_size > 1:
+        batching = self._settings.max_batch_size > 1 and wait_ms > 0
+        if records and len(records) < limit and batching and self._backlog(records):
             more = await self._consumer.getmany(
                 timeout_ms=wait_ms, max_records=limit - len(records)
             )
@@ -52,15 +54,24 @@ class Poller:
         self._last_poll = time.monotonic()
         return _flat(got)
 
+    def _backlog(self, records: Records) -> bool:
+        """True when a partition has records beyond those just polled."""
+        for tp, offset in _last_offsets(records).items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None and highwater > offset + 1:
+                return True
+        return False
+
     def _update_lag(self, records: Records) -> None:
-        last: dict[TopicPartition, int] = {}
-        for r in records:
-            last[TopicPartition(r.topic, r.partition)] = r.offset
-        for tp, offset in last.items():
+        for tp, offset in _last_offsets(records).items():
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
                 lag = max(0, highwater - offset - 1)
                 self._metrics.consumer_lag.labels(str(tp.partition)).set(lag)
+
+
+def _last_offsets(records: Records) -> dict[TopicPartition, int]:
+    return {TopicPartition(r.topic, r.partition): r.offset for r in records}
 
 
 def _flat(got: dict[TopicPartition, Records]) -> Records:

@@ -42,6 +42,9 @@ def build_consumer(settings: Settings) -> AIOKafkaConsumer:
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=max(1000, settings.kafka_session_timeout_ms // 4),
         max_poll_interval_ms=300_000,
+        # A broker that holds a fetch until this passes (Tansu does, even when records arrive)
+        # would add it to every request's latency; Kafka answers as soon as records arrive.
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         # Fetch limits well above what a producer may write: a record over them could not be
         # fetched at all, so it could not even be dead-lettered.
         fetch_max_bytes=settings.kafka_max_fetch_bytes * 2,

@@ -85,7 +85,12 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = all cores.")
     torch_compile: bool = Field(False, description="CUDA only: torch.compile the UNet.")
     fp16_vae: str | None = Field(None, description="CUDA only: an fp16-safe VAE id or folder.")
-    warmup: bool = Field(False, description="Generate one image before joining the group.")
+    warmup: bool = Field(
+        False, description="Warm-up image at 512x512 (else 64x64) before ready; on CUDA always."
+    )
+    ready_requires_model: bool = Field(
+        True, description="/ready waits until the default model is loaded (and warmed up)."
+    )
     hf_hub_offline: bool = Field(False, validation_alias=AliasChoices("HF_HUB_OFFLINE"))
     hub_probe_timeout_seconds: float = Field(2.0, gt=0)
     default_negative_prompt: str = (
@@ -139,6 +144,9 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_enable_idempotence: bool = True
     kafka_session_timeout_ms: int = Field(10_000, ge=1000)
+    kafka_fetch_max_wait_ms: int = Field(
+        10, ge=0, description="How long a fetch waits for records: the idle worker's latency."
+    )
     kafka_max_request_size: int = Field(
         1024 * 1024,
         ge=64 * 1024,

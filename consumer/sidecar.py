@@ -31,7 +31,10 @@ class WorkerStatus(Protocol):
     engine: Engine
     metrics: WorkerMetrics
     draining: bool
-    unhealthy: str | None  # why the watchdog gave up; None while healthy
+
+    @property
+    def unhealthy(self) -> str | None:
+        """Why the watchdog gave up; None while healthy."""
 
     @property
     def completed(self) -> int: ...

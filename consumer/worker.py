@@ -28,6 +28,7 @@ from consumer.attempts import AttemptLog
 from consumer.batches import BatchRunner
 from consumer.batching import BatchQueue
 from consumer.engine import Engine
+from consumer.health import Health
 from consumer.intake import Poller
 from consumer.metrics import WorkerMetrics
 from consumer.processing import BatchProcessor
@@ -35,7 +36,6 @@ from consumer.publishing import BrokerGaveUp, Publisher, Unpublishable
 from consumer.rebalance import RebalanceListener
 from consumer.settings import Settings
 from consumer.triage import Triage, Work
-from consumer.watchdog import check_store, watch
 from storage import ImageStore
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,8 @@ class Worker:
         self._triage: Triage | None = None
         self._runner: BatchRunner | None = None
         self._last_model: list[str] = []  # of the batch started last
-        self._last_step = time.monotonic()
         self.draining = False
-        self.unhealthy: str | None = None  # why the watchdog gave up on this worker
-        self.store_problem: str | None = None  # why the image store failed its last check
+        self.health = Health(settings, engine, store, on_fail=self._stopping.set)
         self.revocations = 0  # rebalances that took partitions away from this worker
 
     # --- status ---------------------------------------------------------------------------------
@@ -100,10 +98,11 @@ class Worker:
 
     def fail(self, reason: str) -> None:
         """Give up on this process: stop intake, exit non-zero after a short grace."""
-        if self.unhealthy is None:
-            self.unhealthy = reason
-            log.error("worker unhealthy: %s; stopping", reason)
-        self._stopping.set()
+        self.health.fail(reason)
+
+    @property
+    def unhealthy(self) -> str | None:
+        return self.health.unhealthy
 
     @property
     def exit_code(self) -> int:
@@ -129,7 +128,7 @@ class Worker:
             return "draining"
         if self._consumer is None or not self.assignment():
             return "no partitions assigned yet"
-        return self.store_problem
+        return self.health.readiness_problem()
 
     def assignment(self) -> list[TopicPartition]:
         return sorted(self._consumer.assignment()) if self._consumer is not None else []
@@ -149,7 +148,7 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until a stop request, idleness (when asked) or the watchdog; see exit_code."""
-        watchers = self._start_watchers()
+        watchers = self.health.start(self._engine_thread)
         consumer: AIOKafkaConsumer | None = None
         producer: AIOKafkaProducer | None = None
         try:
@@ -166,15 +165,8 @@ class Worker:
             for task in watchers:
                 task.cancel()
 
-    def _start_watchers(self) -> list[asyncio.Task[None]]:
-        settings, interval = self.settings, self.settings.store_check_interval_seconds
-        return [
-            asyncio.create_task(watch(settings, self.engine, self._last_intake_step, self.fail)),
-            asyncio.create_task(check_store(self._store, interval, self._store_checked)),
-        ]
-
     def _wire(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
-        publisher = Publisher(producer, self.metrics, on_retry=self._step)
+        publisher = Publisher(producer, self.metrics, on_retry=self.health.step)
         acks = self._acks = Acknowledger(self.settings, publisher, consumer, self.metrics)
         attempts = AttemptLog(
             self._store,
@@ -217,6 +209,7 @@ class Worker:
         self, consumer: AIOKafkaConsumer | None, producer: AIOKafkaProducer | None
     ) -> None:
         self.draining = True
+        self.health.draining()
         self._release(self._pending.take_if(lambda _: True))  # not started: delivered again
         if consumer is not None:
             with contextlib.suppress(IllegalStateError):
@@ -252,26 +245,13 @@ class Worker:
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
-    # --- watchdog -------------------------------------------------------------------------------
-
-    def _step(self) -> None:
-        """The intake loop (or a retry it waits on) moved: it is not stuck."""
-        self._last_step = time.monotonic()
-
-    def _last_intake_step(self) -> float:
-        # While draining the intake loop is meant to stand still; only the engine is watched.
-        return time.monotonic() if self.draining else self._last_step
-
-    def _store_checked(self, problem: str | None) -> None:
-        self.store_problem = problem
-
     # --- intake ---------------------------------------------------------------------------------
 
     async def _intake(self, consumer: AIOKafkaConsumer) -> None:
         poller = Poller(consumer, self.settings, self.metrics)
         idle_since = time.monotonic()
         while not self._stopping.is_set():
-            self._step()
+            self.health.step()
             self._slot_freed.clear()  # before counting: a slot freed from here on wakes us
             self._start_pending()
             if self.busy:

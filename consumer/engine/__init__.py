@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from consumer.engine.config import EngineConfig
-from consumer.engine.jobs import CUSTOM_POLICY, STANDARD_POLICY, GenerationJob, plan_job
+from consumer.engine.jobs import (
+    CUSTOM_POLICY,
+    STANDARD_POLICY,
+    GenerationJob,
+    plan_job,
+    warmup_job,
+)
 from consumer.engine.protocol import CacheStats, Engine, EngineError, JobOutput, PurgeResult
 
 __all__ = [
@@ -18,6 +24,7 @@ __all__ = [
     "PurgeResult",
     "build_engine",
     "plan_job",
+    "warmup_job",
 ]
 
 

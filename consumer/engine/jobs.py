@@ -83,3 +83,8 @@ def plan_job(request: GenerationRequest, default_negative_prompt: str) -> Genera
         format=params.format,
         quality=params.output_quality,
     )
+
+
+def warmup_job(model: str, size: int) -> GenerationJob:
+    """One image of `model` at `size`² and 1 step: loads the model and wakes its kernels up."""
+    return GenerationJob("warmup", "warmup", "", STANDARD_POLICY, model, size, size, 1, 0.0, (0,))

@@ -71,6 +71,11 @@ class Harness:
         self.worker = Worker(self.settings, engine, self.store, clients=clients)
         self.gauge_samples: list[float] = []
 
+    @property
+    def batches(self) -> list[list[str]]:
+        """Request ids of each engine call, without the default model's warm-up."""
+        return [batch for batch in self.engine.batches if batch != ["warmup"]]
+
     def results(self) -> dict[str, list[GenerationResult]]:
         by_id: dict[str, list[GenerationResult]] = {}
         for value in self.broker.values("results"):

@@ -34,11 +34,11 @@ async def test_a_batch_finishing_across_a_rebalance_is_committed_not_redone(
     h = Harness(tmp_path, FakeEngine(step_seconds=0.5))
     h.broker.append(TOPIC, 0, event("long", steps=4))  # ~2 s, the revoke bound is 0.5 s
     async with running(h):
-        await h.wait(lambda: h.engine.batches, "the batch to start")
+        await h.wait(lambda: h.batches, "the batch to start")
         await h.consumer.rebalance({P0})
         await h.wait(lambda: h.broker.committed.get(P0) == 1, "the commit")
         await asyncio.sleep(0.3)  # room for a wrong second generation
-    assert h.engine.batches == [["long"]]
+    assert h.batches == [["long"]]
     assert [r.status for r in h.results()["long"]] == ["completed"]
     assert min(h.gauge_samples) >= 0 and h.in_flight() == 0
 
@@ -54,7 +54,7 @@ async def test_records_of_a_partition_assigned_while_busy_are_all_completed(
         h.broker.append(TOPIC, 0, event(f"a{i}", steps=2))
         h.broker.append(TOPIC, 1, event(f"b{i}", steps=2))
     async with running(h):
-        await h.wait(lambda: h.engine.batches, "a first batch")
+        await h.wait(lambda: h.batches, "a first batch")
         h.consumer.rebalance_during_next_poll({P0, P1})  # the keep-alive poll, slots full
         await h.wait(lambda: len(h.results()) == 6, "six results")
         await h.wait(lambda: h.broker.committed.get(P1) == 3, "p1 committed to its end")
@@ -67,7 +67,7 @@ async def test_partitions_assigned_while_busy_are_paused(tmp_path: Path) -> None
     h = Harness(tmp_path, FakeEngine(step_seconds=0.5))
     h.broker.append(TOPIC, 0, event("busy", steps=4))
     async with running(h):
-        await h.wait(lambda: h.engine.batches, "the batch to start")
+        await h.wait(lambda: h.batches, "the batch to start")
         await h.consumer.rebalance({P0, P1})
         assert P1 in h.consumer.paused()
         await h.wait(lambda: h.broker.committed.get(P0) == 1, "the commit")

@@ -1,0 +1,98 @@
+"""What /health and /ready report of a worker, and the background checks that feed them.
+
+- the watchdog (watchdog.py): a hung engine or a stalled intake makes the worker unhealthy for
+  good, and `fail` stops it (it exits non-zero after a short grace);
+- the image store is checked now and then: a worker that cannot store is not ready;
+- the default model is loaded (and warmed up) on the engine thread while the consumer joins its
+  group: with READY_REQUIRES_MODEL the worker is not ready before that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from consumer.engine import Engine, warmup_job
+from consumer.settings import Settings
+from consumer.watchdog import check_store, watch
+from storage import ImageStore
+
+log = logging.getLogger(__name__)
+
+
+class Health:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        store: ImageStore,
+        on_fail: Callable[[], None],
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._store = store
+        self._on_fail = on_fail
+        self.unhealthy: str | None = None  # why the watchdog gave up on this worker
+        self.store_problem: str | None = None  # why the image store failed its last check
+        self.model_problem: str | None = None
+        self._model_ready = asyncio.Event()  # the default model is loaded (or failed to)
+        self._last_step = time.monotonic()
+        self._draining = False
+
+    def fail(self, reason: str) -> None:
+        """Give up on this process: the worker stops and exits non-zero after a short grace."""
+        if self.unhealthy is None:
+            self.unhealthy = reason
+            log.error("worker unhealthy: %s; stopping", reason)
+        self._on_fail()
+
+    def step(self) -> None:
+        """The intake loop (or a retry it waits on) moved: it is not stuck."""
+        self._last_step = time.monotonic()
+
+    def draining(self) -> None:
+        """From now on the intake loop stands still on purpose: only the engine is watched."""
+        self._draining = True
+
+    def readiness_problem(self) -> str | None:
+        if self._settings.ready_requires_model:
+            if not self._model_ready.is_set():
+                return "loading the default model"
+            if self.model_problem:
+                return self.model_problem
+        return self.store_problem
+
+    def start(self, engine_thread: Executor) -> list[asyncio.Task[None]]:
+        interval = self._settings.store_check_interval_seconds
+        return [
+            asyncio.create_task(
+                watch(self._settings, self._engine, self._last_intake_step, self.fail)
+            ),
+            asyncio.create_task(check_store(self._store, interval, self._store_checked)),
+            asyncio.create_task(self._preload(engine_thread)),
+        ]
+
+    def _last_intake_step(self) -> float:
+        return time.monotonic() if self._draining else self._last_step
+
+    def _store_checked(self, problem: str | None) -> None:
+        self.store_problem = problem
+
+    async def _preload(self, engine_thread: Executor) -> None:
+        """A warm-up image at 512² on CUDA or with WARMUP (kernels chosen, compiled), else a 64²
+        one: either way the first request pays neither the imports nor the load."""
+        settings = self._settings
+        warm = settings.warmup or self._engine.describe().get("device") == "cuda"
+        job = warmup_job(settings.default_model, 512 if warm else 64)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(engine_thread, self._engine.generate, [job], 0)
+            log.info("default model ready", extra={"model": settings.default_model})
+        except Exception as exc:  # EngineError or worse: its requests will say so; we go on
+            log.warning("default model failed to load: %s", exc)
+            self.model_problem = "the default model failed to load"
+        finally:
+            self._model_ready.set()
