@@ -25,6 +25,7 @@ from consumer.metrics import WorkerMetrics
 from consumer.publishing import Delivery, Publisher
 from consumer.settings import Settings
 from schemas import ErrorCode, ErrorInfo, GenerationResult
+from schemas.cloudevents import ce_source, trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class Acknowledger:
         metrics: WorkerMetrics,
     ) -> None:
         self._settings = settings
+        self._source = ce_source(settings.group_id)  # ce_source of every record we write
         self._publisher = publisher
         self._consumer = consumer
         self._metrics = metrics
@@ -161,11 +163,12 @@ class Acknowledger:
         topic, request_id = self._settings.result_topic, result.request_id or ""
         minimal = GenerationResult.failed(request_id, ErrorCode.RESULT_REFUSED)
         refused = ErrorInfo.public(ErrorCode.RESULT_REFUSED)
+        trace = trace_headers(record.headers)
         return Delivery(
             request_id,
             (
-                result_record(topic, result),
-                result_record(topic, minimal),
+                result_record(topic, result, self._source, trace),
+                result_record(topic, minimal, self._source, trace),
                 self._dead_letter(record, refused),
             ),
         )
@@ -177,7 +180,7 @@ class Acknowledger:
 
     def _dead_letter(self, record: Record, error: ErrorInfo) -> OutRecord:
         limit = self._settings.kafka_max_request_size
-        return dead_letter_record(self._settings.dlq_topic, record, error, limit)
+        return dead_letter_record(self._settings.dlq_topic, record, error, limit, self._source)
 
     async def _done(self, records: list[Record]) -> None:
         touched = set()

@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 
-from consumer.acks import Acknowledger
-from consumer.attempts import AttemptLog
+from consumer.context import RequestContext
 from consumer.engine import JobOutput
 from consumer.logs import log_result
-from consumer.metrics import WorkerMetrics
 from consumer.processing import Abandoned, BatchProcessor
 from consumer.publishing import BrokerGaveUp, Unpublishable
-from consumer.settings import Settings
 from consumer.triage import Work
 from schemas import ErrorCode, GenerationResult
 
@@ -28,30 +26,31 @@ log = logging.getLogger(__name__)
 class BatchRunner:
     def __init__(
         self,
-        settings: Settings,
+        context: RequestContext,
         processor: BatchProcessor,
-        acks: Acknowledger,
-        metrics: WorkerMetrics,
         abandoning: asyncio.Event,
         fail: Callable[[str], None],
-        attempts: AttemptLog,
     ) -> None:
-        self._settings = settings
+        self._settings = context.settings
+        self._acks = context.acks
+        self._metrics = context.metrics
+        self._attempts = context.attempts
+        self._progress = context.progress
         self._processor = processor
-        self._acks = acks
-        self._metrics = metrics
         self._abandoning = abandoning  # set at the drain deadline: publish retries give up
         self._fail = fail
-        self._attempts = attempts
 
     async def run(self, batch: list[Work]) -> None:
         """Generate the batch, then store and publish each request's result as soon as its own
         images are stored (not when the whole batch is)."""
         self._metrics.batch_size.observe(sum(w.job.num_images for w in batch))
         generated: Sequence[JobOutput | GenerationResult]
+        ids = [w.job.request_id for w in batch]
         try:
             await asyncio.to_thread(self._record_attempts, batch)  # durable before the engine
-            generated = await self._processor.generate([w.job for w in batch])
+            self._progress.started(ids, batch[0].job.steps)
+            on_step = partial(self._progress.step_from_thread, ids)
+            generated = await self._processor.generate([w.job for w in batch], on_step)
         except Abandoned:
             log.warning("abandoned %d request(s); they will be delivered again", len(batch))
             return
@@ -81,6 +80,7 @@ class BatchRunner:
         except Unpublishable as exc:
             self._fail(f"the broker refuses every record: {exc}")
             return
+        self._progress.finished(work.job.request_id)
         await asyncio.to_thread(self._attempts.clear, [work.job.request_id])
 
     def _internal_errors(self, batch: list[Work]) -> list[GenerationResult]:

@@ -15,6 +15,8 @@ from aiokafka.errors import KafkaError, UnknownError, UnsupportedVersionError
 
 from consumer.settings import Settings
 from schemas import ErrorInfo, GenerationResult, bounded
+from schemas.cloudevents import DEAD_LETTER_TYPE, RESULT_TYPE, cloudevent_headers
+from schemas.request import CONTRACT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +123,19 @@ class OutRecord:
     headers: list[tuple[str, bytes]]
 
 
-def result_record(topic: str, result: GenerationResult) -> OutRecord:
-    return OutRecord(
-        topic,
-        key=(result.request_id or "").encode(),
-        value=bounded(result).model_dump_json().encode(),
-        headers=[("content-type", b"application/json"), ("contract-version", b"1")],
-    )
+def result_record(
+    topic: str, result: GenerationResult, source: str, trace: list[tuple[str, bytes]]
+) -> OutRecord:
+    """The result, bounded, with the CloudEvents binary-mode headers (ce_subject = request_id)
+    and the request's W3C trace context."""
+    request_id = result.request_id or ""
+    headers = [
+        ("contract-version", CONTRACT_VERSION.encode()),
+        *cloudevent_headers(RESULT_TYPE, source, request_id),
+        *trace,
+    ]
+    value = bounded(result).model_dump_json().encode()
+    return OutRecord(topic, key=request_id.encode(), value=value, headers=headers)
 
 
 # Room left in a dead letter for the record's own framing and the dlq.* headers.
@@ -137,7 +145,7 @@ _MAX_ORIGINAL_HEADERS = 16 * 1024
 
 
 def dead_letter_record(
-    topic: str, record: ConsumerRecord[Any, Any], error: ErrorInfo, limit: int
+    topic: str, record: ConsumerRecord[Any, Any], error: ErrorInfo, limit: int, source: str
 ) -> OutRecord:
     """The original bytes, key and headers, with headers that say where they came from and why.
 
@@ -161,6 +169,8 @@ def dead_letter_record(
     headers += _dlq_headers(record, error)
     if notes:
         headers.append(("dlq.truncated", ",".join(notes).encode()))
+    # The value is the original bytes, whatever they are: no content-type of its own.
+    headers += cloudevent_headers(DEAD_LETTER_TYPE, source, None, content_type=None)
     return OutRecord(topic, key, value, headers)
 
 
@@ -170,8 +180,9 @@ def _capped_headers(original: Any) -> tuple[list[tuple[str, bytes]], int]:
     for name, value in original:
         value = value or b""
         size += len(name) + len(value)
-        if name.startswith("dlq.") or size > _MAX_ORIGINAL_HEADERS:
-            dropped += not name.startswith("dlq.")
+        ours = name.startswith(("dlq.", "ce_"))  # replaced by the dead letter's own
+        if ours or size > _MAX_ORIGINAL_HEADERS:
+            dropped += not ours
             continue
         kept.append((name, value))
     return kept, dropped

@@ -117,6 +117,11 @@ class WorkerMetrics:
             "Redelivered requests answered from images already stored (no generation).",
             registry=r,
         )
+        self.progress_dropped = Counter(
+            "progress_dropped",
+            "Progress events not sent (broker away, too many in flight).",
+            registry=r,
+        )
         self.internal_errors = Counter(
             "internal_errors", "Batches that raised unexpectedly (failed results).", registry=r
         )

@@ -7,16 +7,41 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from consumer.engine import Engine, EngineError, GenerationJob, JobOutput
+from consumer.engine import (
+    Engine,
+    EngineError,
+    GenerationJob,
+    JobOutput,
+    RequestsStopped,
+    StepHook,
+)
 from consumer.results import encode_output, store_output
 from schemas import ErrorCode, GenerationResult
 from storage import ImageStore, StorageError
 from storage.png import DEFAULT_COMPRESS_LEVEL
 
 log = logging.getLogger(__name__)
+
+
+# Which of some jobs must stop now, and why (StopBoard.due).
+StopCheck = Callable[[Sequence[GenerationJob]], Mapping[str, ErrorCode]]
+
+
+def _stopped(
+    jobs: Sequence[GenerationJob], codes: Mapping[str, ErrorCode]
+) -> dict[str, JobOutput | GenerationResult]:
+    """The outcomes of the jobs that must stop: cancelled, or expired past their deadline."""
+    stopped = [job.request_id for job in jobs if job.request_id in codes]
+    if stopped:
+        log.info("requests stopped", extra={"request_ids": stopped})
+    return {rid: GenerationResult.failed(rid, codes[rid]) for rid in stopped}
+
+
+def _request_id(outcome: JobOutput | GenerationResult) -> str:
+    return outcome.job.request_id if isinstance(outcome, JobOutput) else outcome.request_id or ""
 
 
 class Abandoned(Exception):
@@ -37,8 +62,12 @@ class BatchProcessor:
         engine_thread: ThreadPoolExecutor,
         io_threads: ThreadPoolExecutor,
         on_storage_retry: Callable[[], None] = lambda: None,
+        stops: StopCheck = lambda jobs: {},
     ) -> None:
+        """`stops`: which of some jobs must stop now (cancelled, past their deadline); asked
+        before each engine call and after each of its denoising steps."""
         self._engine = engine
+        self._stops = stops
         self._store = store
         self._key_prefix = key_prefix
         self._timeout = timeout_seconds
@@ -59,14 +88,30 @@ class BatchProcessor:
     def abandoned(self) -> bool:
         return self._abandon_thread.is_set()
 
-    async def generate(self, jobs: Sequence[GenerationJob]) -> list[JobOutput | GenerationResult]:
+    async def generate(
+        self, jobs: Sequence[GenerationJob], on_step: StepHook | None = None
+    ) -> list[JobOutput | GenerationResult]:
         """Images for every job, in order, or its failed result. One engine call; out of memory
         on a batch splits it in halves and tries again, down to single requests (a request's
-        images always come from one call). Raises Abandoned when the worker gives up."""
-        return await self._generate(list(jobs))
+        images always come from one call); a request cancelled or past its deadline is answered
+        at once, before or during the call, and the others of its batch run again. Raises
+        Abandoned when the worker gives up."""
+        return await self._generate(list(jobs), on_step)
 
-    async def _generate(self, jobs: list[GenerationJob]) -> list[JobOutput | GenerationResult]:
+    async def _generate(
+        self, jobs: list[GenerationJob], on_step: StepHook | None
+    ) -> list[JobOutput | GenerationResult]:
+        answered = _stopped(jobs, self._stops(jobs))
+        running = [job for job in jobs if job.request_id not in answered]
+        if running:
+            answered |= {_request_id(o): o for o in await self._engine_call(running, on_step)}
+        return [answered[job.request_id] for job in jobs]
+
+    async def _engine_call(
+        self, jobs: list[GenerationJob], on_step: StepHook | None
+    ) -> list[JobOutput | GenerationResult]:
         loop = asyncio.get_running_loop()
+        hook = self._hook(jobs, on_step)
         try:
             outputs = await loop.run_in_executor(
                 self._engine_thread,
@@ -74,7 +119,12 @@ class BatchProcessor:
                 jobs,
                 self._timeout,
                 self._abandon_thread,
+                hook,
             )
+        except RequestsStopped as stopped:
+            rest = [job for job in jobs if job.request_id not in stopped.codes]
+            results = _stopped(jobs, stopped.codes)
+            return [*results.values(), *(await self._generate(rest, on_step) if rest else [])]
         except EngineError as exc:
             if self.abandoned:
                 raise Abandoned from exc
@@ -82,10 +132,22 @@ class BatchProcessor:
             if exc.code is ErrorCode.OUT_OF_MEMORY and len(jobs) > 1:
                 log.warning("out of memory on a batch; splitting it", extra={"request_ids": ids})
                 half = len(jobs) // 2
-                return await self._generate(jobs[:half]) + await self._generate(jobs[half:])
+                return await self._generate(jobs[:half], on_step) + await self._generate(
+                    jobs[half:], on_step
+                )
             log.warning("engine error: %s", exc.message, extra={"request_ids": ids})
             return [GenerationResult.failed(job.request_id, exc.code) for job in jobs]
         return list(outputs)
+
+    def _hook(self, jobs: list[GenerationJob], on_step: StepHook | None) -> StepHook:
+        def after_step(step: int, total: int) -> None:  # on the engine thread
+            if on_step is not None:
+                on_step(step, total)
+            codes = self._stops(jobs)
+            if codes:
+                raise RequestsStopped(codes)
+
+        return after_step
 
     async def finish(self, outcome: JobOutput | GenerationResult) -> GenerationResult:
         """The job's result: its images encoded and stored (retried while the store is away)."""

@@ -15,12 +15,9 @@ from typing import Any, TypeAlias
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from consumer.acks import Acknowledger
-from consumer.attempts import AttemptLog
 from consumer.batching import group_batches
+from consumer.context import RequestContext
 from consumer.engine import GenerationJob, plan_job
-from consumer.metrics import WorkerMetrics
-from consumer.settings import Settings
 from schemas import (
     Accepted,
     ErrorCode,
@@ -31,6 +28,7 @@ from schemas import (
     Undeliverable,
     parse_request,
 )
+from schemas.cloudevents import trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +59,14 @@ class Work:
 
 
 class Triage:
-    def __init__(
-        self,
-        settings: Settings,
-        acks: Acknowledger,
-        metrics: WorkerMetrics,
-        attempts: AttemptLog,
-    ) -> None:
-        self._settings = settings
-        self._limits = settings.request_limits()
-        self._acks = acks
-        self._metrics = metrics
-        self._attempts = attempts
+    def __init__(self, context: RequestContext) -> None:
+        self._settings = context.settings
+        self._limits = context.settings.request_limits()
+        self._acks = context.acks
+        self._metrics = context.metrics
+        self._attempts = context.attempts
+        self._stops = context.stops
+        self._progress = context.progress
 
     async def __call__(self, records: Sequence[Record], until: asyncio.Event) -> list[list[Work]]:
         """Valid requests become batches of work; the others are answered now: a rejected
@@ -96,14 +90,29 @@ class Triage:
                 )
             else:
                 dead.append((record, outcome.error))
-        ready, answered = await self._preflight(list(works.values()))
+        ready, answered = self._stopped(list(works.values()))
+        ready, from_store = await self._preflight(ready)
+        answered += from_store
+        for work in ready:
+            self._progress.queued(work.job.request_id, trace_headers(work.record.headers))
         answers += [(record, result) for work, result in answered for record in work.records]
         await self._acks.publish([r for r, _ in answers], [res for _, res in answers], until)
         await self._acks.dead_letters(dead, until)
-        if answered:
-            ids = [work.job.request_id for work, _ in answered]
+        if from_store:
+            ids = [work.job.request_id for work, _ in from_store]
             await asyncio.to_thread(self._attempts.clear, ids)
         return self._batches(ready)
+
+    def _stopped(self, works: list[Work]) -> tuple[list[Work], list[tuple[Work, GenerationResult]]]:
+        """Cancelled before they started, or past their deadline: answered without running."""
+        codes = self._stops([work.job for work in works])
+        answered = []
+        for work in (w for w in works if w.job.request_id in codes):
+            result = GenerationResult.failed(work.job.request_id, codes[work.job.request_id])
+            log.info("request stopped before it ran", extra={"request_id": work.job.request_id})
+            self._metrics.count_result(result, work.job.model)
+            answered.append((work, result))
+        return [w for w in works if w.job.request_id not in codes], answered
 
     async def _preflight(
         self, works: list[Work]
@@ -153,7 +162,14 @@ class Triage:
             works[request_id].also.append(record)
             return
         job = plan_job(accepted.request, self._settings.default_negative_prompt)
-        works[request_id] = Work(record, job)
+        works[request_id] = Work(record, replace(job, deadline=self._deadline(job, record)))
+
+    def _deadline(self, job: GenerationJob, record: Record) -> float | None:
+        """The request's own deadline, or MAX_REQUEST_AGE_SECONDS after its record, if sooner."""
+        max_age = self._settings.max_request_age_seconds
+        aged = record.timestamp / 1000 + max_age if max_age and record.timestamp else None
+        candidates = [d for d in (job.deadline, aged) if d is not None]
+        return min(candidates) if candidates else None
 
     async def _parse(self, record: Record) -> ParseOutcome:
         if len(record.value or b"") <= PARSE_ON_LOOP_BYTES:

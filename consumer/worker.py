@@ -27,11 +27,14 @@ from consumer.acks import Acknowledger
 from consumer.attempts import AttemptLog
 from consumer.batches import BatchRunner
 from consumer.batching import BatchQueue
+from consumer.context import RequestContext
+from consumer.control import ControlListener, StopBoard
 from consumer.engine import Engine
 from consumer.health import Health
 from consumer.intake import Poller
 from consumer.metrics import WorkerMetrics
 from consumer.processing import BatchProcessor
+from consumer.progress import ProgressReporter
 from consumer.publishing import BrokerGaveUp, Publisher, Unpublishable
 from consumer.rebalance import RebalanceListener
 from consumer.settings import Settings
@@ -63,6 +66,7 @@ class Worker:
         self._store = store
         self._exit_when_idle = exit_when_idle
         self._clients = clients
+        self._stops = StopBoard(settings.cancel_retention_seconds)
         self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
         self._io_threads = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
         self._processor = BatchProcessor(
@@ -75,6 +79,7 @@ class Worker:
             engine_thread=self._engine_thread,
             io_threads=self._io_threads,
             on_storage_retry=self.metrics.storage_retries.inc,
+            stops=self._stops.due,
         )
         self._stopping = asyncio.Event()  # intake stops; retries on the intake path give up
         self._abandoning = asyncio.Event()  # the drain deadline passed; every retry gives up
@@ -149,6 +154,9 @@ class Worker:
     async def run(self) -> None:
         """Serve until a stop request, idleness (when asked) or the watchdog; see exit_code."""
         watchers = self.health.start(self._engine_thread)
+        if self.settings.control_topic and self._clients is None:
+            listener = ControlListener(self.settings, self._stops, self._stopping)
+            watchers.append(asyncio.create_task(listener.run()))
         consumer: AIOKafkaConsumer | None = None
         producer: AIOKafkaProducer | None = None
         try:
@@ -174,16 +182,12 @@ class Worker:
             self.settings.max_attempts,
             self.settings.reuse_stored_images,
         )
-        self._triage = Triage(self.settings, acks, self.metrics, attempts)
-        self._runner = BatchRunner(
-            self.settings,
-            self._processor,
-            acks,
-            self.metrics,
-            self._abandoning,
-            self.fail,
-            attempts,
+        progress = ProgressReporter(self.settings, producer, self.metrics)
+        context = RequestContext(
+            self.settings, acks, self.metrics, attempts, self._stops.due, progress
         )
+        self._triage = Triage(context)
+        self._runner = BatchRunner(context, self._processor, self._abandoning, self.fail)
         listener = RebalanceListener(self, consumer)
         consumer.subscribe([self.settings.request_topic], listener=listener)
 

@@ -10,7 +10,15 @@ from consumer.engine.jobs import (
     plan_job,
     warmup_job,
 )
-from consumer.engine.protocol import CacheStats, Engine, EngineError, JobOutput, PurgeResult
+from consumer.engine.protocol import (
+    CacheStats,
+    Engine,
+    EngineError,
+    JobOutput,
+    PurgeResult,
+    RequestsStopped,
+    StepHook,
+)
 
 __all__ = [
     "CUSTOM_POLICY",
@@ -22,6 +30,8 @@ __all__ = [
     "GenerationJob",
     "JobOutput",
     "PurgeResult",
+    "RequestsStopped",
+    "StepHook",
     "build_engine",
     "plan_job",
     "warmup_job",

@@ -16,7 +16,7 @@ from consumer.engine.config import EngineConfig
 from consumer.engine.jobs import GenerationJob
 from consumer.engine.loading import PipelineLoader, Tuning, choose_placement
 from consumer.engine.memory import free_memory, guard_generation, pipeline_bytes
-from consumer.engine.protocol import EngineError, JobOutput
+from consumer.engine.protocol import EngineError, JobOutput, StepHook
 from schemas import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,15 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         jobs: Sequence[GenerationJob],
         timeout_seconds: float,
         cancel: threading.Event | None = None,
+        on_step: StepHook | None = None,
     ) -> list[JobOutput]:
         first = jobs[0]
         if any(job.batch_key != first.batch_key for job in jobs):
             raise ValueError("a batch must share model, size, steps and cfg")
         with self._cache.use(first.model) as pipeline, self.activity.phase(GENERATING, first.model):
             started = time.perf_counter()
-            images = self._run(pipeline, jobs, _step_guard(started, timeout_seconds, cancel))
+            guard = _step_guard(started, timeout_seconds, cancel, on_step, first.steps)
+            images = self._run(pipeline, jobs, guard)
             duration = time.perf_counter() - started
             del pipeline  # leaving the block may unload it: no reference may outlive the block
         outputs, offset = [], 0
@@ -117,9 +119,16 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         free_memory(self._placement.device)
 
 
-def _step_guard(started: float, timeout_seconds: float, cancel: threading.Event | None) -> Any:
+def _step_guard(
+    started: float,
+    timeout_seconds: float,
+    cancel: threading.Event | None,
+    on_step: StepHook | None,
+    total: int,
+) -> Any:
     """A `callback_on_step_end` that stops the run at the next step boundary when the timeout has
-    passed or the worker abandons the batch. Nothing can interrupt the middle of a step."""
+    passed, the worker abandons the batch, or `on_step` stops some of its requests (it raises
+    RequestsStopped, which ends the pipeline call). Nothing can interrupt the middle of a step."""
 
     def on_step_end(
         pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
@@ -133,6 +142,8 @@ def _step_guard(started: float, timeout_seconds: float, cancel: threading.Event 
                 f"generation stopped after {elapsed:.2f}s at step {step + 1} "
                 f"(GENERATION_TIMEOUT_SECONDS={timeout_seconds:g})",
             )
+        if on_step is not None:
+            on_step(step + 1, total)
         return callback_kwargs
 
     return on_step_end

@@ -15,7 +15,7 @@ from consumer.engine.activity import GENERATING, EngineActivity
 from consumer.engine.cache import CacheBackedEngine, ModelCache
 from consumer.engine.jobs import GenerationJob
 from consumer.engine.memory import guard_generation
-from consumer.engine.protocol import EngineError, JobOutput
+from consumer.engine.protocol import EngineError, JobOutput, StepHook
 from schemas import ErrorCode
 
 
@@ -79,16 +79,23 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         jobs: Sequence[GenerationJob],
         timeout_seconds: float,
         cancel: threading.Event | None = None,
+        on_step: StepHook | None = None,
     ) -> list[JobOutput]:
         first = jobs[0]
         with self._cache.use(first.model) as pipeline, self.activity.phase(GENERATING, first.model):
             pipeline.calls += 1
             del pipeline  # as the real engine: leaving the block may unload it
             self.batches.append([job.request_id for job in jobs])
-            return guard_generation(lambda: self._run(jobs, timeout_seconds, cancel), "none")
+            return guard_generation(
+                lambda: self._run(jobs, timeout_seconds, cancel, on_step), "none"
+            )
 
     def _run(
-        self, jobs: Sequence[GenerationJob], timeout_seconds: float, cancel: threading.Event | None
+        self,
+        jobs: Sequence[GenerationJob],
+        timeout_seconds: float,
+        cancel: threading.Event | None,
+        on_step: StepHook | None,
     ) -> list[JobOutput]:
         started = time.perf_counter()
         images = sum(job.num_images for job in jobs)
@@ -96,12 +103,15 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
             raise _cuda_out_of_memory(images)
         if self._hang is not None:
             self._hang.wait()
-        for _ in range(jobs[0].steps):
+        total = jobs[0].steps
+        for step in range(total):
             time.sleep(self._step_seconds)
             if cancel is not None and cancel.is_set():
                 raise EngineError(ErrorCode.GENERATION_FAILED, "generation cancelled")
             if timeout_seconds and time.perf_counter() - started > timeout_seconds:
                 raise EngineError(ErrorCode.TIMEOUT, f"generation exceeded {timeout_seconds}s")
+            if on_step is not None:
+                on_step(step + 1, total)
         duration = time.perf_counter() - started
         return [JobOutput(job, [_image(job, seed) for seed in job.seeds], duration) for job in jobs]
 

@@ -34,6 +34,9 @@ class GenerationJob:
     # How the images are stored (contract 1.1): encoding only, so neither is in batch_key.
     format: OutputFormat = "png"
     quality: int | None = None  # None for png; resolved (never None) for jpeg and webp
+    # Unix time after which the request is worthless (its `deadline`, or MAX_REQUEST_AGE_SECONDS
+    # after its record): it is not started past it, and stops at the next denoising step.
+    deadline: float | None = None
 
     @property
     def batch_key(self) -> BatchKey:
@@ -82,6 +85,7 @@ def plan_job(request: GenerationRequest, default_negative_prompt: str) -> Genera
         seeds=image_seeds(first, params.num_images),
         format=params.format,
         quality=params.output_quality,
+        deadline=request.deadline.timestamp() if request.deadline is not None else None,
     )
 
 

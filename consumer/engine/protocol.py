@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,6 +25,21 @@ class EngineError(Exception):
         self.code = code
         self.message = message
         self.transient = transient
+
+
+class RequestsStopped(EngineError):
+    """Some requests of a batch must stop (cancelled, past their deadline): the run stopped at a
+    step boundary, and the other requests of the batch may run again (their seeds give the same
+    images)."""
+
+    def __init__(self, codes: Mapping[str, ErrorCode]) -> None:
+        super().__init__(next(iter(codes.values())), f"stopped: {sorted(codes)}")
+        self.codes = dict(codes)
+
+
+# Called by the engine thread after each denoising step with (steps done, total steps); it may
+# raise RequestsStopped to stop the run there.
+StepHook = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -65,8 +80,11 @@ class Engine(Protocol):
         jobs: Sequence[GenerationJob],
         timeout_seconds: float,
         cancel: threading.Event | None = None,
+        on_step: StepHook | None = None,
     ) -> list[JobOutput]:
         """Generate every image of `jobs` (all with one batch key) in one call.
+
+        `on_step` runs after each denoising step; a RequestsStopped it raises ends the call.
 
         Raises EngineError with code `timeout` once `timeout_seconds` (0 = no limit) have passed
         at a denoising step boundary, `model_unavailable` when the model cannot be loaded (not

@@ -42,10 +42,10 @@ class TimedEngine(FakeEngine):
         super().__init__(**kwargs)
         self.calls: list[tuple[float, float, list[str]]] = []
 
-    def generate(self, jobs: Any, timeout_seconds: float, cancel: Any = None) -> Any:
+    def generate(self, jobs: Any, timeout_seconds: float, *args: Any) -> Any:
         started = time.monotonic()
         try:
-            return super().generate(jobs, timeout_seconds, cancel)
+            return super().generate(jobs, timeout_seconds, *args)
         finally:
             self.calls.append((started, time.monotonic(), [j.request_id for j in jobs]))
 
@@ -79,13 +79,13 @@ async def test_a_suspect_runs_alone_with_nothing_else_in_flight(tmp_path: Path) 
     in_flight: list[int] = []  # batches in flight (generating, storing, publishing) around it
     original = engine.generate
 
-    def generate(jobs: Any, timeout_seconds: float, cancel: Any = None) -> Any:
+    def generate(jobs: Any, timeout_seconds: float, *args: Any) -> Any:
         suspect = jobs[0].request_id == "suspect"
         if suspect:
             recorded.append(h.store.get("_attempts/suspect"))
             in_flight.append(len(h.worker._running))
         try:
-            return original(jobs, timeout_seconds, cancel)
+            return original(jobs, timeout_seconds, *args)
         finally:
             if suspect:
                 in_flight.append(len(h.worker._running))

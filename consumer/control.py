@@ -1,0 +1,132 @@
+"""Cancels and deadlines: which requests must stop, and the control topic that says so.
+
+Every worker reads the whole control topic (no consumer group: a cancel must reach whichever
+worker holds its request), starting CANCEL_RETENTION_SECONDS back, so a cancel sent before its
+request arrived, or before this worker started, is still honoured. The StopBoard remembers cancels
+for that long (and at most MAX_CANCELS of them) and answers, for the engine thread at each
+denoising step, which requests of a batch must stop now: cancelled ones, and those past their
+deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from consumer import kafka_io
+from consumer.engine import GenerationJob
+from consumer.settings import Settings
+from schemas import ErrorCode
+from schemas.control import CancelCommand, parse_control
+
+log = logging.getLogger(__name__)
+
+MAX_CANCELS = 100_000
+
+
+class StopBoard:
+    """Thread-safe: filled on the event loop, read by the engine thread."""
+
+    def __init__(self, retention_seconds: float, max_entries: int = MAX_CANCELS) -> None:
+        self._retention = retention_seconds
+        self._max = max_entries
+        self._cancelled: OrderedDict[str, float] = OrderedDict()  # request_id -> when (wall)
+        self._lock = threading.Lock()
+
+    def cancel(self, request_id: str, at: float | None = None) -> None:
+        with self._lock:
+            self._cancelled[request_id] = time.time() if at is None else at
+            self._cancelled.move_to_end(request_id)
+            self._forget_old()
+
+    def due(self, jobs: Iterable[GenerationJob], now: float | None = None) -> dict[str, ErrorCode]:
+        """The requests among `jobs` that must stop now, and why."""
+        now = time.time() if now is None else now
+        stops = {}
+        with self._lock:
+            for job in jobs:
+                if job.request_id in self._cancelled:
+                    stops[job.request_id] = ErrorCode.CANCELLED
+                elif job.deadline is not None and now >= job.deadline:
+                    stops[job.request_id] = ErrorCode.DEADLINE_EXCEEDED
+        return stops
+
+    def __len__(self) -> int:
+        return len(self._cancelled)
+
+    def _forget_old(self) -> None:
+        horizon = time.time() - self._retention
+        while self._cancelled and (
+            len(self._cancelled) > self._max or next(iter(self._cancelled.values())) < horizon
+        ):
+            self._cancelled.popitem(last=False)
+
+
+class ControlListener:
+    """Reads CONTROL_TOPIC into a StopBoard until the worker stops."""
+
+    def __init__(self, settings: Settings, board: StopBoard, stop: asyncio.Event) -> None:
+        self._settings = settings
+        self._board = board
+        self._stop = stop
+
+    async def run(self) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                await self._listen()
+            except (KafkaError, OSError) as exc:
+                log.warning("control topic unavailable (%s); retrying", type(exc).__name__)
+            try:
+                await kafka_io.wait_or_stop(self._stop, delay)
+            except kafka_io.StopRequested:
+                return
+            delay = min(delay * 2, 30.0)
+
+    async def _listen(self) -> None:
+        settings = self._settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=max(100, settings.kafka_fetch_max_wait_ms),
+            client_id="sdxl-worker-control",
+            **kafka_io.security_options(settings),
+        )
+        await consumer.start()
+        try:
+            await self._rewind(consumer)
+            while not self._stop.is_set():
+                got = await consumer.getmany(timeout_ms=500)
+                for record in (r for records in got.values() for r in records):
+                    command = parse_control(record.value)
+                    if isinstance(command, CancelCommand):
+                        self._board.cancel(command.request_id, record.timestamp / 1000)
+                        log.info("cancel received", extra={"request_id": command.request_id})
+        finally:
+            await kafka_io.close_quietly(consumer.stop(), "close control consumer")
+
+    async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
+        """Assign every partition and start CANCEL_RETENTION_SECONDS back."""
+        topic = self._settings.control_topic
+        await consumer.topics()  # metadata for every topic
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise KafkaError(f"control topic {topic!r} not found")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        since = int((time.time() - self._settings.cancel_retention_seconds) * 1000)
+        found = await consumer.offsets_for_times(dict.fromkeys(tps, since))
+        for tp in tps:
+            position = found.get(tp)
+            if position is None:
+                await consumer.seek_to_end(tp)
+            else:
+                consumer.seek(tp, position.offset)
