@@ -162,8 +162,12 @@ def raw_pipeline(settings: Settings, images: int) -> dict[str, float]:
 # --- Kafka helpers --------------------------------------------------------------------------------
 
 
-def request_bytes(request_id: str, size: int, seed: int, model: str = MODEL) -> bytes:
+def request_bytes(
+    request_id: str, size: int, seed: int, model: str = MODEL, image_format: str = "png"
+) -> bytes:
     params = {"width": size, "height": size, "steps": 1, "cfg": 0.0, "seed": seed, "model": model}
+    if image_format != "png":  # a version-1 request otherwise
+        params["format"] = image_format
     return json.dumps({"request_id": request_id, "prompt": PROMPT, "params": params}).encode()
 
 

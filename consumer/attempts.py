@@ -11,11 +11,12 @@ A request whose images are already stored under its keys with the same parameter
 delivery finished but was not committed: a crash, a rebalance) is answered from the store.
 
 Request ids cannot start with "_", so attempt keys never collide with image keys. All of it is
-synchronous store I/O, called from threads.
+store I/O on threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -50,15 +51,24 @@ class AttemptLog:
         name = f"{ATTEMPTS_FOLDER}/{request_id}"
         return f"{self._prefix}/{name}" if self._prefix else name
 
-    def preflight(self, job: GenerationJob) -> Preflight:
-        """Never raises: a store that is away costs the check, not the request (its upload
-        will wait for the store anyway)."""
-        try:
-            stored = stored_result(job, self._store, self._prefix) if self._reuse_stored else None
-            return Preflight(self._read(job.request_id) if stored is None else 0, stored)
-        except StorageError as exc:
-            log.warning("preflight skipped: %s", exc, extra={"request_id": job.request_id})
+    async def preflight(self, job: GenerationJob) -> Preflight:
+        """Both lookups at once, each on a thread. Never raises: a store that is away costs the
+        check, not the request (its upload will wait for the store anyway)."""
+        stored, attempts = await asyncio.gather(
+            asyncio.to_thread(self._stored, job), asyncio.to_thread(self._read, job.request_id)
+        )
+        if isinstance(stored, StorageError) or isinstance(attempts, StorageError):
+            log.warning("preflight skipped", extra={"request_id": job.request_id})
             return Preflight(0, None)
+        return Preflight(0 if stored is not None else attempts, stored)
+
+    def _stored(self, job: GenerationJob) -> GenerationResult | StorageError | None:
+        if not self._reuse_stored:
+            return None
+        try:
+            return stored_result(job, self._store, self._prefix)
+        except StorageError as exc:
+            return exc
 
     def record(self, request_id: str, attempts: int) -> None:
         """Durably note the start of attempt number `attempts` (before the engine call)."""
@@ -80,10 +90,13 @@ class AttemptLog:
             except StorageError as exc:
                 log.warning("attempt not cleared: %s", exc, extra={"request_id": request_id})
 
-    def _read(self, request_id: str) -> int:
+    def _read(self, request_id: str) -> int | StorageError:
         if not self.max_attempts:
             return 0
-        data = self._store.get(self.key(request_id))
+        try:
+            data = self._store.get(self.key(request_id))
+        except StorageError as exc:
+            return exc
         if data is None:
             return 0
         try:

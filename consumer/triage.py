@@ -119,9 +119,7 @@ class Triage:
     ) -> tuple[list[Work], list[tuple[Work, GenerationResult]]]:
         """Split works into those to run (with their attempts on record) and those answered
         without running (from the store, or attempts exhausted)."""
-        checks = await asyncio.gather(
-            *(asyncio.to_thread(self._attempts.preflight, w.job) for w in works)
-        )
+        checks = await asyncio.gather(*(self._attempts.preflight(w.job) for w in works))
         ready, answered = [], []
         limit = self._attempts.max_attempts
         for work, check in zip(works, checks, strict=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zlib
 from collections.abc import Mapping
 
 from PIL import Image, PngImagePlugin
@@ -31,7 +32,18 @@ def encode_png(
     info.add_text(PARAMETERS_CHUNK, parameters_text(parameters))
     buffer = io.BytesIO()
     # Passing pnginfo explicitly means image.info (dpi, old text chunks, ...) is not copied over.
-    image.save(buffer, format="PNG", pnginfo=info, compress_level=compress_level, optimize=False)
+    # At level 1 (the fast default) zlib's RLE strategy: ~30 % faster on photo-like and noisy
+    # 512² images, and smaller on them too (benchmarks/formats.py); only perfectly smooth
+    # synthetic gradients compress worse. Higher levels keep zlib's default strategy.
+    strategy = zlib.Z_RLE if compress_level == 1 else zlib.Z_DEFAULT_STRATEGY
+    image.save(
+        buffer,
+        format="PNG",
+        pnginfo=info,
+        compress_level=compress_level,
+        compress_type=strategy,
+        optimize=False,
+    )
     return buffer.getvalue()
 
 
