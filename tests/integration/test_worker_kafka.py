@@ -116,6 +116,7 @@ async def test_invalid_events_get_rejected_results_or_dead_letters(
         assert int(headers["dlq.source.offset"]) >= 0
         assert headers["dlq.error.code"]
         assert headers["origin"] == b"test"  # original headers kept
+        assert headers["ce_type"] == b"generation.dead_letter.v1"  # CloudEvents, binary mode
 
 
 async def test_redelivered_request_overwrites_the_same_objects(make_settings: MakeSettings) -> None:
@@ -212,3 +213,27 @@ async def test_a_batch_longer_than_the_session_timeout_keeps_the_membership(
         settings.kafka_bootstrap_servers, settings.group_id, settings.request_topic
     )
     assert committed == end
+
+
+async def test_a_redelivered_seedless_request_is_answered_from_the_store(
+    make_settings: MakeSettings,
+) -> None:
+    """The seed comes from the request_id, and the second delivery finds the first one's images
+    under its keys with the same parameters: answered without a generation, same bytes."""
+    settings = make_settings()
+    bootstrap = settings.kafka_bootstrap_servers
+    event = request("seedless-again")  # no seed
+    async with running_worker(settings) as worker:
+        await produce(bootstrap, settings.request_topic, [event])
+        assert await collect(bootstrap, settings.result_topic, 1)
+        engine_time = worker.metrics.generation_seconds.labels(settings.default_model)
+        generated = engine_time._sum.get()
+        await produce(bootstrap, settings.request_topic, [event])
+        records = await collect(bootstrap, settings.result_topic, 2)
+        assert worker.metrics.stored_answers._value.get() == 1
+        assert engine_time._sum.get() == generated  # no second generation
+    first, second = results(records)["seedless-again"]
+    assert second.audit is not None and "served from the store" in (second.audit.note or "")
+    assert [i.seed for i in first.images] == [i.seed for i in second.images]
+    assert [i.key for i in first.images] == [i.key for i in second.images]
+    assert download(first.images[0].url) == download(second.images[0].url)
