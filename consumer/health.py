@@ -57,6 +57,10 @@ class Health:
         """From now on the intake loop stands still on purpose: only the engine is watched."""
         self._draining = True
 
+    async def model_loaded(self) -> None:
+        """Until the default model is loaded and warm (or failed to load)."""
+        await self._model_ready.wait()
+
     def readiness_problem(self) -> str | None:
         if self._settings.ready_requires_model:
             if not self._model_ready.is_set():

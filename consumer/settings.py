@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     warmup: bool = Field(
         False, description="Warm-up image at 512x512 (else 64x64) before ready; on CUDA always."
     )
+    join_after_warmup: bool = Field(
+        False,
+        description="Join the consumer group only once the default model is loaded and warm.",
+    )
     ready_requires_model: bool = Field(
         True, description="/ready waits until the default model is loaded (and warmed up)."
     )

@@ -162,7 +162,9 @@ class Worker:
         try:
             consumer, producer = await self._connect()
             self._wire(consumer, producer)
-            if await self._until_stopped(consumer.start()):
+            if self.settings.join_after_warmup:  # take partitions only once able to work
+                await self._until_stopped(self.health.model_loaded())
+            if not self._stopping.is_set() and await self._until_stopped(consumer.start()):
                 self._consumer = consumer
                 log.info("worker started", extra={"partitions": list(map(str, self.assignment()))})
                 await self._intake(consumer)

@@ -61,11 +61,13 @@ class FakeConsumer:
         self.ignore_pause_of_new = False  # the race: records of a new assignment already fetched
         self._rebalance_in_poll: set[TopicPartition] | None = None
         self.polls = 0
+        self.started_at: float | None = None  # when the worker joined the group
 
     def subscribe(self, topics: list[str], listener: Any) -> None:
         self._listener = listener
 
     async def start(self) -> None:
+        self.started_at = time.monotonic()
         await self._assign(self._initial)
 
     async def stop(self) -> None:

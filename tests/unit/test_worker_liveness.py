@@ -186,3 +186,22 @@ async def test_readiness_follows_the_image_store(tmp_path: Path) -> None:
         (tmp_path / "images").write_text("not a folder")
         await h.wait(lambda: not h.worker.ready, "not ready")
         assert h.worker.not_ready_reason() == "image store unreachable"
+
+
+@pytest.mark.parametrize("join_after_warmup", [True, False])
+async def test_the_default_model_loads_while_joining_or_before(
+    tmp_path: Path, join_after_warmup: bool
+) -> None:
+    h = Harness(tmp_path, FakeEngine(load_seconds=1.0), join_after_warmup=join_after_warmup)
+    started = time.monotonic()
+    async with running(h):
+        await h.wait(lambda: h.consumer.started_at is not None, "the group join")
+        assert h.worker.not_ready_reason() in ("loading the default model", None)
+        await h.wait(lambda: h.worker.ready, "ready once the model is loaded")
+        loaded = time.monotonic()
+    joined = (h.consumer.started_at or 0) - started
+    assert h.engine.load_calls == ["fake"]  # loaded once, before any request
+    if join_after_warmup:
+        assert joined >= 1.0  # after the load
+    else:
+        assert joined < 0.5 and loaded - started >= 1.0  # side by side
