@@ -90,7 +90,7 @@ class Worker:
         self._acks: Acknowledger | None = None
         self._triage: Triage | None = None
         self._runner: BatchRunner | None = None
-        self._last_model: list[str] = []  # of the batch started last
+        self._last_model: str | None = None  # of the batch started last
         self.draining = False
         self.health = Health(settings, engine, store, on_fail=self._stopping.set)
         self.revocations = 0  # rebalances that took partitions away from this worker
@@ -298,13 +298,15 @@ class Worker:
         flight, and nothing starts beside it. The engine thread runs batches in the order they
         start, so the model of the last one started is the one it will have loaded next."""
         while self._pending and len(self._running) < self.settings.max_batches_in_flight:
-            loaded = {*self.engine.loaded_models(), *self._last_model}
+            loaded = set(self.engine.loaded_models())
+            if self._last_model is not None:
+                loaded.add(self._last_model)
             running_exclusive = any(w.exclusive for b in self._running.values() for w in b)
             next_exclusive = any(w.exclusive for w in self._pending.peek(loaded))
             if running_exclusive or (next_exclusive and self._running):
                 return
             batch = self._pending.pop(loaded)
-            self._last_model = [batch[0].job.model]
+            self._last_model = batch[0].job.model
             assert self._runner is not None
             task = asyncio.create_task(self._runner.run(batch))
             self._running[task] = batch
