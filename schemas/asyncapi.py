@@ -149,48 +149,43 @@ def _key(description: str, pattern: str | None = REQUEST_ID_PATTERN) -> dict[str
     return {"kafka": {"key": schema, "bindingVersion": KAFKA_BINDING_VERSION}}
 
 
-def _messages() -> dict[str, Any]:
-    request_key = _key("The request_id.")
+def _message(
+    name: str, title: str, headers: str, examples: Any, **extra: Any
+) -> dict[str, Any]:
+    """A JSON message keyed by request_id (its correlation id), unless `extra` says otherwise."""
     return {
-        "GenerationRequest": {
-            "name": "GenerationRequest",
-            "title": "Generation request",
-            "contentType": "application/json",
-            "payload": {"$ref": _SCHEMAS + "GenerationRequest"},
-            "headers": {"$ref": _SCHEMAS + "RequestHeaders"},
-            "correlationId": {"$ref": "#/components/correlationIds/requestId"},
-            "bindings": request_key,
-            "examples": examples.REQUEST_EXAMPLES,
-        },
-        "GenerationResult": {
-            "name": "GenerationResult",
-            "title": "Generation result",
-            "contentType": "application/json",
-            "payload": {"$ref": _SCHEMAS + "GenerationResult"},
-            "headers": {"$ref": _SCHEMAS + "ResultHeaders"},
-            "correlationId": {"$ref": "#/components/correlationIds/requestId"},
-            "bindings": request_key,
-            "examples": examples.RESULT_EXAMPLES,
-        },
-        "ProgressEvent": {
-            "name": "ProgressEvent",
-            "title": "Progress event (1.1)",
-            "contentType": "application/json",
-            "payload": {"$ref": _SCHEMAS + "ProgressEvent"},
-            "headers": {"$ref": _SCHEMAS + "ProgressHeaders"},
-            "correlationId": {"$ref": "#/components/correlationIds/requestId"},
-            "bindings": request_key,
-            "examples": examples.PROGRESS_EXAMPLES,
-        },
-        "ControlCommand": {
-            "name": "ControlCommand",
-            "title": "Control command (1.1)",
-            "contentType": "application/json",
-            "payload": {"$ref": _SCHEMAS + "ControlCommand"},
-            "headers": {"$ref": _SCHEMAS + "RequestHeaders"},
-            "bindings": _key("The request_id the command targets."),
-            "examples": examples.CONTROL_EXAMPLES,
-        },
+        "name": name,
+        "title": title,
+        "contentType": "application/json",
+        "payload": {"$ref": _SCHEMAS + name},
+        "headers": {"$ref": _SCHEMAS + headers},
+        "correlationId": {"$ref": "#/components/correlationIds/requestId"},
+        "bindings": _key("The request_id."),
+        "examples": examples,
+        **extra,
+    }
+
+
+def _messages() -> dict[str, Any]:
+    control = _message(
+        "ControlCommand",
+        "Control command (1.1)",
+        "RequestHeaders",
+        examples.CONTROL_EXAMPLES,
+        bindings=_key("The request_id the command targets."),
+    )
+    del control["correlationId"]
+    return {
+        "GenerationRequest": _message(
+            "GenerationRequest", "Generation request", "RequestHeaders", examples.REQUEST_EXAMPLES
+        ),
+        "GenerationResult": _message(
+            "GenerationResult", "Generation result", "ResultHeaders", examples.RESULT_EXAMPLES
+        ),
+        "ProgressEvent": _message(
+            "ProgressEvent", "Progress event (1.1)", "ProgressHeaders", examples.PROGRESS_EXAMPLES
+        ),
+        "ControlCommand": control,
         "DeadLetter": {
             "name": "DeadLetter",
             "title": "Dead letter",

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from consumer.devtools.services import create_topics
 from consumer.settings import Settings
 from tests.fixtures.services import S3Endpoint
 
@@ -64,3 +65,13 @@ def make_settings(request: pytest.FixtureRequest, shared_data_dir: Path) -> Call
         return Settings(_env_file=None, **values)
 
     return build
+
+
+@pytest.fixture
+async def contract_settings(make_settings: Callable[..., Settings]) -> Settings:
+    """Settings with control and progress topics of this test's own, all topics created."""
+    suffix = make_settings().group_id  # unique to this test
+    built = make_settings(control_topic=f"control-{suffix}", progress_topic=f"progress-{suffix}")
+    topics = [built.request_topic, built.result_topic, built.progress_topic, built.control_topic]
+    await create_topics(built.kafka_bootstrap_servers, topics, 2)
+    return built

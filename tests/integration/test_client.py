@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from consumer.client import GenerationClient
-from consumer.devtools.services import create_topics
 from consumer.settings import Settings
 from schemas import CancelCommand, ErrorCode, GenerationResult, parse_control, progress_event
 from schemas.cloudevents import CONTROL_TYPE, REQUEST_TYPE
@@ -21,12 +19,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-async def settings(make_settings: Callable[..., Settings]) -> Settings:
-    suffix = make_settings().group_id  # unique to this test
-    built = make_settings(control_topic=f"control-{suffix}", progress_topic=f"progress-{suffix}")
-    topics = [built.request_topic, built.result_topic, built.progress_topic, built.control_topic]
-    await create_topics(built.kafka_bootstrap_servers, topics, 2)
-    return built
+def settings(contract_settings: Settings) -> Settings:
+    return contract_settings
 
 
 def headers_of(record: Any) -> dict[str, bytes]:

@@ -9,7 +9,6 @@ import io
 import json
 import time
 import urllib.request
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +16,6 @@ import pytest
 from PIL import Image
 
 from consumer.client import GenerationClient
-from consumer.devtools.services import create_topics
 from consumer.settings import Settings
 from schemas import GenerationResult
 from storage import read_image_parameters
@@ -29,12 +27,8 @@ TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 @pytest.fixture
-async def settings(make_settings: Callable[..., Settings]) -> Settings:
-    suffix = make_settings().group_id  # unique to this test
-    built = make_settings(control_topic=f"control-{suffix}", progress_topic=f"progress-{suffix}")
-    topics = [built.request_topic, built.result_topic, built.progress_topic, built.control_topic]
-    await create_topics(built.kafka_bootstrap_servers, topics, 1)
-    return built
+def settings(contract_settings: Settings) -> Settings:
+    return contract_settings
 
 
 def body(request_id: str, **params: Any) -> dict[str, Any]:
