@@ -69,11 +69,17 @@ class OffsetTracker:
             if self._states.get(offset) is _State.TAKEN:
                 self._states[offset] = _State.RELEASED
 
-    def forget_below(self, position: int) -> None:
-        """The group's committed offset is `position`: what lies below is settled."""
+    def forget_below(self, position: int) -> int | None:
+        """The group's committed offset is `position`: what lies below is settled. Returns this
+        member's own position when it is further (a commit refused while the partition was
+        away, for results already published): the caller commits it again."""
         for offset in [o for o in self._states if o < position]:
             del self._states[offset]
+        ahead = (
+            self._committed if self._committed is not None and self._committed > position else None
+        )
         self._committed = max(self._committed or 0, position)
+        return ahead
 
     def committable(self) -> int | None:
         """The next offset to commit (Kafka commits 'next to read'), or None if nothing new."""
@@ -228,8 +234,9 @@ class Acknowledger:
                 del self._trackers[tp]
         for tp in assigned & set(self._trackers):
             committed = await self._committed(tp)
-            if committed is not None:
-                self._trackers[tp].forget_below(committed)
+            ahead = self._trackers[tp].forget_below(committed) if committed is not None else None
+            if ahead is not None:
+                self._failed_commits[tp] = ahead
         await self.commit(assigned)
 
     async def _committed(self, tp: TopicPartition) -> int | None:

@@ -65,3 +65,11 @@ def test_a_committed_record_fetched_again_is_not_taken() -> None:
     assert tracker.committable() == 2
     assert not tracker.take(0) and not tracker.take(1)  # the position went back after a rebalance
     assert tracker.take(2)
+
+
+def test_forget_below_reports_a_position_the_group_never_got() -> None:
+    tracker = tracker_with(0, 1)
+    tracker.done([0, 1])
+    assert tracker.committable() == 2  # ... but that commit was refused (a rebalance)
+    assert tracker.forget_below(0) == 2  # the partition came back: commit 2 again
+    assert tracker.forget_below(5) is None  # another member went further: nothing to redo
