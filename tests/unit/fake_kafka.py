@@ -23,7 +23,12 @@ class FakeBroker:
         self.committed: dict[TopicPartition, int] = {}
 
     def append(
-        self, topic: str, partition: int, value: bytes | None, key: bytes | None = None
+        self,
+        topic: str,
+        partition: int,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> ConsumerRecord[bytes, bytes]:
         tp = TopicPartition(topic, partition)
         log = self.logs.setdefault(tp, [])
@@ -38,7 +43,7 @@ class FakeBroker:
             checksum=None,
             serialized_key_size=len(key or b""),
             serialized_value_size=len(value or b""),
-            headers=(),
+            headers=tuple(headers or ()),
         )
         log.append(record)
         return record
@@ -163,7 +168,7 @@ class FakeProducer:
         if error is not None:
             future.set_exception(error)
         else:
-            self._broker.append(topic, 0, value, key)
+            self._broker.append(topic, 0, value, key, headers)
             future.set_result(None)
         return future
 
