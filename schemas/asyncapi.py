@@ -149,9 +149,7 @@ def _key(description: str, pattern: str | None = REQUEST_ID_PATTERN) -> dict[str
     return {"kafka": {"key": schema, "bindingVersion": KAFKA_BINDING_VERSION}}
 
 
-def _message(
-    name: str, title: str, headers: str, examples: Any, **extra: Any
-) -> dict[str, Any]:
+def _message(name: str, title: str, headers: str, examples: Any, **extra: Any) -> dict[str, Any]:
     """A JSON message keyed by request_id (its correlation id), unless `extra` says otherwise."""
     return {
         "name": name,

@@ -8,7 +8,7 @@ produce a static JSON Schema with the absolute bounds.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -42,6 +42,23 @@ def unicode_text(value: object, field: str) -> object:
             ViolationCode.INVALID_TYPE,
             "{field} must be valid Unicode text, without lone surrogates",
             field=field,
+        )
+    return value
+
+
+N = TypeVar("N", int, float)
+
+
+def _in_range(value: N, lo: float, hi: float, code: ViolationCode, field: str) -> N:
+    """`value`, or the violation `code` naming params.`field` and its bounds."""
+    if not lo <= value <= hi:
+        raise violation(
+            code,
+            "params.{field} must be between {lo} and {hi}, got {value}",
+            field=field,
+            lo=lo,
+            hi=hi,
+            value=value,
         )
     return value
 
@@ -84,30 +101,16 @@ class GenerationParams(BaseModel):
                 field=info.field_name,
                 value=value,
             )
-        if not limits.min_image_size <= value <= limits.max_image_size:
-            raise violation(
-                ViolationCode.SIZE_OUT_OF_RANGE,
-                "params.{field} must be between {lo} and {hi}, got {value}",
-                field=info.field_name,
-                lo=limits.min_image_size,
-                hi=limits.max_image_size,
-                value=value,
-            )
-        return value
+        field = info.field_name or "size"
+        lo, hi = limits.min_image_size, limits.max_image_size
+        return _in_range(value, lo, hi, ViolationCode.SIZE_OUT_OF_RANGE, field)
 
     @field_validator("steps", mode="after")
     @classmethod
     def _check_steps(cls, value: int, info: ValidationInfo) -> int:
         limits = limits_of(info)
-        if not limits.min_steps <= value <= limits.max_steps:
-            raise violation(
-                ViolationCode.STEPS_OUT_OF_RANGE,
-                "params.steps must be between {lo} and {hi}, got {value}",
-                lo=limits.min_steps,
-                hi=limits.max_steps,
-                value=value,
-            )
-        return value
+        code = ViolationCode.STEPS_OUT_OF_RANGE
+        return _in_range(value, limits.min_steps, limits.max_steps, code, "steps")
 
     @field_validator("cfg", mode="after")
     @classmethod
@@ -115,27 +118,14 @@ class GenerationParams(BaseModel):
         limits = limits_of(info)
         if not math.isfinite(value):
             raise violation(ViolationCode.NOT_FINITE, "params.cfg must be a finite number")
-        if not 0.0 <= value <= limits.max_cfg:
-            raise violation(
-                ViolationCode.CFG_OUT_OF_RANGE,
-                "params.cfg must be between 0 and {hi}, got {value}",
-                hi=limits.max_cfg,
-                value=value,
-            )
-        return value
+        return _in_range(value, 0, limits.max_cfg, ViolationCode.CFG_OUT_OF_RANGE, "cfg")
 
     @field_validator("num_images", mode="after")
     @classmethod
     def _check_num_images(cls, value: int, info: ValidationInfo) -> int:
         limits = limits_of(info)
-        if not 1 <= value <= limits.max_num_images:
-            raise violation(
-                ViolationCode.NUM_IMAGES_OUT_OF_RANGE,
-                "params.num_images must be between 1 and {hi}, got {value}",
-                hi=limits.max_num_images,
-                value=value,
-            )
-        return value
+        code = ViolationCode.NUM_IMAGES_OUT_OF_RANGE
+        return _in_range(value, 1, limits.max_num_images, code, "num_images")
 
     @field_validator("model", mode="before")
     @classmethod
