@@ -30,32 +30,43 @@ class Health:
         engine: Engine,
         store: ImageStore,
         on_fail: Callable[[], None],
+        draining: Callable[[], bool],
     ) -> None:
+        """`draining`: whether the worker is stopping; its intake loop then stands still on
+        purpose, and only the engine is watched."""
         self._settings = settings
         self._engine = engine
         self._store = store
         self._on_fail = on_fail
         self.unhealthy: str | None = None  # why the watchdog gave up on this worker
+        self._failed_at = 0.0
         self.store_problem: str | None = None  # why the image store failed its last check
         self.model_problem: str | None = None
         self._model_ready = asyncio.Event()  # the default model is loaded (or failed to)
         self._last_step = time.monotonic()
-        self._draining = False
+        self._draining = draining
 
     def fail(self, reason: str) -> None:
         """Give up on this process: the worker stops and exits non-zero after a short grace."""
         if self.unhealthy is None:
             self.unhealthy = reason
+            self._failed_at = time.monotonic()
             log.error("worker unhealthy: %s; stopping", reason)
         self._on_fail()
+
+    async def linger(self) -> None:
+        """Once unhealthy, keep answering (/health 503 with the reason) until the exit grace
+        has passed since the failure, even when nothing was left to drain: probes and
+        operators see why the process is about to exit."""
+        if self.unhealthy is not None:
+            left = self._settings.unhealthy_exit_grace_seconds - (
+                time.monotonic() - self._failed_at
+            )
+            await asyncio.sleep(max(0.0, left))
 
     def step(self) -> None:
         """The intake loop (or a retry it waits on) moved: it is not stuck."""
         self._last_step = time.monotonic()
-
-    def draining(self) -> None:
-        """From now on the intake loop stands still on purpose: only the engine is watched."""
-        self._draining = True
 
     async def model_loaded(self) -> None:
         """Until the default model is loaded and warm (or failed to load)."""
@@ -80,7 +91,7 @@ class Health:
         ]
 
     def _last_intake_step(self) -> float:
-        return time.monotonic() if self._draining else self._last_step
+        return time.monotonic() if self._draining() else self._last_step
 
     def _store_checked(self, problem: str | None) -> None:
         self.store_problem = problem

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable
@@ -14,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError, UnknownError, UnsupportedVersionError
 
 from consumer.settings import Settings
+from consumer.waiting import event_within
 from schemas import ErrorInfo, GenerationResult, bounded
 from schemas.cloudevents import DEAD_LETTER_TYPE, RESULT_TYPE, cloudevent_headers
 from schemas.request import CONTRACT_VERSION
@@ -90,9 +90,7 @@ async def start_producer(settings: Settings, stop: asyncio.Event) -> AIOKafkaPro
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
     """Sleep `seconds`, or raise StopRequested as soon as `stop` is set."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-    if stop.is_set():
+    if await event_within(stop, seconds):
         raise StopRequested
 
 

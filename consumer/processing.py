@@ -4,7 +4,6 @@ threads, with retries for a store that went away. Nothing here touches Kafka."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +18,7 @@ from consumer.engine import (
     StepHook,
 )
 from consumer.results import encode_output, store_output
+from consumer.waiting import event_within
 from schemas import ErrorCode, GenerationResult
 from storage import ImageStore, StorageError
 from storage.png import DEFAULT_COMPRESS_LEVEL
@@ -175,9 +175,5 @@ class BatchProcessor:
                     raise Abandoned from exc
                 self._on_storage_retry()
                 log.warning("store unavailable (%s); retrying in %.1fs", exc, delay)
-                await self._sleep_unless_abandoned(delay)
+                await event_within(self._abandon_loop, delay)
                 delay = min(delay * 2, self._max_backoff)
-
-    async def _sleep_unless_abandoned(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._abandon_loop.wait(), seconds)

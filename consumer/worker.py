@@ -39,6 +39,7 @@ from consumer.publishing import BrokerGaveUp, Publisher, Unpublishable
 from consumer.rebalance import RebalanceListener
 from consumer.settings import Settings
 from consumer.triage import Triage, Work
+from consumer.waiting import event_within
 from storage import ImageStore
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,9 @@ class Worker:
         self._runner: BatchRunner | None = None
         self._last_model: str | None = None  # of the batch started last
         self.draining = False
-        self.health = Health(settings, engine, store, on_fail=self._stopping.set)
+        self.health = Health(
+            settings, engine, store, on_fail=self._stopping.set, draining=lambda: self.draining
+        )
         self.revocations = 0  # rebalances that took partitions away from this worker
 
     # --- status ---------------------------------------------------------------------------------
@@ -215,7 +218,6 @@ class Worker:
         self, consumer: AIOKafkaConsumer | None, producer: AIOKafkaProducer | None
     ) -> None:
         self.draining = True
-        self.health.draining()
         self._release(self._pending.take_if(lambda _: True))  # not started: delivered again
         if consumer is not None:
             with contextlib.suppress(IllegalStateError):
@@ -262,7 +264,7 @@ class Worker:
             self._start_pending()
             if self.busy:
                 consumer.pause(*consumer.assignment())
-                await self._wait_for_slot(1.0)
+                await event_within(self._slot_freed, 1.0)
                 await self._take(await poller.keep_alive())
                 continue
             consumer.resume(*consumer.paused())
@@ -286,10 +288,6 @@ class Worker:
 
     def _idle_for(self, since: float) -> bool:
         return self._exit_when_idle is not None and time.monotonic() - since >= self._exit_when_idle
-
-    async def _wait_for_slot(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._slot_freed.wait(), timeout)
 
     # --- batches --------------------------------------------------------------------------------
 
