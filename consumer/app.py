@@ -45,6 +45,7 @@ async def serve(
     runner = await start_sidecar(settings, worker) if settings.app_port else None
     try:
         await worker.run()
+        await worker.health.linger()
     finally:
         if runner is not None:
             await runner.cleanup()

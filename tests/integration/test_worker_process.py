@@ -153,7 +153,7 @@ async def test_a_hung_engine_turns_health_503_and_the_process_exits_non_zero(
     log = tmp_path / "worker.log"
     proc = start_worker_process(settings, log, ["-m", "tests.integration.hung_worker"])
     try:
-        health = await _wait_for_unhealthy(f"http://127.0.0.1:{port}/health", proc)
+        health = await _wait_for_unhealthy(f"http://127.0.0.1:{port}/health", proc, log)
         assert health["status"] == "unhealthy" and "generating" in health["reason"]
         code = await asyncio.to_thread(proc.wait, 60)
     finally:
@@ -165,7 +165,9 @@ async def test_a_hung_engine_turns_health_503_and_the_process_exits_non_zero(
     assert not await collect(bootstrap, settings.result_topic, 1, timeout=2)
 
 
-async def _wait_for_unhealthy(url: str, proc: subprocess.Popen[bytes]) -> dict[str, str]:
+async def _wait_for_unhealthy(
+    url: str, proc: subprocess.Popen[bytes], log: Path
+) -> dict[str, str]:
     deadline = time.monotonic() + 90
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -176,7 +178,8 @@ async def _wait_for_unhealthy(url: str, proc: subprocess.Popen[bytes]) -> dict[s
             except aiohttp.ClientError:
                 pass  # not listening yet
             await asyncio.sleep(0.2)
-    raise AssertionError(f"/health never answered 503 (exit code {proc.poll()})")
+    tail = log.read_text()[-3000:]
+    raise AssertionError(f"/health never answered 503 (exit code {proc.poll()}): {tail}")
 
 
 async def test_a_request_that_kills_workers_three_times_is_given_up_and_the_rest_complete(
