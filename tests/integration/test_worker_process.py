@@ -165,9 +165,7 @@ async def test_a_hung_engine_turns_health_503_and_the_process_exits_non_zero(
     assert not await collect(bootstrap, settings.result_topic, 1, timeout=2)
 
 
-async def _wait_for_unhealthy(
-    url: str, proc: subprocess.Popen[bytes], log: Path
-) -> dict[str, str]:
+async def _wait_for_unhealthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> dict[str, str]:
     deadline = time.monotonic() + 90
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline and proc.poll() is None:
