@@ -7,7 +7,8 @@ every run: a sky-to-ground gradient under fractal value noise (clouds), a Mandel
 hard-edged discs and squares, a Gaussian blur (lens softness) and seeded Gaussian sensor noise
 (sigma 6): smooth areas, edges and grain, as in a diffusion model's output. "noise" is uniform
 random RGB, what the tiny test model draws: the worst case for every encoder. Formats: png at
-the project's zlib level 1 (PNG_COMPRESS_LEVEL), jpeg and webp at quality 90 (the contract's
+the project's zlib level 1 (PNG_COMPRESS_LEVEL) and, as the baseline, Pillow's PNG encoder at
+the same level (what the worker used before), jpeg and webp at quality 90 (the contract's
 default) and 75, and lossless webp for comparison (not offered by the contract). A benchmark,
 not a test: it prints the median of --repeat runs (milliseconds, one thread) and the size.
 """
@@ -19,6 +20,7 @@ import io
 import os
 import statistics
 import time
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -78,6 +80,14 @@ def noise(size: int) -> Image.Image:
     return Image.frombytes("RGB", (size, size), os.urandom(size * size * 3))
 
 
+def _pillow_png(image: Image.Image) -> bytes:
+    """The baseline: Pillow's own PNG encoder at level 1 with zlib's RLE strategy, what the
+    worker used before storage/png.py moved to libpng (Pillow filters each row four ways)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1, compress_type=zlib.Z_RLE, optimize=False)
+    return buffer.getvalue()
+
+
 def _lossless_webp(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="WEBP", lossless=True, quality=50, method=4)
@@ -86,6 +96,7 @@ def _lossless_webp(image: Image.Image) -> bytes:
 
 ENCODERS: dict[str, Callable[[Image.Image], bytes]] = {
     "png level 1": lambda im: encode_image(im, PARAMETERS, "png", compress_level=1),
+    "png pillow l1": _pillow_png,
     "jpeg q90": lambda im: encode_image(im, PARAMETERS, "jpeg", 90),
     "jpeg q75": lambda im: encode_image(im, PARAMETERS, "jpeg", 75),
     "webp q90": lambda im: encode_image(im, PARAMETERS, "webp", 90),

@@ -70,6 +70,18 @@ def test_png_round_trips_parameters_and_pixels() -> None:
         assert decoded.getpixel((3, 4)) == (255, 0, 0)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "1", "I;16", "CMYK"])
+@pytest.mark.parametrize("level", [0, 1, 6])
+def test_png_keeps_the_pixels_of_every_mode(mode: str, level: int) -> None:
+    source = _image().convert(mode)
+    data = encode_png(source, {"x": 1}, compress_level=level)
+    expected = "RGB" if mode in ("P", "1", "I;16", "CMYK") else mode
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert decoded.mode == expected
+        assert decoded.tobytes() == source.convert(expected).tobytes()
+    assert read_png_parameters(data) == {"x": 1}
+
+
 def test_png_bytes_are_deterministic() -> None:
     first = encode_png(_image(), {"b": 1, "a": 2})
     assert encode_png(_image(), {"a": 2, "b": 1}) == first  # key order does not matter
