@@ -103,6 +103,11 @@ class MemoryStore:
         self.objects.pop(key, None)
         self.metadata.pop(key, None)
 
+    def keys_in(self, folder: str, limit: int) -> list[str]:
+        start = folder.rstrip("/") + "/"
+        inside = [k for k in self.objects if k.startswith(start) and "/" not in k[len(start) :]]
+        return sorted(inside)[:limit]
+
     def url_for(self, key: str) -> str:
         return f"memory://bench/{key}"
 

@@ -1,11 +1,18 @@
 """Before a request runs: has it been answered already, or has it killed workers before?
 
 The crash-loop guard (arq's max tries, for a worker that dies): before a request's engine call, a
-small object `<prefix>/_attempts/<request_id>` in the image store records one more attempt; it is
-deleted once the request's outcome is published. A request delivered again with an attempt on
-record was running when a worker died (kill -9, the kernel's OOM killer): it runs alone, with no
-other batch in flight, so it cannot take innocent requests down with it; with MAX_ATTEMPTS on
-record it is answered `attempts_exhausted` without running.
+small marker object `<prefix>/_attempts/<request_id>/<attempt>` in the image store records the
+attempt; the request's markers are deleted once its outcome is published. A request delivered
+again with markers on record was running when a worker died (kill -9, the kernel's OOM killer):
+it runs alone, with no other batch in flight, so it cannot take innocent requests down with it;
+with MAX_ATTEMPTS markers on record it is answered `attempts_exhausted` without running.
+
+One object per attempt, counted by listing the request's folder, rather than one counter read
+and then rewritten: writing a marker does not depend on reading the others, so for a request
+that will start at once (a lone request on an idle worker) the marker is written side by side
+with the lookups, and the engine waits for one store round trip instead of two. A request that
+waits in the queue gets its marker only when it starts: a worker that dies must not count an
+attempt against requests it never ran.
 
 A request whose images are already stored under its keys with the same parameters (an earlier
 delivery finished but was not committed: a crash, a rebalance) is answered from the store.
@@ -19,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from consumer.engine import GenerationJob
@@ -30,12 +39,16 @@ from storage import ImageStore, StorageError
 log = logging.getLogger(__name__)
 
 ATTEMPTS_FOLDER = "_attempts"
+# Markers listed per request: past MAX_ATTEMPTS the count no longer matters.
+_LIST_LIMIT = 100
 
 
 @dataclass(frozen=True)
 class Preflight:
     attempts: int  # attempts on record: earlier deliveries that started and never finished
     stored: GenerationResult | None  # the outcome, when the store already holds it
+    markers: tuple[str, ...] = ()  # marker keys on record, this attempt's own among them
+    marked: bool = False  # this attempt's marker is written (preflight with start_now)
 
 
 class AttemptLog:
@@ -47,20 +60,27 @@ class AttemptLog:
         self.max_attempts = max_attempts  # 0: no guard
         self._reuse_stored = reuse_stored
 
-    def key(self, request_id: str) -> str:
+    def folder(self, request_id: str) -> str:
         name = f"{ATTEMPTS_FOLDER}/{request_id}"
         return f"{self._prefix}/{name}" if self._prefix else name
 
-    async def preflight(self, job: GenerationJob) -> Preflight:
-        """Both lookups at once, each on a thread. Never raises: a store that is away costs the
-        check, not the request (its upload will wait for the store anyway)."""
-        stored, attempts = await asyncio.gather(
-            asyncio.to_thread(self._stored, job), asyncio.to_thread(self._read, job.request_id)
+    async def preflight(self, job: GenerationJob, start_now: bool = False) -> Preflight:
+        """The lookups side by side, each on a thread; with `start_now` (the request starts as
+        soon as this returns) its marker is written beside them. Never raises: a store that is
+        away costs the check, not the request (its upload will wait for the store anyway)."""
+        request_id = job.request_id
+        stored, listed, own = await asyncio.gather(
+            asyncio.to_thread(self._stored, job),
+            asyncio.to_thread(self._list, request_id),
+            asyncio.to_thread(self.record, request_id) if start_now else _nothing(),
         )
-        if isinstance(stored, StorageError) or isinstance(attempts, StorageError):
-            log.warning("preflight skipped", extra={"request_id": job.request_id})
-            return Preflight(0, None)
-        return Preflight(0 if stored is not None else attempts, stored)
+        mine = (own,) if own is not None else ()
+        if isinstance(stored, StorageError) or isinstance(listed, StorageError):
+            log.warning("preflight skipped", extra={"request_id": request_id})
+            return Preflight(0, None, mine, start_now)
+        earlier = tuple(key for key in listed if key != own)
+        attempts = 0 if stored is not None else len(earlier)
+        return Preflight(attempts, stored, earlier + mine, start_now)
 
     def _stored(self, job: GenerationJob) -> GenerationResult | StorageError | None:
         if not self._reuse_stored:
@@ -70,37 +90,39 @@ class AttemptLog:
         except StorageError as exc:
             return exc
 
-    def record(self, request_id: str, attempts: int) -> None:
-        """Durably note the start of attempt number `attempts` (before the engine call)."""
+    def record(self, request_id: str) -> str | None:
+        """Durably note the start of an attempt (before the engine call); its marker's key, or
+        None when the guard is off or the store refused (the guard is weaker for this request,
+        nothing more)."""
         if not self.max_attempts:
-            return
-        body = json.dumps({"attempts": attempts, "at": round(time.time(), 3)}).encode()
+            return None
+        # Time first, so that a listing shows attempts in order; the token keeps two workers
+        # starting the same request in the same nanosecond apart.
+        key = f"{self.folder(request_id)}/{time.time_ns():020d}-{secrets.token_hex(4)}"
+        body = json.dumps({"at": round(time.time(), 3)}).encode()
         try:
-            self._store.put(self.key(request_id), body, "application/json")
-        except StorageError as exc:  # the guard is weaker for this request, nothing more
+            self._store.put(key, body, "application/json")
+        except StorageError as exc:
             log.warning("attempt not recorded: %s", exc, extra={"request_id": request_id})
+            return None
+        return key
 
-    def clear(self, request_ids: list[str]) -> None:
-        """The outcomes are published: forget the attempts (best effort)."""
-        if not self.max_attempts:
-            return
-        for request_id in request_ids:
+    def clear(self, markers: Sequence[str]) -> None:
+        """The outcome is published: forget the attempts (best effort)."""
+        for key in markers:
             try:
-                self._store.delete(self.key(request_id))
+                self._store.delete(key)
             except StorageError as exc:
-                log.warning("attempt not cleared: %s", exc, extra={"request_id": request_id})
+                log.warning("attempt not cleared: %s", exc, extra={"key": key})
 
-    def _read(self, request_id: str) -> int | StorageError:
+    def _list(self, request_id: str) -> list[str] | StorageError:
         if not self.max_attempts:
-            return 0
+            return []
         try:
-            data = self._store.get(self.key(request_id))
+            return self._store.keys_in(self.folder(request_id), _LIST_LIMIT)
         except StorageError as exc:
             return exc
-        if data is None:
-            return 0
-        try:
-            attempts = json.loads(data)["attempts"]
-        except (ValueError, KeyError, TypeError):
-            return 1  # unreadable: something started it
-        return attempts if isinstance(attempts, int) and attempts > 0 else 1
+
+
+async def _nothing() -> None:
+    return None

@@ -46,8 +46,10 @@ class BatchRunner:
         self._metrics.batch_size.observe(sum(w.job.num_images for w in batch))
         generated: Sequence[JobOutput | GenerationResult]
         ids = [w.job.request_id for w in batch]
+        markers = {w.job.request_id: list(w.markers) for w in batch}
         try:
-            await asyncio.to_thread(self._record_attempts, batch)  # durable before the engine
+            # Durable before the engine call (attempts.py); some were recorded at preflight.
+            markers = await asyncio.to_thread(self._record_attempts, batch)
             self._progress.started(ids, batch[0].job.steps)
             on_step = partial(self._progress.step_from_thread, ids)
             generated = await self._processor.generate([w.job for w in batch], on_step)
@@ -57,10 +59,15 @@ class BatchRunner:
         except Exception:
             generated = self._internal_errors(batch)
         await asyncio.gather(
-            *(self._finish(w, outcome) for w, outcome in zip(batch, generated, strict=True))
+            *(
+                self._finish(work, outcome, markers[work.job.request_id])
+                for work, outcome in zip(batch, generated, strict=True)
+            )
         )
 
-    async def _finish(self, work: Work, outcome: JobOutput | GenerationResult) -> None:
+    async def _finish(
+        self, work: Work, outcome: JobOutput | GenerationResult, markers: list[str]
+    ) -> None:
         try:
             result = await self._processor.finish(outcome)
         except Abandoned:
@@ -81,7 +88,7 @@ class BatchRunner:
             self._fail(f"the broker refuses every record: {exc}")
             return
         self._progress.finished(work.job.request_id)
-        await asyncio.to_thread(self._attempts.clear, [work.job.request_id])
+        await asyncio.to_thread(self._attempts.clear, markers)
 
     def _internal_errors(self, batch: list[Work]) -> list[GenerationResult]:
         """Whatever a batch raises becomes internal_error results: no request goes unanswered."""
@@ -90,9 +97,13 @@ class BatchRunner:
         self._metrics.internal_errors.inc()
         return [GenerationResult.failed(i, ErrorCode.INTERNAL_ERROR) for i in ids]
 
-    def _record_attempts(self, batch: list[Work]) -> None:
+    def _record_attempts(self, batch: list[Work]) -> dict[str, list[str]]:
+        """Each request's attempt markers, this attempt's written now unless it was already."""
+        markers = {}
         for work in batch:
-            self._attempts.record(work.job.request_id, work.attempts + 1)
+            own = None if work.marked else self._attempts.record(work.job.request_id)
+            markers[work.job.request_id] = [*work.markers, *([own] if own else [])]
+        return markers
 
     def _observe(self, work: Work, result: GenerationResult) -> None:
         model = work.job.model

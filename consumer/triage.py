@@ -45,6 +45,8 @@ class Work:
     # Records with the same request_id taken together: generated once, each answered alike.
     also: list[Record] = field(default_factory=list)
     attempts: int = 0  # earlier attempts on record (attempts.py): > 0 runs alone, exclusively
+    markers: tuple[str, ...] = ()  # attempt markers on record, to delete once it is answered
+    marked: bool = False  # this attempt's marker is written already (at preflight)
 
     @property
     def exclusive(self) -> bool:
@@ -68,10 +70,13 @@ class Triage:
         self._stops = context.stops
         self._progress = context.progress
 
-    async def __call__(self, records: Sequence[Record], until: asyncio.Event) -> list[list[Work]]:
+    async def __call__(
+        self, records: Sequence[Record], until: asyncio.Event, idle: bool = False
+    ) -> list[list[Work]]:
         """Valid requests become batches of work; the others are answered now: a rejected
         result, a dead letter, a result already in the store, `attempts_exhausted`. Records this
-        member already works on (re-fetched after a rebalance) are skipped."""
+        member already works on (re-fetched after a rebalance) are skipped. `idle`: nothing
+        runs or waits in this worker, so a lone request starts as soon as this returns."""
         works: dict[str, Work] = {}
         answers: list[tuple[Record, GenerationResult]] = []
         dead: list[tuple[Record, ErrorInfo]] = []
@@ -91,16 +96,16 @@ class Triage:
             else:
                 dead.append((record, outcome.error))
         ready, answered = self._stopped(list(works.values()))
-        ready, from_store = await self._preflight(ready)
+        ready, from_store = await self._preflight(ready, start_now=idle and len(ready) == 1)
         answered += from_store
         for work in ready:
             self._progress.queued(work.job.request_id, trace_headers(work.record.headers))
         answers += [(record, result) for work, result in answered for record in work.records]
         await self._acks.publish([r for r, _ in answers], [res for _, res in answers], until)
         await self._acks.dead_letters(dead, until)
-        if from_store:
-            ids = [work.job.request_id for work, _ in from_store]
-            await asyncio.to_thread(self._attempts.clear, ids)
+        markers = [key for work, _ in from_store for key in work.markers]
+        if markers:
+            await asyncio.to_thread(self._attempts.clear, markers)
         return self._batches(ready)
 
     def _stopped(self, works: list[Work]) -> tuple[list[Work], list[tuple[Work, GenerationResult]]]:
@@ -115,15 +120,18 @@ class Triage:
         return [w for w in works if w.job.request_id not in codes], answered
 
     async def _preflight(
-        self, works: list[Work]
+        self, works: list[Work], start_now: bool
     ) -> tuple[list[Work], list[tuple[Work, GenerationResult]]]:
         """Split works into those to run (with their attempts on record) and those answered
-        without running (from the store, or attempts exhausted)."""
-        checks = await asyncio.gather(*(self._attempts.preflight(w.job) for w in works))
+        without running (from the store, or attempts exhausted). `start_now`: the works start
+        as soon as this returns, so their attempt is recorded beside the lookups."""
+        preflight = self._attempts.preflight
+        checks = await asyncio.gather(*(preflight(w.job, start_now) for w in works))
         ready, answered = [], []
         limit = self._attempts.max_attempts
         for work, check in zip(works, checks, strict=True):
             request_id, model = work.job.request_id, work.job.model
+            work = replace(work, markers=check.markers, marked=check.marked)
             if check.stored is not None:
                 log.info("answered from the store", extra={"request_id": request_id})
                 self._metrics.stored_answers.inc()

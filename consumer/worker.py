@@ -280,7 +280,8 @@ class Worker:
         """Triage what a poll returned and queue the valid requests as batches."""
         assert self._triage is not None
         try:
-            self._pending.extend(await self._triage(records, until=self._stopping))
+            idle = not self._running and not self._pending
+            self._pending.extend(await self._triage(records, until=self._stopping, idle=idle))
         except BrokerGaveUp:
             pass  # stopping while the broker is away: left uncommitted
         except Unpublishable as exc:

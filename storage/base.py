@@ -63,6 +63,11 @@ class ImageStore(Protocol):
         """Remove `key`; deleting a missing key succeeds."""
         ...
 
+    def keys_in(self, folder: str, limit: int) -> list[str]:
+        """The keys of the objects directly inside `folder` (a key prefix, without the trailing
+        "/"), sorted, at most `limit` of them; [] when there is none."""
+        ...
+
     def url_for(self, key: str) -> str:
         """Return the URL clients use for `key` (presigned or under BASE_URL)."""
         ...

@@ -120,6 +120,19 @@ class LocalImageStore:
             if exc.errno not in _MISSING_ERRNOS:
                 raise _wrap(exc, f"delete {key!r}") from None
 
+    def keys_in(self, folder: str, limit: int) -> list[str]:
+        """The files in root/folder (not sidecars, not temp files of writes in progress)."""
+        folder = folder.rstrip("/")
+        directory = self.path_for(folder)
+        try:
+            names = sorted(entry.name for entry in os.scandir(directory) if entry.is_file())
+        except OSError as exc:
+            if exc.errno in _MISSING_ERRNOS:
+                return []
+            raise _wrap(exc, f"list {folder!r}") from None
+        keys = [f"{folder}/{name}" for name in names if _is_object_name(name)]
+        return keys[:limit]
+
     @staticmethod
     def _write_atomically(target: Path, data: bytes) -> None:
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -148,6 +161,11 @@ class LocalImageStore:
             raise _wrap(exc, "create root") from None
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageError(f"image root {self.root} is not writable", retryable=False)
+
+
+def _is_object_name(name: str) -> bool:
+    temporary = name.startswith(".") and name.endswith(".tmp")  # _write_atomically's
+    return not temporary and not name.endswith(SIDECAR_SUFFIX)
 
 
 def _sidecar(target: Path) -> Path:

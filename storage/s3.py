@@ -46,6 +46,7 @@ class _S3Client(Protocol):
     def get_object(self, **kwargs: Any) -> dict[str, Any]: ...
     def head_object(self, **kwargs: Any) -> dict[str, Any]: ...
     def delete_object(self, **kwargs: Any) -> object: ...
+    def list_objects_v2(self, **kwargs: Any) -> dict[str, Any]: ...
     def head_bucket(self, **kwargs: Any) -> object: ...
     def create_bucket(self, **kwargs: Any) -> object: ...
     def generate_presigned_url(
@@ -170,6 +171,20 @@ class S3ImageStore:
                 raise self._wrap(exc, f"delete {key!r}") from None
         except BotoCoreError as exc:
             raise self._wrap(exc, f"delete {key!r}") from None
+
+    def keys_in(self, folder: str, limit: int) -> list[str]:
+        """One ListObjectsV2 request (strongly consistent on S3, SeaweedFS and MinIO): the
+        objects directly under `folder`/, not those in folders below it. Keys ending in "/" are
+        folder placeholders, not objects: SeaweedFS lists the emptied folder itself as one."""
+        prefix = folder.rstrip("/") + "/"
+        try:
+            response = self._client.list_objects_v2(
+                Bucket=self.bucket, Prefix=prefix, Delimiter="/", MaxKeys=limit + 1
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._wrap(exc, f"list {folder!r}") from None
+        keys = (str(item["Key"]) for item in response.get("Contents", []))
+        return sorted(key for key in keys if not key.endswith("/"))[:limit]
 
     def url_for(self, key: str) -> str:
         """BASE_URL/key when a public gateway is configured, else a presigned GET URL."""

@@ -111,6 +111,21 @@ def test_small_json_object_under_attempts(s3_endpoint: S3Endpoint, client: Any) 
     assert store.get(key) is None
 
 
+def test_keys_in_lists_the_objects_of_one_folder(s3_endpoint: S3Endpoint) -> None:
+    store = _store(s3_endpoint)
+    store.ensure_bucket()
+    folder = f"images/_attempts/req-{secrets.token_hex(4)}"
+    for name in ("2", "1", "sub/3"):
+        store.put(f"{folder}/{name}", b"{}", "application/json")
+    store.put(f"{folder}x/4", b"{}", "application/json")  # another request's folder
+    assert store.keys_in(folder, 10) == [f"{folder}/1", f"{folder}/2"]
+    assert store.keys_in(folder, 1) == [f"{folder}/1"]
+    assert store.keys_in(f"{folder}-none", 10) == []
+    for name in ("1", "2", "sub/3"):
+        store.delete(f"{folder}/{name}")
+    assert store.keys_in(folder, 10) == []  # not the emptied folder's own placeholder
+
+
 def test_a_redelivered_request_is_answered_from_the_store(s3_endpoint: S3Endpoint) -> None:
     from PIL import Image
 

@@ -4,7 +4,6 @@ broker while stopping, or hangs in its engine."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -193,11 +192,11 @@ async def test_a_request_that_kills_workers_three_times_is_given_up_and_the_rest
     events = [poison, *(request(name, seed=i) for i, name in enumerate(behind))]
     await produce(bootstrap, settings.request_topic, events, key=b"one-partition")
     store = build_store(settings)
-    marker = f"{settings.s3_key_prefix}/_attempts/poison"
+    folder = f"{settings.s3_key_prefix}/_attempts/poison"
     for attempt in (1, 2, 3):
         proc = start_worker_process(settings, tmp_path / f"worker-{attempt}.log")
         try:
-            await _wait_for_attempt(store, marker, attempt, proc)
+            await _wait_for_attempt(store, folder, attempt, proc)
         finally:
             proc.kill()  # SIGKILL while the poison request runs
             await asyncio.to_thread(proc.wait, 30)
@@ -209,16 +208,15 @@ async def test_a_request_that_kills_workers_three_times_is_given_up_and_the_rest
     assert final.status == "failed" and final.error is not None
     assert final.error.code == "attempts_exhausted"
     assert all(by_id[name][-1].status == "completed" for name in behind)
-    assert store.get(marker) is None
+    assert store.keys_in(folder, 100) == []
 
 
 async def _wait_for_attempt(
-    store: ImageStore, key: str, attempt: int, proc: subprocess.Popen[bytes]
+    store: ImageStore, folder: str, attempt: int, proc: subprocess.Popen[bytes]
 ) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None:
-        data = await asyncio.to_thread(store.get, key)
-        if data is not None and json.loads(data)["attempts"] == attempt:
+        if len(await asyncio.to_thread(store.keys_in, folder, 100)) == attempt:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"attempt {attempt} never recorded (exit code {proc.poll()})")

@@ -95,6 +95,19 @@ def test_local_small_json_objects_under_attempts(tmp_path: Path) -> None:
     assert store.get(key) is None
 
 
+def test_local_keys_in_lists_the_objects_of_one_folder(tmp_path: Path) -> None:
+    store = LocalImageStore(tmp_path)
+    for key in ("a/_attempts/r/2", "a/_attempts/r/1", "a/_attempts/r/sub/3", "a/_attempts/rr/4"):
+        store.put(key, b"{}", "application/json", {"x": "1"})  # sidecars are not objects
+    (tmp_path / "a" / "_attempts" / "r" / ".5.abc.tmp").write_bytes(b"")  # a write in progress
+    assert store.keys_in("a/_attempts/r", 10) == ["a/_attempts/r/1", "a/_attempts/r/2"]
+    assert store.keys_in("a/_attempts/r/", 1) == ["a/_attempts/r/1"]
+    assert store.keys_in("a/_attempts/none", 10) == []
+    assert store.keys_in("a/_attempts/r/1", 10) == []  # an object, not a folder
+    with pytest.raises(StorageError):
+        store.keys_in("a/../..", 10)
+
+
 def test_local_directory_keys_read_as_missing(tmp_path: Path) -> None:
     store = LocalImageStore(tmp_path)
     store.put(KEY, b"png")

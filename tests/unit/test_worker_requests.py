@@ -3,7 +3,6 @@ Worker on the in-memory broker, fake engine, local store."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,12 @@ async def test_requests_sharing_an_id_in_one_poll_are_generated_once_and_answere
 
 
 def seed_attempts(h: Harness, request_id: str, attempts: int) -> None:
-    h.store.put(f"_attempts/{request_id}", json.dumps({"attempts": attempts}).encode(), "x/json")
+    for attempt in range(attempts):
+        h.store.put(f"_attempts/{request_id}/earlier-{attempt}", b"{}", "application/json")
+
+
+def markers(h: Harness, request_id: str) -> list[str]:
+    return h.store.keys_in(f"_attempts/{request_id}", 100)
 
 
 class TimedEngine(FakeEngine):
@@ -65,7 +69,7 @@ async def test_a_request_with_max_attempts_on_record_is_answered_without_running
     assert poison.error.code == "attempts_exhausted"
     assert by_id["before"][0].status == by_id["after"][0].status == "completed"
     assert "poison" not in [r for batch in h.batches for r in batch]
-    assert h.store.get("_attempts/poison") is None  # answered: forgotten
+    assert markers(h, "poison") == []  # answered: forgotten
 
 
 async def test_a_suspect_runs_alone_with_nothing_else_in_flight(tmp_path: Path) -> None:
@@ -75,14 +79,14 @@ async def test_a_suspect_runs_alone_with_nothing_else_in_flight(tmp_path: Path) 
     names = ["a", "b", "suspect", "c", "d", "e"]
     for name in names:
         h.broker.append(TOPIC, 0, event(name, steps=3))
-    recorded: list[bytes | None] = []
+    recorded: list[list[str]] = []
     in_flight: list[int] = []  # batches in flight (generating, storing, publishing) around it
     original = engine.generate
 
     def generate(jobs: Any, timeout_seconds: float, *args: Any) -> Any:
         suspect = jobs[0].request_id == "suspect"
         if suspect:
-            recorded.append(h.store.get("_attempts/suspect"))
+            recorded.append(markers(h, "suspect"))
             in_flight.append(len(h.worker._running))
         try:
             return original(jobs, timeout_seconds, *args)
@@ -98,9 +102,57 @@ async def test_a_suspect_runs_alone_with_nothing_else_in_flight(tmp_path: Path) 
     assert in_flight == [1, 1]  # nothing else in flight while it ran
     others = [c for c in engine.calls if c is not suspect and c[2] != ["warmup"]]
     assert all(end <= suspect[0] or start >= suspect[1] for start, end, _ in others)
-    assert recorded and json.loads(recorded[0] or b"{}")["attempts"] == 2  # on record first
-    assert h.store.get("_attempts/suspect") is None
+    assert recorded and len(recorded[0]) == 2  # this attempt on record before it ran
+    assert markers(h, "suspect") == []
     assert all(rs[0].status == "completed" for rs in h.results().values())
+
+
+async def test_a_lone_request_on_an_idle_worker_is_on_record_before_it_runs(
+    tmp_path: Path,
+) -> None:
+    """Its marker is written beside the preflight lookups, not after them: still before the
+    engine call, and deleted once the result is published."""
+    engine = FakeEngine()
+    h = Harness(tmp_path, engine)
+    seen: list[list[str]] = []
+    original = engine.generate
+
+    def generate(jobs: Any, timeout_seconds: float, *args: Any) -> Any:
+        if jobs[0].request_id == "lone":
+            seen.append(markers(h, "lone"))
+        return original(jobs, timeout_seconds, *args)
+
+    engine.generate = generate  # type: ignore[method-assign]
+    async with running(h):
+        await h.wait(lambda: bool(h.worker.ready), "ready")
+        h.broker.append(TOPIC, 0, event("lone"))
+        await h.wait(lambda: h.broker.committed.get(P0) == 1, "committed")
+        await h.wait(lambda: markers(h, "lone") == [], "markers deleted")
+    assert len(seen) == 1 and len(seen[0]) == 1
+    assert h.results()["lone"][0].status == "completed"
+
+
+async def test_requests_waiting_in_the_queue_have_no_attempt_on_record(tmp_path: Path) -> None:
+    """A worker that dies must not count an attempt against requests it never started: only
+    running requests have markers."""
+    engine = FakeEngine(step_seconds=0.05)
+    h = Harness(tmp_path, engine, max_batch_size=1, max_batches_in_flight=1)
+    names = ["first", "second", "third"]
+    seen: dict[str, dict[str, int]] = {}
+    original = engine.generate
+
+    def generate(jobs: Any, timeout_seconds: float, *args: Any) -> Any:
+        seen[jobs[0].request_id] = {name: len(markers(h, name)) for name in names}
+        return original(jobs, timeout_seconds, *args)
+
+    engine.generate = generate  # type: ignore[method-assign]
+    for name in names:
+        h.broker.append(TOPIC, 0, event(name, steps=4))
+    async with running(h):
+        await h.wait(lambda: h.broker.committed.get(P0) == len(names), "all committed")
+    assert seen["first"] == {"first": 1, "second": 0, "third": 0}
+    assert seen["second"] == {"first": 0, "second": 1, "third": 0}
+    assert all(markers(h, name) == [] for name in names)
 
 
 async def test_a_redelivered_request_is_answered_from_the_store_without_generating(
