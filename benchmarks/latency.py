@@ -24,6 +24,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from benchmarks import latency_stages
+from benchmarks.latency_stages import Trip
 from benchmarks.throughput import (
     MODEL,
     THREADS,
@@ -33,6 +35,7 @@ from benchmarks.throughput import (
     percentile,
     request_bytes,
     start_stack,
+    worker_topics,
 )
 from consumer.devtools.processes import free_port
 from consumer.devtools.services import create_topics
@@ -104,8 +107,8 @@ class Client:
 
     async def round_trip(
         self, size: int, seed: int, image_format: str = "png", timeout: float = 120
-    ) -> tuple[float, float]:
-        """(seconds from send to result, seconds the worker's own pipeline call took)."""
+    ) -> Trip:
+        """Seconds from send to result, seconds the worker's own pipeline call took."""
         request_id = f"lat-{uuid.uuid4().hex[:12]}"
         started = time.perf_counter()
         value = request_bytes(request_id, size, seed, image_format=image_format)
@@ -117,18 +120,21 @@ class Client:
                 if record.key == request_id.encode():
                     elapsed = time.perf_counter() - started
                     audit = json.loads(record.value)["audit"]
-                    return elapsed, float(audit["duration_sec"])
+                    return Trip(elapsed, float(audit["duration_sec"]), request_id)
         raise TimeoutError(f"no result for {request_id}")
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> float | None:
-    """Seconds until `url` answers 200 (None if it never does)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout and proc.poll() is None:
+def wait_http(
+    url: str, timeout: float, proc: subprocess.Popen[bytes], since: float | None = None
+) -> float | None:
+    """Seconds from `since` (a time.perf_counter() value; default: now) until `url` answers 200
+    (None if it never does within `timeout`)."""
+    started = time.perf_counter() if since is None else since
+    while time.perf_counter() - started < timeout and proc.poll() is None:
         try:
             with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - local
                 if response.status == 200:
-                    return time.monotonic() - started
+                    return time.perf_counter() - started
         except OSError:
             pass
         time.sleep(0.02)
@@ -139,10 +145,11 @@ async def idle_latency(
     stack: Stack, count: int, workdir: Path, raw: dict[str, list[float]]
 ) -> dict[str, Any]:
     settings = make_settings(stack, f"lat-{uuid.uuid4().hex[:6]}", app_port=free_port())
-    topics = [settings.request_topic, settings.result_topic, settings.dlq_topic]
-    await create_topics(settings.kafka_bootstrap_servers, topics, 1)
-    proc = start_worker(settings, workdir / "idle-worker.log")
+    await create_topics(settings.kafka_bootstrap_servers, worker_topics(settings), 1)
+    log = workdir / "idle-worker.log"
+    proc = start_worker(settings, log)
     out: dict[str, Any] = {}
+    trips_by_row: dict[str, list[Trip]] = {}
     try:
         ready = await asyncio.to_thread(
             wait_http, f"http://127.0.0.1:{settings.app_port}/ready", 120, proc
@@ -155,24 +162,27 @@ async def idle_latency(
                 trips = [
                     await client.round_trip(size, 1000 + i, image_format) for i in range(count)
                 ]
+                trips_by_row[f"{size}² {image_format}"] = trips
                 out[f"{size}² {image_format}"] = summary(trips, raw[str(size)])
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 60)
+    for row, trips in trips_by_row.items():  # the log is complete once the worker stopped
+        out[row]["stages_ms"] = latency_stages.breakdown(trips, log)
     return out
 
 
-def summary(trips: list[tuple[float, float]], raw: list[float]) -> dict[str, float]:
+def summary(trips: list[Trip], raw: list[float]) -> dict[str, Any]:
     """The overhead of each request is its end-to-end time less its own pipeline call inside
     the worker (the audit's duration_sec): immune to the drift of a shared machine between the
     raw run and the worker run, which a difference of medians is not."""
-    times = [elapsed for elapsed, _ in trips]
-    overheads = [elapsed - pipeline for elapsed, pipeline in trips]
+    times = [trip.elapsed_s for trip in trips]
+    overheads = [trip.elapsed_s - trip.pipeline_s for trip in trips]
     return {
         "p50_s": percentile(times, 0.5) or 0.0,
         "p95_s": percentile(times, 0.95) or 0.0,
         "raw_p50_s": percentile(raw, 0.5) or 0.0,
-        "worker_pipeline_p50_s": percentile([p for _, p in trips], 0.5) or 0.0,
+        "worker_pipeline_p50_s": percentile([trip.pipeline_s for trip in trips], 0.5) or 0.0,
         "overhead_p50_s": percentile(overheads, 0.5) or 0.0,
         "overhead_p95_s": percentile(overheads, 0.95) or 0.0,
     }
@@ -182,16 +192,16 @@ async def cold_start(stack: Stack, workdir: Path) -> dict[str, Any]:
     """A fresh worker process, the model already built on disk (a warm install): the request is
     sent at launch, before the worker has joined its group."""
     settings = make_settings(stack, f"cold-{uuid.uuid4().hex[:6]}", app_port=free_port())
-    topics = [settings.request_topic, settings.result_topic, settings.dlq_topic]
-    await create_topics(settings.kafka_bootstrap_servers, topics, 1)
+    await create_topics(settings.kafka_bootstrap_servers, worker_topics(settings), 1)
     async with Client(settings) as client:
         launched = time.perf_counter()
         proc = start_worker(settings, workdir / "cold-worker.log")
         try:
             base = f"http://127.0.0.1:{settings.app_port}"
             first = asyncio.create_task(client.round_trip(64, 7))
-            health = await asyncio.to_thread(wait_http, f"{base}/health", 60, proc)
-            ready = await asyncio.to_thread(wait_http, f"{base}/ready", 60, proc)
+            # Both from launch (the ready figure once counted from /health's answer).
+            health = await asyncio.to_thread(wait_http, f"{base}/health", 60, proc, launched)
+            ready = await asyncio.to_thread(wait_http, f"{base}/ready", 60, proc, launched)
             await first
             result = time.perf_counter() - launched
         finally:
@@ -208,12 +218,17 @@ def render(report: dict[str, Any]) -> str:
     ]
     for size, row in report["idle"].items():
         ok = "PASS" if row["overhead_p50_s"] <= TARGET_OVERHEAD_S else "MISS"
-        ms = {key: f"{value * 1000:.0f} ms" for key, value in row.items()}
+        ms = {key: f"{value * 1000:.0f} ms" for key, value in row.items() if key != "stages_ms"}
         lines.append(
             f"| {size} | {ms['raw_p50_s']} | {ms['worker_pipeline_p50_s']} | {ms['p50_s']} | "
             f"{ms['p95_s']} | {ms['overhead_p50_s']} | {ms['overhead_p95_s']} | "
             f"≤ {TARGET_OVERHEAD_S * 1000:.0f} ms: {ok} |"
         )
+    lines += [
+        "",
+        "where the overhead goes (p50 of each part, ms; see benchmarks/latency_stages.py):",
+    ]
+    lines += latency_stages.render({k: v["stages_ms"] for k, v in report["idle"].items()})
     cold = report["cold"]
     ok = "PASS" if cold["first_result_s"] <= TARGET_COLD_START_S else "MISS"
     lines.append("")

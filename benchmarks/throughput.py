@@ -127,12 +127,20 @@ def make_settings(stack: Stack, name: str, **overrides: Any) -> Settings:
         "hf_hub_offline": True, "torch_threads": THREADS, "app_port": 0,
         "kafka_bootstrap_servers": stack.bootstrap, "request_topic": f"{name}.requests",
         "result_topic": f"{name}.results", "dlq_topic": f"{name}.dlq", "group_id": f"{name}.g",
+        "control_topic": f"{name}.control", "progress_topic": f"{name}.progress",
         "kafka_session_timeout_ms": 6000, "kafka_enable_idempotence": False,
         "s3_endpoint_url": s3.endpoint_url, "s3_bucket": s3.bucket, "s3_key_prefix": name,
         "aws_access_key_id": s3.access_key, "aws_secret_access_key": s3.secret_key,
     }
     # fmt: on
     return Settings(_env_file=None, **(values | overrides))
+
+
+def worker_topics(settings: Settings) -> list[str]:
+    """Every topic a worker uses, created before it starts, as in production (the Kubernetes
+    topic Job): a missing control topic would have the worker retry its listener meanwhile."""
+    topics = [settings.request_topic, settings.result_topic, settings.dlq_topic]
+    return topics + [t for t in (settings.control_topic, settings.progress_topic) if t]
 
 
 def job(settings: Settings, size: int, seeds: tuple[int, ...], rid: str = "warm") -> GenerationJob:
@@ -183,8 +191,7 @@ async def fill_backlog(settings: Settings, count: int, size: int) -> None:
 
 async def fill_topics(settings: Settings, events: list[tuple[str, bytes]]) -> None:
     """Create the topics (one partition) and put (request_id, value) events on the request one."""
-    topics = [settings.request_topic, settings.result_topic, settings.dlq_topic]
-    await create_topics(settings.kafka_bootstrap_servers, topics, 1)
+    await create_topics(settings.kafka_bootstrap_servers, worker_topics(settings), 1)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     try:

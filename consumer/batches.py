@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 from consumer.context import RequestContext
@@ -21,6 +23,32 @@ from consumer.triage import Work
 from schemas import ErrorCode, GenerationResult
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stages:
+    """time.perf_counter() at the steps of a batch, for the per-request stage timings of the
+    "request finished" log line (where an idle request's milliseconds go)."""
+
+    started: float  # the batch task began (a slot was free)
+    engine: float = 0.0  # attempts on record: the engine call begins
+    generated: float = 0.0  # the engine call returned
+
+    def milliseconds(self, work: Work, stored: float, published: float) -> dict[str, float]:
+        """preflight: poll returned -> lookups done; queued: -> a slot took it; record: ->
+        attempts written (0 when done at preflight); generate: the engine call (its hand-offs
+        and any wait for the engine thread included); store: encoding and upload; publish: the
+        result acknowledged and the offset committed."""
+        checked = work.checked_at or self.started  # 0.0: not set (work built elsewhere)
+        taken = work.taken_at or checked
+        engine = self.engine or self.started
+        generated = self.generated or engine
+        points = [taken, checked, self.started, engine, generated, stored, published]
+        names = ("preflight", "queued", "record", "generate", "store", "publish")
+        return {
+            name: round(max(0.0, end - begin) * 1000, 1)
+            for name, begin, end in zip(names, points, points[1:], strict=False)
+        }
 
 
 class BatchRunner:
@@ -47,12 +75,17 @@ class BatchRunner:
         generated: Sequence[JobOutput | GenerationResult]
         ids = [w.job.request_id for w in batch]
         markers = {w.job.request_id: list(w.markers) for w in batch}
+        clock = Stages(started=time.perf_counter())
         try:
-            # Durable before the engine call (attempts.py); some were recorded at preflight.
-            markers = await asyncio.to_thread(self._record_attempts, batch)
+            # Durable before the engine call (attempts.py); a lone request on an idle worker
+            # was recorded at its preflight, and needs no hand-off to a thread here.
+            if not all(work.marked for work in batch):
+                markers = await asyncio.to_thread(self._record_attempts, batch)
             self._progress.started(ids, batch[0].job.steps)
             on_step = partial(self._progress.step_from_thread, ids)
+            clock.engine = time.perf_counter()
             generated = await self._processor.generate([w.job for w in batch], on_step)
+            clock.generated = time.perf_counter()
         except Abandoned:
             log.warning("abandoned %d request(s); they will be delivered again", len(batch))
             return
@@ -60,13 +93,13 @@ class BatchRunner:
             generated = self._internal_errors(batch)
         await asyncio.gather(
             *(
-                self._finish(work, outcome, markers[work.job.request_id])
+                self._finish(work, outcome, markers[work.job.request_id], clock)
                 for work, outcome in zip(batch, generated, strict=True)
             )
         )
 
     async def _finish(
-        self, work: Work, outcome: JobOutput | GenerationResult, markers: list[str]
+        self, work: Work, outcome: JobOutput | GenerationResult, markers: list[str], clock: Stages
     ) -> None:
         try:
             result = await self._processor.finish(outcome)
@@ -75,6 +108,7 @@ class BatchRunner:
             return
         except Exception:
             (result,) = self._internal_errors([work])
+        stored = time.perf_counter()
         self._observe(work, result)
         records = work.records
         # Shielded: a cancelled drain must not interrupt a publish between send and commit.
@@ -87,6 +121,8 @@ class BatchRunner:
         except Unpublishable as exc:
             self._fail(f"the broker refuses every record: {exc}")
             return
+        stages = clock.milliseconds(work, stored, time.perf_counter())
+        log_result(work.job, result, work.record.timestamp, self._settings.log_prompts, stages)
         self._progress.finished(work.job.request_id)
         await asyncio.to_thread(self._attempts.clear, markers)
 
@@ -111,4 +147,3 @@ class BatchRunner:
         if result.audit is not None:
             seconds = float(result.audit.duration_sec)
             self._metrics.generation_seconds.labels(model).observe(seconds)
-        log_result(work.job, result, work.record.timestamp, self._settings.log_prompts)

@@ -91,9 +91,14 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
 
 
 def log_result(
-    job: GenerationJob, result: GenerationResult, timestamp_ms: int | None, log_prompts: bool
+    job: GenerationJob,
+    result: GenerationResult,
+    timestamp_ms: int | None,
+    log_prompts: bool,
+    stages_ms: dict[str, float] | None = None,
 ) -> None:
-    """The per-request line operators grep for. Prompts only when LOG_PROMPTS is on."""
+    """The per-request line operators grep for, once its result is published. Prompts only when
+    LOG_PROMPTS is on; `stages_ms`: where the worker's time went (batches.Stages)."""
     fields: dict[str, object] = {
         "request_id": job.request_id,
         "status": result.status.value,
@@ -107,6 +112,8 @@ def log_result(
     }
     if timestamp_ms:
         fields["latency_sec"] = round(max(0.0, time.time() - timestamp_ms / 1000), 3)
+    if stages_ms is not None:
+        fields["stages_ms"] = stages_ms
     if log_prompts:
         fields["prompt"] = job.prompt
     logging.getLogger("consumer.requests").info("request finished", extra=fields)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
@@ -47,6 +48,10 @@ class Work:
     attempts: int = 0  # earlier attempts on record (attempts.py): > 0 runs alone, exclusively
     markers: tuple[str, ...] = ()  # attempt markers on record, to delete once it is answered
     marked: bool = False  # this attempt's marker is written already (at preflight)
+    # time.perf_counter() when its poll returned and when its preflight ended: the first stages
+    # of the per-request timings in the "request finished" log line.
+    taken_at: float = 0.0
+    checked_at: float = 0.0
 
     @property
     def exclusive(self) -> bool:
@@ -77,6 +82,7 @@ class Triage:
         result, a dead letter, a result already in the store, `attempts_exhausted`. Records this
         member already works on (re-fetched after a rebalance) are skipped. `idle`: nothing
         runs or waits in this worker, so a lone request starts as soon as this returns."""
+        taken_at = time.perf_counter()
         works: dict[str, Work] = {}
         answers: list[tuple[Record, GenerationResult]] = []
         dead: list[tuple[Record, ErrorInfo]] = []
@@ -85,7 +91,7 @@ class Triage:
                 continue
             outcome = await self._parse(record)
             if isinstance(outcome, Accepted):
-                self._add_work(works, record, outcome)
+                self._add_work(works, record, outcome, taken_at)
             elif isinstance(outcome, Rejected):
                 answers.append((record, outcome.result()))
                 self._metrics.count_result(answers[-1][1], "none")
@@ -127,11 +133,12 @@ class Triage:
         as soon as this returns, so their attempt is recorded beside the lookups."""
         preflight = self._attempts.preflight
         checks = await asyncio.gather(*(preflight(w.job, start_now) for w in works))
+        checked_at = time.perf_counter()
         ready, answered = [], []
         limit = self._attempts.max_attempts
         for work, check in zip(works, checks, strict=True):
             request_id, model = work.job.request_id, work.job.model
-            work = replace(work, markers=check.markers, marked=check.marked)
+            work = replace(work, markers=check.markers, marked=check.marked, checked_at=checked_at)
             if check.stored is not None:
                 log.info("answered from the store", extra={"request_id": request_id})
                 self._metrics.stored_answers.inc()
@@ -162,13 +169,16 @@ class Triage:
             max_cost=self._settings.max_batch_cost,
         )
 
-    def _add_work(self, works: dict[str, Work], record: Record, accepted: Accepted) -> None:
+    def _add_work(
+        self, works: dict[str, Work], record: Record, accepted: Accepted, taken_at: float
+    ) -> None:
         request_id = accepted.request.request_id
         if request_id in works:  # one request_id, one set of objects: generate once
             works[request_id].also.append(record)
             return
         job = plan_job(accepted.request, self._settings.default_negative_prompt)
-        works[request_id] = Work(record, replace(job, deadline=self._deadline(job, record)))
+        job = replace(job, deadline=self._deadline(job, record))
+        works[request_id] = Work(record, job, taken_at=taken_at)
 
     def _deadline(self, job: GenerationJob, record: Record) -> float | None:
         """The request's own deadline, or MAX_REQUEST_AGE_SECONDS after its record, if sooner."""

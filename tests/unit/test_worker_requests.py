@@ -3,6 +3,7 @@ Worker on the in-memory broker, fake engine, local store."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -190,3 +191,20 @@ async def test_out_of_memory_splits_the_batch_and_a_request_too_large_alone_fail
     assert pair.error.code == "out_of_memory"
     assert any(len(b) > 1 for b in h.batches)  # they were batched first
     assert [b for b in h.batches if "s1" in b][-1] == ["s1"]  # retried alone
+
+
+async def test_the_request_finished_line_says_where_the_time_went(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Logged once the result is published, with the worker's stages in milliseconds."""
+    h = Harness(tmp_path, FakeEngine(step_seconds=0.05))
+    h.broker.append(TOPIC, 0, event("timed", steps=2))
+    with caplog.at_level(logging.INFO, logger="consumer.requests"):
+        async with running(h):
+            await h.wait(lambda: h.broker.committed.get(P0) == 1, "committed")
+    (line,) = [r for r in caplog.records if r.getMessage() == "request finished"]
+    stages = line.__dict__["stages_ms"]
+    names = ["preflight", "queued", "record", "generate", "store", "publish"]
+    assert list(stages) == names and all(value >= 0 for value in stages.values())
+    assert stages["generate"] >= 100  # two steps of 50 ms
+    assert stages["record"] < stages["generate"]
