@@ -17,9 +17,9 @@ from consumer.engine import (
     RequestsStopped,
     StepHook,
 )
-from consumer.results import encode_output, store_output
+from consumer.results import completed_result, encode_one, store_one
 from consumer.waiting import event_within
-from schemas import ErrorCode, GenerationResult
+from schemas import ErrorCode, GenerationResult, ImageRef
 from storage import ImageStore, StorageError
 from storage.png import DEFAULT_COMPRESS_LEVEL
 
@@ -154,18 +154,21 @@ class BatchProcessor:
         return outcome if isinstance(outcome, GenerationResult) else await self._store_one(outcome)
 
     async def _store_one(self, output: JobOutput) -> GenerationResult:
+        """Each image encoded and uploaded on its own I/O thread (a request's images side by
+        side, not one after the other); retried as a whole while the store is away."""
         loop = asyncio.get_running_loop()
-        pngs: list[bytes] = []
+        encoded: dict[int, bytes] = {}  # encoded once, however often the upload is retried
 
-        def encode_and_store() -> GenerationResult:  # one hand-off to an I/O thread, not two
-            if not pngs:  # encoded once, however often the upload is retried
-                pngs.extend(encode_output(output, self._png_level))
-            return store_output(output, pngs, self._store, self._key_prefix)
+        def encode_and_store(index: int) -> ImageRef:  # one hand-off per image, not two
+            if index not in encoded:
+                encoded[index] = encode_one(output, index, self._png_level)
+            return store_one(output, index, encoded[index], self._store, self._key_prefix)
 
         delay = 0.2
         while True:
             try:
-                return await loop.run_in_executor(self._io_threads, encode_and_store)
+                images = await self._each_image(loop, encode_and_store, len(output.images))
+                return completed_result(output, images)
             except StorageError as exc:
                 if not exc.retryable:
                     request_id = output.job.request_id
@@ -177,3 +180,20 @@ class BatchProcessor:
                 log.warning("store unavailable (%s); retrying in %.1fs", exc, delay)
                 await event_within(self._abandon_loop, delay)
                 delay = min(delay * 2, self._max_backoff)
+
+    async def _each_image(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        encode_and_store: Callable[[int], ImageRef],
+        count: int,
+    ) -> list[ImageRef]:
+        """All of them finish before this returns or raises (no upload left running behind a
+        retry); the first error is raised, a refusal before a transient one."""
+        calls = [loop.run_in_executor(self._io_threads, encode_and_store, i) for i in range(count)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            refused = [e for e in errors if isinstance(e, StorageError) and not e.retryable]
+            others = [e for e in errors if not isinstance(e, StorageError)]
+            raise (others or refused or errors)[0]
+        return [o for o in outcomes if isinstance(o, ImageRef)]

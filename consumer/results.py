@@ -73,11 +73,16 @@ def image_metadata(job: GenerationJob, index: int, size: int | None = None) -> d
 def encode_output(output: JobOutput, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> list[bytes]:
     """Every image of `output` in its job's format and quality; `compress_level` is PNG's zlib
     level and ignored by the other formats. CPU-heavy: call it from an I/O thread."""
+    return [encode_one(output, i, compress_level) for i in range(len(output.images))]
+
+
+def encode_one(
+    output: JobOutput, index: int, compress_level: int = DEFAULT_COMPRESS_LEVEL
+) -> bytes:
+    """Image `index` of `output`, encoded as `encode_output` does."""
     job = output.job
-    return [
-        encode_image(image, image_parameters(job, i), job.format, job.quality, compress_level)
-        for i, image in enumerate(output.images)
-    ]
+    parameters = image_parameters(job, index)
+    return encode_image(output.images[index], parameters, job.format, job.quality, compress_level)
 
 
 def audit_for(output: JobOutput) -> Audit:
@@ -91,14 +96,25 @@ def store_output(
     """Upload every image (deterministic keys: a redelivery overwrites) under its format's
     extension and content type, and build the result. Raises StorageError; the caller decides
     about retries."""
+    images = [store_one(output, i, data, store, key_prefix) for i, data in enumerate(encoded)]
+    return completed_result(output, images)
+
+
+def store_one(
+    output: JobOutput, index: int, encoded: bytes, store: ImageStore, key_prefix: str
+) -> ImageRef:
+    """Upload image `index` (encoded) with its metadata; its reference in the result. Raises
+    StorageError."""
     job = output.job
-    images = []
-    for index, data in enumerate(encoded):
-        key = image_key_for(job, key_prefix, index)
-        metadata = image_metadata(job, index, len(data))
-        url = store.put(key, data, content_type(job.format), metadata)
-        images.append(_image_ref(job, index, key, url, len(data)))
-    return _completed(job, images, audit_for(output))
+    key = image_key_for(job, key_prefix, index)
+    metadata = image_metadata(job, index, len(encoded))
+    url = store.put(key, encoded, content_type(job.format), metadata)
+    return _image_ref(job, index, key, url, len(encoded))
+
+
+def completed_result(output: JobOutput, images: list[ImageRef]) -> GenerationResult:
+    """The `completed` result of `output` once all its images are stored."""
+    return _completed(output.job, images, audit_for(output))
 
 
 def stored_result(
