@@ -75,7 +75,17 @@ class PipelineLoader:
         with _LOAD_LOCK:
             # Out of memory (host or device) while building or moving the pipeline: the half
             # loaded pipeline is freed before the error goes up.
-            return guard_load(lambda: self._load(model_id), self._placement.device, model_id)
+            try:
+                return guard_load(lambda: self._load(model_id), self._placement.device, model_id)
+            except EngineError:
+                raise
+            except Exception as exc:
+                # Whatever else a load raises (weights that do not fit the config, a pipeline
+                # class diffusers lacks) is a fact about this model: model_unavailable, which
+                # the cache remembers for MODEL_RETRY_SECONDS, not internal_error on every
+                # request that asks for it.
+                log.warning("model %s failed to load", model_id, exc_info=True)
+                raise _unavailable(model_id, exc, "loading it failed") from exc
 
     def check(self, model_id: str) -> None:
         """Fail at once, before the cache evicts anything for it, when a model clearly cannot
@@ -97,7 +107,9 @@ class PipelineLoader:
         try:
             pipeline = self._from_pretrained(source, local_only=True)
         except (OSError, ValueError) as exc:
-            if is_local or self._offline:
+            if is_local:
+                raise _unavailable(model_id, exc, "its files cannot be loaded") from exc
+            if self._offline:
                 raise _unavailable(model_id, exc, "it is not in the local cache (offline)") from exc
             if not _hub_reachable(self._probe_timeout):
                 raise _unavailable(

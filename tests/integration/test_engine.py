@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import threading
 import time
 import weakref
@@ -203,6 +204,42 @@ def test_a_failed_load_is_not_tried_again_within_model_retry_seconds(
         assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
     assert engine.stats.failed_loads - failed == 1
     assert engine.stats.refused_loads - refused == 2
+
+
+def test_a_model_whose_weights_are_cut_short_is_unavailable_and_remembered(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    """A local folder with a truncated weights file (a copy interrupted, a full disk)."""
+    broken = tmp_path / "broken"
+    shutil.copytree(ensure_tiny_model_copy(engine_settings.models_dir), broken)
+    weights = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])
+    fresh = DiffusersEngine(engine_settings.engine_config())
+    for _ in range(2):
+        with pytest.raises(EngineError) as info:
+            fresh.generate([job((1,), model=str(broken))], 0)
+        assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
+        assert "its files cannot be loaded" in info.value.message
+    assert (fresh.stats.failed_loads, fresh.stats.refused_loads) == (1, 1)
+
+
+def test_any_other_load_failure_is_model_unavailable_not_internal_error(
+    engine_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights that do not fit their config raise RuntimeError deep inside torch: a fact about
+    the model, remembered like the others, not a bug that fails each request as internal_error."""
+
+    def mismatched(self: PipelineLoader, source: str, local_only: bool) -> Any:
+        raise RuntimeError("Error(s) in loading state_dict: size mismatch for conv_in.weight")
+
+    monkeypatch.setattr(PipelineLoader, "_from_pretrained", mismatched)
+    fresh = DiffusersEngine(engine_settings.engine_config())
+    for _ in range(2):
+        with pytest.raises(EngineError) as info:
+            fresh.generate([job((1,))], 0)
+        assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
+        assert "size mismatch" in info.value.message
+    assert (fresh.stats.failed_loads, fresh.stats.refused_loads) == (1, 1)
 
 
 def test_loaded_bytes_are_the_pipelines_weights(engine: DiffusersEngine) -> None:
