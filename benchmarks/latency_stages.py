@@ -40,7 +40,8 @@ class Trip(NamedTuple):
 
 
 def finished_lines(log: Path) -> dict[str, dict[str, Any]]:
-    """The "request finished" lines of a worker log, by request_id."""
+    """The "request finished" lines of a worker log that carry stage timings, by request_id (a
+    worker older than them gives none: no breakdown, the rest of the report stands)."""
     lines: dict[str, dict[str, Any]] = {}
     for text in log.read_text(errors="replace").splitlines():
         if '"request finished"' not in text:
@@ -49,7 +50,8 @@ def finished_lines(log: Path) -> dict[str, dict[str, Any]]:
             line = json.loads(text)
         except ValueError:
             continue
-        lines[str(line.get("request_id"))] = line
+        if isinstance(line, dict) and "stages_ms" in line and "latency_sec" in line:
+            lines[str(line.get("request_id"))] = line
     return lines
 
 

@@ -70,8 +70,14 @@ class NullEngine(FakeEngine):
     IMAGE = Image.new("RGB", (8, 8))
 
     def generate(
-        self, jobs: Sequence[GenerationJob], timeout_seconds: float, cancel: Any = None
+        self,
+        jobs: Sequence[GenerationJob],
+        timeout_seconds: float,
+        cancel: Any = None,
+        on_step: Any = None,
     ) -> list[JobOutput]:
+        """The engine protocol's call (the step hook came with contract 1.1: without it here
+        every call raised and the event-path section measured failures)."""
         return [JobOutput(job, [self.IMAGE] * job.num_images, 0.0) for job in jobs]
 
 

@@ -118,6 +118,7 @@ class Acknowledger:
         self._metrics = metrics
         self._trackers: dict[TopicPartition, OffsetTracker] = {}
         self._commit_lock = asyncio.Lock()
+        self._to_commit: set[TopicPartition] = set()  # done offsets waiting for a commit
         self._failed_commits: dict[TopicPartition, int] = {}  # retried with the next commit
         self.completed = 0
         metrics.in_flight.set_function(self.in_flight)
@@ -197,7 +198,18 @@ class Acknowledger:
         await self.commit(touched)
 
     async def commit(self, partitions: Iterable[TopicPartition]) -> None:
-        """Commit what is done on the given partitions that this member still owns."""
+        """Commit what is done on the given partitions that this member still owns; returns once
+        a commit that covers it has been made (or has failed and waits for the next one).
+
+        Coalesced: callers that arrive while a commit is in flight wait for it, and the first
+        of them then commits for all of them at once, instead of one round trip each behind
+        one another (four per batch of four requests)."""
+        self._to_commit.update(partitions)
+        async with self._commit_lock:
+            await self._commit_pending()
+
+    async def _commit_pending(self) -> None:
+        partitions, self._to_commit = self._to_commit, set()
         owned = self._consumer.assignment()
         offsets = {tp: o for tp, o in self._failed_commits.items() if tp in owned}
         self._failed_commits.clear()
@@ -206,9 +218,7 @@ class Acknowledger:
             position = tracker.committable() if tracker is not None and tp in owned else None
             if position is not None:
                 offsets[tp] = position
-        if not offsets:
-            return
-        async with self._commit_lock:
+        if offsets:
             try:
                 await self._consumer.commit(offsets)
             except (CommitFailedError, IllegalStateError) as exc:

@@ -65,15 +65,22 @@ class AttemptLog:
         return f"{self._prefix}/{name}" if self._prefix else name
 
     async def preflight(self, job: GenerationJob, start_now: bool = False) -> Preflight:
-        """The lookups side by side, each on a thread; with `start_now` (the request starts as
-        soon as this returns) its marker is written beside them. Never raises: a store that is
+        """The lookups of one request. With `start_now` (a lone request on an idle worker: it
+        starts as soon as this returns) they run side by side, each on a thread, with its marker
+        written beside them: one store round trip before the engine. Otherwise (a poll of
+        several: the worker is busy or about to be) one thread does them in turn, which costs
+        the event loop one hand-off per request instead of two. Never raises: a store that is
         away costs the check, not the request (its upload will wait for the store anyway)."""
         request_id = job.request_id
-        stored, listed, own = await asyncio.gather(
-            asyncio.to_thread(self._stored, job),
-            asyncio.to_thread(self._list, request_id),
-            asyncio.to_thread(self.record, request_id) if start_now else _nothing(),
-        )
+        if start_now:
+            stored, listed, own = await asyncio.gather(
+                asyncio.to_thread(self._stored, job),
+                asyncio.to_thread(self._list, request_id),
+                asyncio.to_thread(self.record, request_id),
+            )
+        else:
+            stored, listed = await asyncio.to_thread(self._lookups, job)
+            own = None
         mine = (own,) if own is not None else ()
         if isinstance(stored, StorageError) or isinstance(listed, StorageError):
             log.warning("preflight skipped", extra={"request_id": request_id})
@@ -81,6 +88,11 @@ class AttemptLog:
         earlier = tuple(key for key in listed if key != own)
         attempts = 0 if stored is not None else len(earlier)
         return Preflight(attempts, stored, earlier + mine, start_now)
+
+    def _lookups(
+        self, job: GenerationJob
+    ) -> tuple[GenerationResult | StorageError | None, list[str] | StorageError]:
+        return self._stored(job), self._list(job.request_id)
 
     def _stored(self, job: GenerationJob) -> GenerationResult | StorageError | None:
         if not self._reuse_stored:
@@ -122,7 +134,3 @@ class AttemptLog:
             return self._store.keys_in(self.folder(request_id), _LIST_LIMIT)
         except StorageError as exc:
             return exc
-
-
-async def _nothing() -> None:
-    return None

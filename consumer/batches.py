@@ -91,21 +91,27 @@ class BatchRunner:
             return
         except Exception:
             generated = self._internal_errors(batch)
-        await asyncio.gather(
+        answered = await asyncio.gather(
             *(
-                self._finish(work, outcome, markers[work.job.request_id], clock)
+                self._finish(work, outcome, clock)
                 for work, outcome in zip(batch, generated, strict=True)
             )
         )
+        # The answered requests' attempts are forgotten, in one hand-off for the batch.
+        pairs = zip(batch, answered, strict=True)
+        done = [key for work, ok in pairs if ok for key in markers[work.job.request_id]]
+        if done:
+            await asyncio.to_thread(self._attempts.clear, done)
 
     async def _finish(
-        self, work: Work, outcome: JobOutput | GenerationResult, markers: list[str], clock: Stages
-    ) -> None:
+        self, work: Work, outcome: JobOutput | GenerationResult, clock: Stages
+    ) -> bool:
+        """Store and publish one request's outcome; True once it is published."""
         try:
             result = await self._processor.finish(outcome)
         except Abandoned:
             log.warning("abandoned %s; it will be delivered again", work.job.request_id)
-            return
+            return False
         except Exception:
             (result,) = self._internal_errors([work])
         stored = time.perf_counter()
@@ -117,14 +123,14 @@ class BatchRunner:
             await asyncio.shield(publish)
         except BrokerGaveUp:
             log.warning("broker away at shutdown: %s left for redelivery", work.job.request_id)
-            return
+            return False
         except Unpublishable as exc:
             self._fail(f"the broker refuses every record: {exc}")
-            return
+            return False
         stages = clock.milliseconds(work, stored, time.perf_counter())
         log_result(work.job, result, work.record.timestamp, self._settings.log_prompts, stages)
         self._progress.finished(work.job.request_id)
-        await asyncio.to_thread(self._attempts.clear, markers)
+        return True
 
     def _internal_errors(self, batch: list[Work]) -> list[GenerationResult]:
         """Whatever a batch raises becomes internal_error results: no request goes unanswered."""

@@ -3,6 +3,7 @@ Worker on the in-memory broker, fake engine, local store."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -208,3 +209,27 @@ async def test_the_request_finished_line_says_where_the_time_went(
     assert list(stages) == names and all(value >= 0 for value in stages.values())
     assert stages["generate"] >= 100  # two steps of 50 ms
     assert stages["record"] < stages["generate"]
+
+
+async def test_commits_that_arrive_while_one_is_in_flight_are_made_as_one(
+    tmp_path: Path,
+) -> None:
+    """Each request commits once its result is published; a batch's requests finish together,
+    so their commits are coalesced rather than queued one round trip behind another."""
+    h = Harness(tmp_path, FakeEngine(), max_batch_size=4, max_batch_wait_ms=50)
+    commits: list[dict[Any, int]] = []
+    original = h.consumer.commit
+
+    async def slow_commit(offsets: dict[Any, int]) -> None:
+        commits.append(dict(offsets))
+        await asyncio.sleep(0.05)  # a broker round trip
+        await original(offsets)
+
+    h.consumer.commit = slow_commit  # type: ignore[method-assign]
+    for i in range(8):
+        h.broker.append(TOPIC, 0, event(f"r{i}"))
+    async with running(h):
+        await h.wait(lambda: h.broker.committed.get(P0) == 8, "all eight committed")
+    assert len(commits) <= 5  # one by one, it was 7 (the first few before the batch filled)
+    offsets = [c[P0] for c in commits if P0 in c]
+    assert offsets == sorted(offsets)  # never backwards
