@@ -51,6 +51,19 @@ class Stages:
         }
 
 
+class _Countdown:
+    """Calls `done` once `tick` has been called `count` times."""
+
+    def __init__(self, count: int, done: Callable[[], None]) -> None:
+        self._left = count
+        self._done = done
+
+    def tick(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self._done()
+
+
 class BatchRunner:
     def __init__(
         self,
@@ -68,9 +81,10 @@ class BatchRunner:
         self._abandoning = abandoning  # set at the drain deadline: publish retries give up
         self._fail = fail
 
-    async def run(self, batch: list[Work]) -> None:
+    async def run(self, batch: list[Work], stored: Callable[[], None] = lambda: None) -> None:
         """Generate the batch, then store and publish each request's result as soon as its own
-        images are stored (not when the whole batch is)."""
+        images are stored (not when the whole batch is). `stored` is called once every request
+        of the batch is past its upload (the worker's slot is free then)."""
         self._metrics.batch_size.observe(sum(w.job.num_images for w in batch))
         generated: Sequence[JobOutput | GenerationResult]
         ids = [w.job.request_id for w in batch]
@@ -79,8 +93,7 @@ class BatchRunner:
         try:
             # Durable before the engine call (attempts.py); a lone request on an idle worker
             # was recorded at its preflight, and needs no hand-off to a thread here.
-            if not all(work.marked for work in batch):
-                markers = await asyncio.to_thread(self._record_attempts, batch)
+            markers = await self._record_attempts(batch)
             self._progress.started(ids, batch[0].job.steps)
             on_step = partial(self._progress.step_from_thread, ids)
             clock.engine = time.perf_counter()
@@ -91,9 +104,10 @@ class BatchRunner:
             return
         except Exception:
             generated = self._internal_errors(batch)
+        countdown = _Countdown(len(batch), stored)
         answered = await asyncio.gather(
             *(
-                self._finish(work, outcome, clock)
+                self._finish(work, outcome, clock, countdown.tick)
                 for work, outcome in zip(batch, generated, strict=True)
             )
         )
@@ -104,7 +118,11 @@ class BatchRunner:
             await asyncio.to_thread(self._attempts.clear, done)
 
     async def _finish(
-        self, work: Work, outcome: JobOutput | GenerationResult, clock: Stages
+        self,
+        work: Work,
+        outcome: JobOutput | GenerationResult,
+        clock: Stages,
+        stored_one: Callable[[], None],
     ) -> bool:
         """Store and publish one request's outcome; True once it is published."""
         try:
@@ -114,6 +132,8 @@ class BatchRunner:
             return False
         except Exception:
             (result,) = self._internal_errors([work])
+        finally:
+            stored_one()
         stored = time.perf_counter()
         self._observe(work, result)
         records = work.records
@@ -139,13 +159,19 @@ class BatchRunner:
         self._metrics.internal_errors.inc()
         return [GenerationResult.failed(i, ErrorCode.INTERNAL_ERROR) for i in ids]
 
-    def _record_attempts(self, batch: list[Work]) -> dict[str, list[str]]:
-        """Each request's attempt markers, this attempt's written now unless it was already."""
-        markers = {}
-        for work in batch:
-            own = None if work.marked else self._attempts.record(work.job.request_id)
-            markers[work.job.request_id] = [*work.markers, *([own] if own else [])]
-        return markers
+    async def _record_attempts(self, batch: list[Work]) -> dict[str, list[str]]:
+        """Each request's attempt markers, this attempt's written now unless it was already:
+        side by side, each on a thread (one after another, a batch of four waited four store
+        round trips before its engine call)."""
+        unmarked = [work for work in batch if not work.marked]
+        written = await asyncio.gather(
+            *(asyncio.to_thread(self._attempts.record, w.job.request_id) for w in unmarked)
+        )
+        own = {w.job.request_id: key for w, key in zip(unmarked, written, strict=True)}
+        return {
+            w.job.request_id: [*w.markers, *([k] if (k := own.get(w.job.request_id)) else [])]
+            for w in batch
+        }
 
     def _observe(self, work: Work, result: GenerationResult) -> None:
         model = work.job.model

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -86,7 +87,10 @@ class Worker:
         self._abandoning = asyncio.Event()  # the drain deadline passed; every retry gives up
         self._slot_freed = asyncio.Event()
         self._pending: BatchQueue[Work] = BatchQueue(model_of=lambda batch: batch[0].job.model)
-        self._running: dict[asyncio.Task[None], list[Work]] = {}
+        self._running: dict[asyncio.Task[None], list[Work]] = {}  # until published
+        # Batches holding one of MAX_BATCHES_IN_FLIGHT slots: generating or storing. A slot is
+        # free once a batch's images are stored; its publish and commits need none.
+        self._slots: set[object] = set()
         self._consumer: AIOKafkaConsumer | None = None
         self._acks: Acknowledger | None = None
         self._triage: Triage | None = None
@@ -149,7 +153,7 @@ class Worker:
         """Batches to fetch: a free engine slot each, plus BATCH_LOOKAHEAD waiting, so that the
         next batch can be picked for the model already loaded."""
         settings = self.settings
-        free = settings.max_batches_in_flight - len(self._running)
+        free = settings.max_batches_in_flight - len(self._slots)
         return free + settings.batch_lookahead - len(self._pending)
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -296,7 +300,7 @@ class Worker:
         """Fill free slots; a suspect batch (attempts.py) starts only with nothing else in
         flight, and nothing starts beside it. The engine thread runs batches in the order they
         start, so the model of the last one started is the one it will have loaded next."""
-        while self._pending and len(self._running) < self.settings.max_batches_in_flight:
+        while self._pending and len(self._slots) < self.settings.max_batches_in_flight:
             loaded = set(self.engine.loaded_models())
             if self._last_model is not None:
                 loaded.add(self._last_model)
@@ -307,12 +311,20 @@ class Worker:
             batch = self._pending.pop(loaded)
             self._last_model = batch[0].job.model
             assert self._runner is not None
-            task = asyncio.create_task(self._runner.run(batch))
+            slot = object()
+            self._slots.add(slot)
+            task = asyncio.create_task(self._runner.run(batch, partial(self._free_slot, slot)))
             self._running[task] = batch
-            task.add_done_callback(self._batch_done)
+            task.add_done_callback(partial(self._batch_done, slot))
 
-    def _batch_done(self, task: asyncio.Task[None]) -> None:
+    def _free_slot(self, slot: object) -> None:
+        if slot in self._slots:
+            self._slots.discard(slot)
+            self._slot_freed.set()
+
+    def _batch_done(self, slot: object, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
+        self._free_slot(slot)
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("batch task failed", exc_info=task.exception())

@@ -4,6 +4,7 @@ Worker on the in-memory broker, fake engine, local store."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from pathlib import Path
@@ -233,3 +234,34 @@ async def test_commits_that_arrive_while_one_is_in_flight_are_made_as_one(
     assert len(commits) <= 5  # one by one, it was 7 (the first few before the batch filled)
     offsets = [c[P0] for c in commits if P0 in c]
     assert offsets == sorted(offsets)  # never backwards
+
+
+async def test_a_batch_frees_its_slot_once_its_images_are_stored(tmp_path: Path) -> None:
+    """MAX_BATCHES_IN_FLIGHT bounds batches generating or storing: the next batch starts while
+    the previous one's results are still being published (a slow broker here)."""
+    engine = TimedEngine()
+    h = Harness(tmp_path, engine, max_batch_size=1, max_batches_in_flight=1)
+    acknowledged: dict[str, float] = {}
+    original = h.producer.send
+
+    async def slow_acknowledgement(topic: str, value: Any = None, *args: Any, **kw: Any) -> Any:
+        future = await original(topic, value, *args, **kw)
+        if topic != h.settings.result_topic:
+            return future
+        slow: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def acknowledge() -> None:
+            acknowledged[json.loads(value)["request_id"]] = time.monotonic()
+            slow.set_result(None)
+
+        asyncio.get_running_loop().call_later(0.3, acknowledge)
+        return slow
+
+    h.producer.send = slow_acknowledgement  # type: ignore[method-assign]
+    h.broker.append(TOPIC, 0, event("first"))
+    h.broker.append(TOPIC, 0, event("second"))
+    async with running(h):
+        await h.wait(lambda: h.broker.committed.get(P0) == 2, "both committed")
+    started = {c[2][0]: c[0] for c in engine.calls if c[2] != ["warmup"]}
+    assert started["second"] < acknowledged["first"]
+    assert all(rs[0].status == "completed" for rs in h.results().values())
