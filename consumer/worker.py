@@ -32,6 +32,7 @@ from consumer.context import RequestContext
 from consumer.control import ControlListener, StopBoard
 from consumer.engine import Engine
 from consumer.health import Health
+from consumer.inflight import InFlight
 from consumer.intake import Poller
 from consumer.metrics import WorkerMetrics
 from consumer.processing import BatchProcessor
@@ -85,12 +86,8 @@ class Worker:
         )
         self._stopping = asyncio.Event()  # intake stops; retries on the intake path give up
         self._abandoning = asyncio.Event()  # the drain deadline passed; every retry gives up
-        self._slot_freed = asyncio.Event()
         self._pending: BatchQueue[Work] = BatchQueue(model_of=lambda batch: batch[0].job.model)
-        self._running: dict[asyncio.Task[None], list[Work]] = {}  # until published
-        # Batches holding one of MAX_BATCHES_IN_FLIGHT slots: generating or storing. A slot is
-        # free once a batch's images are stored; its publish and commits need none.
-        self._slots: set[object] = set()
+        self._in_flight = InFlight(settings.max_batches_in_flight)
         self._consumer: AIOKafkaConsumer | None = None
         self._acks: Acknowledger | None = None
         self._triage: Triage | None = None
@@ -153,8 +150,7 @@ class Worker:
         """Batches to fetch: a free engine slot each, plus BATCH_LOOKAHEAD waiting, so that the
         next batch can be picked for the model already loaded."""
         settings = self.settings
-        free = settings.max_batches_in_flight - len(self._slots)
-        return free + settings.batch_lookahead - len(self._pending)
+        return self._in_flight.free_slots + settings.batch_lookahead - len(self._pending)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -241,21 +237,15 @@ class Worker:
         is cancelled, its requests uncommitted for redelivery."""
         settings = self.settings
         grace = settings.unhealthy_exit_grace_seconds if self.unhealthy else None
-        await self.wait_for_running(self._running, grace or settings.drain_timeout_seconds)
-        if not self._running:
+        await self._in_flight.wait(grace or settings.drain_timeout_seconds)
+        if not self._in_flight:
             return
-        log.warning("drain timeout: abandoning %d batch(es)", len(self._running))
+        log.warning("drain timeout: abandoning %d batch(es)", len(self._in_flight))
         self._processor.abandon()
         self._abandoning.set()
-        await self.wait_for_running(self._running, ABANDON_WAIT_SECONDS)
-        for task in list(self._running):
-            task.cancel()
-        await self.wait_for_running(self._running, 1.0)
-
-    async def wait_for_running(self, tasks: Iterable[asyncio.Task[None]], timeout: float) -> None:
-        tasks = list(tasks)
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        await self._in_flight.wait(ABANDON_WAIT_SECONDS)
+        self._in_flight.cancel()
+        await self._in_flight.wait(1.0)
 
     # --- intake ---------------------------------------------------------------------------------
 
@@ -264,16 +254,16 @@ class Worker:
         idle_since = time.monotonic()
         while not self._stopping.is_set():
             self.health.step()
-            self._slot_freed.clear()  # before counting: a slot freed from here on wakes us
+            self._in_flight.slot_freed.clear()  # before counting: a slot freed from now wakes us
             self._start_pending()
             if self.busy:
                 consumer.pause(*consumer.assignment())
-                await event_within(self._slot_freed, 1.0)
+                await event_within(self._in_flight.slot_freed, 1.0)
                 await self._take(await poller.keep_alive())
                 continue
             consumer.resume(*consumer.paused())
             records = await poller.fetch(self._room() * self.settings.max_batch_size)
-            if records or self._running:
+            if records or self._in_flight:
                 idle_since = time.monotonic()
             elif self._idle_for(idle_since):
                 log.info("idle: stopping")
@@ -284,7 +274,7 @@ class Worker:
         """Triage what a poll returned and queue the valid requests as batches."""
         assert self._triage is not None
         try:
-            idle = not self._running and not self._pending
+            idle = not self._in_flight and not self._pending
             self._pending.extend(await self._triage(records, until=self._stopping, idle=idle))
         except BrokerGaveUp:
             pass  # stopping while the broker is away: left uncommitted
@@ -300,34 +290,17 @@ class Worker:
         """Fill free slots; a suspect batch (attempts.py) starts only with nothing else in
         flight, and nothing starts beside it. The engine thread runs batches in the order they
         start, so the model of the last one started is the one it will have loaded next."""
-        while self._pending and len(self._slots) < self.settings.max_batches_in_flight:
+        while self._pending and self._in_flight.free_slots > 0:
             loaded = set(self.engine.loaded_models())
             if self._last_model is not None:
                 loaded.add(self._last_model)
-            running_exclusive = any(w.exclusive for b in self._running.values() for w in b)
             next_exclusive = any(w.exclusive for w in self._pending.peek(loaded))
-            if running_exclusive or (next_exclusive and self._running):
+            if self._in_flight.exclusive or (next_exclusive and self._in_flight):
                 return
             batch = self._pending.pop(loaded)
             self._last_model = batch[0].job.model
             assert self._runner is not None
-            slot = object()
-            self._slots.add(slot)
-            task = asyncio.create_task(self._runner.run(batch, partial(self._free_slot, slot)))
-            self._running[task] = batch
-            task.add_done_callback(partial(self._batch_done, slot))
-
-    def _free_slot(self, slot: object) -> None:
-        if slot in self._slots:
-            self._slots.discard(slot)
-            self._slot_freed.set()
-
-    def _batch_done(self, slot: object, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
-        self._free_slot(slot)
-        self._slot_freed.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("batch task failed", exc_info=task.exception())
+            self._in_flight.start(batch, partial(self._runner.run, batch))
 
     def _release(self, batches: Iterable[list[Work]]) -> None:
         if self._acks is not None:
@@ -342,11 +315,10 @@ class Worker:
         for tp in revoked:  # another member reports these partitions now
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(str(tp.partition))
-        touching = [t for t, b in self._running.items() if any(w.on(revoked) for w in b)]
         bound = min(
             self.settings.drain_timeout_seconds, self.settings.kafka_session_timeout_ms / 2000
         )
-        await self.wait_for_running(touching, bound)
+        await self._in_flight.wait(bound, self._in_flight.touching(revoked))
         if self._acks is not None:
             await self._acks.on_revoked(revoked)
 
