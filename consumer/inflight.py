@@ -31,9 +31,6 @@ class InFlight:
         self._held: set[object] = set()  # one token per batch holding a slot
         self.slot_freed = asyncio.Event()
 
-    def __bool__(self) -> bool:
-        return bool(self.tasks)
-
     def __len__(self) -> int:
         return len(self.tasks)
 
@@ -74,6 +71,8 @@ class InFlight:
     def _done(self, slot: object, task: asyncio.Task[None]) -> None:
         self.tasks.pop(task, None)
         self._free(slot)
+        # Even when its slot was free already: a batch leaving the flight may let a suspect
+        # batch start, which waits for nothing in flight.
         self.slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("batch task failed", exc_info=task.exception())

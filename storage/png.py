@@ -60,7 +60,7 @@ def encode_png(
         np.asarray(image), level=compress_level, strategy=strategy, filter=row_filter
     )
     text = _chunk(b"tEXt", PARAMETERS_CHUNK.encode("ascii") + b"\0" + _text_bytes(parameters))
-    return bytes(data[:_HEADER_BYTES]) + text + bytes(data[_HEADER_BYTES:])
+    return b"".join((data[:_HEADER_BYTES], text, data[_HEADER_BYTES:]))
 
 
 def _text_bytes(parameters: Mapping[str, object]) -> bytes:
