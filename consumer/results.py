@@ -8,6 +8,8 @@ identical parameters, the format and quality included.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from consumer.engine import GenerationJob, JobOutput
 from consumer.models import model_note
 from schemas import Audit, GenerationResult, ImageRef, Status
@@ -118,18 +120,24 @@ def completed_result(output: JobOutput, images: list[ImageRef]) -> GenerationRes
 
 
 def stored_result(
-    job: GenerationJob, store: ImageStore, key_prefix: str
+    job: GenerationJob,
+    store: ImageStore,
+    key_prefix: str,
+    listed: Collection[str] | None = None,
 ) -> GenerationResult | None:
     """The `completed` result of `job` built from images already in the store, or None.
 
     None unless every image exists under its key (the job format's extension) with metadata
     vouching for this job's parameters, format and quality (an image missing, stored for other
-    parameters, or an old object without the metadata). One HEAD per image, no download. URLs
-    are fresh (presigned ones newly signed); audit.duration_sec is "0.000" and audit.note starts
-    with STORED_NOTE; `bytes` is null for an image stored before it was recorded. Raises
+    parameters, or an old object without the metadata). One HEAD per image, no download, and
+    none when `listed` (the keys of the request's folder, when the caller listed it) lacks one.
+    URLs are fresh (presigned ones newly signed); audit.duration_sec is "0.000" and audit.note
+    starts with STORED_NOTE; `bytes` is null for an image stored before it was recorded. Raises
     StorageError. Synchronous: call it from an I/O thread, like `store_output`.
     """
     keys = [image_key_for(job, key_prefix, index) for index in range(job.num_images)]
+    if listed is not None and not all(key in listed for key in keys):
+        return None
     sizes = []
     for index, key in enumerate(keys):
         metadata = store.head(key)

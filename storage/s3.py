@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol, cast
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -105,7 +106,12 @@ class S3ImageStore:
 
     @staticmethod
     def _make_client(endpoint_url: str | None, region: str, creds: dict[str, Any]) -> _S3Client:
-        session = boto3.session.Session(region_name=region, **creds)
+        core = botocore.session.get_session()
+        # Timestamps (LastModified, in every HEAD and listed key) stay strings: nothing here reads
+        # them, and dateutil's parser cost ~0.5 ms of CPU per call, a quarter of a HEAD's.
+        parsers = core.get_component("response_parser_factory")
+        parsers.set_parser_defaults(timestamp_parser=str)
+        session = boto3.session.Session(region_name=region, botocore_session=core, **creds)
         client = session.client("s3", endpoint_url=endpoint_url, config=_client_config())
         return cast(_S3Client, client)
 

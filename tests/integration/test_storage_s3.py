@@ -100,10 +100,10 @@ def test_get_head_delete_and_metadata(s3_endpoint: S3Endpoint, client: Any) -> N
 
 
 def test_small_json_object_under_attempts(s3_endpoint: S3Endpoint, client: Any) -> None:
-    """The crash-loop guard's counter: a JSON object under `<prefix>/_attempts/<request_id>`."""
+    """The crash-loop guard's marker: a small JSON object in the request's folder."""
     store = _store(s3_endpoint)
     store.ensure_bucket()
-    key = f"images/_attempts/req-{secrets.token_hex(4)}"
+    key = f"images/req-{secrets.token_hex(4)}/_attempt-1"
     store.put(key, b'{"attempts": 1}', "application/json")
     assert client.head_object(Bucket=store.bucket, Key=key)["ContentType"] == "application/json"
     assert store.get(key) == b'{"attempts": 1}'

@@ -15,11 +15,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from consumer.attempts import AttemptLog
 from consumer.devtools.processes import free_port
 from consumer.devtools.services import TansuBroker, create_topics
 from consumer.settings import Settings
 from consumer.worker import EXIT_UNHEALTHY
-from storage import ImageStore, build_store
+from storage import build_store
 from tests.integration.kafka_tools import (
     assert_nothing_committed_without_a_result,
     backlog,
@@ -192,11 +193,11 @@ async def test_a_request_that_kills_workers_three_times_is_given_up_and_the_rest
     events = [poison, *(request(name, seed=i) for i, name in enumerate(behind))]
     await produce(bootstrap, settings.request_topic, events, key=b"one-partition")
     store = build_store(settings)
-    folder = f"{settings.s3_key_prefix}/_attempts/poison"
+    attempts = AttemptLog(store, settings.s3_key_prefix, 3, reuse_stored=False)
     for attempt in (1, 2, 3):
         proc = start_worker_process(settings, tmp_path / f"worker-{attempt}.log")
         try:
-            await _wait_for_attempt(store, folder, attempt, proc)
+            await _wait_for_attempt(attempts, attempt, proc)
         finally:
             proc.kill()  # SIGKILL while the poison request runs
             await asyncio.to_thread(proc.wait, 30)
@@ -208,15 +209,15 @@ async def test_a_request_that_kills_workers_three_times_is_given_up_and_the_rest
     assert final.status == "failed" and final.error is not None
     assert final.error.code == "attempts_exhausted"
     assert all(by_id[name][-1].status == "completed" for name in behind)
-    assert store.keys_in(folder, 100) == []
+    assert attempts.markers("poison") == []
 
 
 async def _wait_for_attempt(
-    store: ImageStore, folder: str, attempt: int, proc: subprocess.Popen[bytes]
+    attempts: AttemptLog, attempt: int, proc: subprocess.Popen[bytes]
 ) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None:
-        if len(await asyncio.to_thread(store.keys_in, folder, 100)) == attempt:
+        if len(await asyncio.to_thread(attempts.markers, "poison")) == attempt:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"attempt {attempt} never recorded (exit code {proc.poll()})")

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PIL import Image
+
 from consumer.attempts import AttemptLog
-from consumer.engine import GenerationJob
+from consumer.engine import GenerationJob, JobOutput
+from consumer.results import encode_output, store_output
 from storage import LocalImageStore, StorageError
 
 
@@ -22,21 +25,21 @@ def log_on(tmp_path: Path, max_attempts: int = 3) -> tuple[AttemptLog, LocalImag
 async def test_preflight_counts_earlier_attempts_and_records_this_one_when_starting_now(
     tmp_path: Path,
 ) -> None:
-    attempts, store = log_on(tmp_path)
+    attempts, _ = log_on(tmp_path)
     earlier = [attempts.record("r-1"), attempts.record("r-1")]
     check = await attempts.preflight(job(), start_now=True)
     assert (check.attempts, check.stored, check.marked) == (2, None, True)
-    keys = store.keys_in("images/_attempts/r-1", 10)
+    keys = attempts.markers("r-1")
     assert len(keys) == 3 and set(check.markers) == set(keys) and set(earlier) < set(keys)
     attempts.clear(check.markers)
-    assert store.keys_in("images/_attempts/r-1", 10) == []
+    assert attempts.markers("r-1") == []
 
 
 async def test_preflight_of_a_queued_request_records_nothing(tmp_path: Path) -> None:
-    attempts, store = log_on(tmp_path)
+    attempts, _ = log_on(tmp_path)
     check = await attempts.preflight(job(), start_now=False)
     assert (check.attempts, check.markers, check.marked) == (0, (), False)
-    assert store.keys_in("images/_attempts/r-1", 10) == []
+    assert attempts.markers("r-1") == []
 
 
 async def test_markers_are_kept_apart_per_request_and_ordered_by_time(tmp_path: Path) -> None:
@@ -51,7 +54,7 @@ async def test_no_guard_records_and_counts_nothing(tmp_path: Path) -> None:
     assert attempts.record("r-1") is None
     check = await attempts.preflight(job(), start_now=True)
     assert (check.attempts, check.markers) == (0, ())
-    assert not (tmp_path / "images" / "_attempts").exists()
+    assert not (tmp_path / "images").exists()
 
 
 async def test_a_store_that_fails_costs_the_check_not_the_request(tmp_path: Path) -> None:
@@ -62,3 +65,32 @@ async def test_a_store_that_fails_costs_the_check_not_the_request(tmp_path: Path
     attempts = AttemptLog(Failing(tmp_path), "images", 3, reuse_stored=True)
     check = await attempts.preflight(job(), start_now=True)
     assert check.attempts == 0 and check.stored is None and len(check.markers) == 1
+
+
+async def test_one_listing_finds_stored_images_and_markers_side_by_side(tmp_path: Path) -> None:
+    """Markers live beside the request's images; images are never counted as attempts, and a
+    request whose images are all stored for its parameters is answered from the store."""
+    attempts, store = log_on(tmp_path)
+    planned = job()
+    earlier = attempts.record("r-1")
+    check = await attempts.preflight(planned)
+    assert (check.attempts, check.stored, check.markers) == (1, None, (earlier,))
+    output = JobOutput(planned, [Image.new("RGB", (64, 64))], 0.5)
+    store_output(output, encode_output(output), store, "images")
+    assert store.keys_in("images/r-1", 10) == ["images/r-1/0.png", earlier]
+    check = await attempts.preflight(planned, start_now=True)
+    assert check.stored is not None and check.stored.status == "completed"
+    assert check.attempts == 0 and len(check.markers) == 2  # cleared once it is answered
+
+
+async def test_a_missing_image_costs_no_head(tmp_path: Path) -> None:
+    """The listing already says the images are not there: no HEAD per image."""
+
+    class NoHeads(LocalImageStore):
+        def head(self, key: str) -> dict[str, str] | None:
+            raise AssertionError(f"HEAD {key}")
+
+    attempts = AttemptLog(NoHeads(tmp_path), "images", 3, reuse_stored=True)
+    assert attempts.record("r-1") is not None
+    check = await attempts.preflight(job())
+    assert (check.attempts, check.stored) == (1, None)

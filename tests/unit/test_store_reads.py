@@ -86,9 +86,9 @@ def test_local_failed_write_leaves_no_stale_metadata(
 
 
 def test_local_small_json_objects_under_attempts(tmp_path: Path) -> None:
-    """The crash-loop guard's counter: any content type, a key under `_attempts/`."""
+    """The crash-loop guard's marker: any content type, a key in the request's folder."""
     store = LocalImageStore(tmp_path)
-    key = "images/_attempts/req-8f2c"
+    key = "images/req-8f2c/_attempt-1"
     store.put(key, b'{"attempts": 1}', "application/json")
     assert store.get(key) == b'{"attempts": 1}'
     store.delete(key)

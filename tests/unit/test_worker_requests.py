@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from consumer.attempts import MARKER_PREFIX, AttemptLog
 from consumer.engine.fake import FakeEngine
 from tests.unit.harness import P0, TOPIC, Harness, event, running
 
@@ -34,12 +35,14 @@ async def test_requests_sharing_an_id_in_one_poll_are_generated_once_and_answere
 
 
 def seed_attempts(h: Harness, request_id: str, attempts: int) -> None:
+    """Markers as a worker that died would have left them (consumer/attempts.py)."""
     for attempt in range(attempts):
-        h.store.put(f"_attempts/{request_id}/earlier-{attempt}", b"{}", "application/json")
+        key = f"{request_id}/{MARKER_PREFIX}earlier-{attempt}"
+        h.store.put(key, b"{}", "application/json")
 
 
 def markers(h: Harness, request_id: str) -> list[str]:
-    return h.store.keys_in(f"_attempts/{request_id}", 100)
+    return AttemptLog(h.store, "", 3, reuse_stored=True).markers(request_id)
 
 
 class TimedEngine(FakeEngine):
