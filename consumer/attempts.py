@@ -80,8 +80,9 @@ class AttemptLog:
         the store anyway)."""
         request_id = job.request_id
         if start_now:
-            found, own = await asyncio.gather(
-                asyncio.to_thread(self._lookup, job), asyncio.to_thread(self.record, request_id)
+            # The write first: it takes the store longer than the listing does.
+            own, found = await asyncio.gather(
+                asyncio.to_thread(self.record, request_id), asyncio.to_thread(self._lookup, job)
             )
         else:
             found, own = await asyncio.to_thread(self._lookup, job), None
