@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import ClassVar, Self
 
 LOCALHOST = "127.0.0.1"
+# Starts of a service that lost a port race (see ManagedProcess.start), in all.
+START_TRIES = 3
 
 
 def free_port() -> int:
@@ -103,11 +105,24 @@ class ManagedProcess:
         """Start the process and wait (at most `timeout` s) until it answers.
 
         detach=True puts it in its own session so it outlives this Python process; stop it
-        later with `stop_from_pidfile(data_dir)`.
+        later with `stop_from_pidfile(data_dir)`. A start that loses a port race (a port free
+        when picked, taken by another process before the binary bound it) is tried again with
+        freshly picked internal ports, at most START_TRIES times in all.
         """
         if self._proc is not None and self._proc.poll() is None:
             return self  # already running
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, START_TRIES + 1):
+            logged = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                return self._start_once(detach, timeout)
+            except RuntimeError:  # it exited before it was ready
+                if attempt == START_TRIES or not self._lost_port_race(logged):
+                    raise
+            time.sleep(0.2)  # a port held for a moment only (a client's connection) is let go
+        raise AssertionError("unreachable")
+
+    def _start_once(self, detach: bool, timeout: float) -> Self:
         command = self._command_line = self._command()
         started = time.monotonic()
         with self.log_path.open("ab") as log:
@@ -129,6 +144,12 @@ class ManagedProcess:
             raise
         self.ready_seconds = time.monotonic() - started
         return self
+
+    def _lost_port_race(self, logged: int) -> bool:
+        """True when the log written since byte `logged` says a bind failed."""
+        with self.log_path.open("rb") as log:
+            log.seek(logged)
+            return b"address already in use" in log.read().lower()
 
     def _wait_ready(self, deadline: float) -> None:
         assert self._proc is not None
