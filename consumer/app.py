@@ -1,5 +1,5 @@
-"""Running the worker process: store and engine built side by side, the sidecar, then the
-consumer; signals only set an event."""
+"""Running the worker process: the engine built on its thread while the store is built and the
+consumer joins its group (engine/starting.py), the sidecar meanwhile; signals only set an event."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import logging
 import os
 import signal
 import sys
-from typing import NoReturn, TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import NoReturn
 
 from consumer.engine import Engine, build_engine
+from consumer.engine.starting import StartingEngine
 from consumer.settings import Settings
 from consumer.sidecar import start_sidecar
 from consumer.worker import Worker
 from storage import ImageStore, build_store
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 async def serve(
@@ -30,14 +30,17 @@ async def serve(
     """Run until SIGTERM/SIGINT (or idle, when asked): drain, commit, leave the group; return
     the exit code (0, or EXIT_UNHEALTHY when the watchdog gave up on the worker)."""
     loop = asyncio.get_running_loop()
-    # Both in threads, side by side: the store's first request and torch's import overlap.
-    built_store, built_engine = await asyncio.gather(
-        asyncio.to_thread(build_store, settings) if store is None else _ready(store),
-        asyncio.to_thread(build_engine, settings.engine_config())
-        if engine is None
-        else _ready(engine),
+    engine_thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
+    building = None
+    if engine is None:  # first on the engine thread; nothing waits for it here
+        building = engine_thread.submit(build_engine, settings.engine_config())
+        engine = StartingEngine(building)
+    if store is None:
+        store = await asyncio.to_thread(build_store, settings)
+    worker = Worker(
+        settings, engine, store, exit_when_idle=exit_when_idle, engine_thread=engine_thread
     )
-    worker = Worker(settings, built_engine, built_store, exit_when_idle=exit_when_idle)
+    watching = asyncio.create_task(_fail_unless_built(building, worker))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop)
     # The sidecar starts before the consumer: consumer.start() returns only once partitions are
@@ -47,6 +50,7 @@ async def serve(
         await worker.run()
         await worker.health.linger()
     finally:
+        watching.cancel()
         if runner is not None:
             await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -54,8 +58,16 @@ async def serve(
     return worker.exit_code
 
 
-async def _ready(value: T) -> T:
-    return value
+async def _fail_unless_built(building: Future[Engine] | None, worker: Worker) -> None:
+    """An engine that cannot be built (torch cannot start, no such device) fails the worker:
+    it exits non-zero, as a worker that cannot generate should."""
+    if building is None:
+        return
+    try:
+        await asyncio.wrap_future(building)
+    except Exception as exc:
+        log.exception("the engine could not be built")
+        worker.fail(f"the engine could not be built: {exc}")
 
 
 def exit_process(code: int) -> NoReturn:

@@ -98,16 +98,20 @@ class Health:
     def _store_checked(self, problem: str | None) -> None:
         self.store_problem = problem
 
-    async def _preload(self, engine_thread: Executor) -> None:
-        """A warm-up image at 512² on CUDA or with WARMUP (kernels chosen, compiled), else a 64²
-        one: either way the first request pays neither the imports nor the load."""
+    def _warm_up(self) -> None:
+        """On the engine thread (where the engine is built first: engine/starting.py): a 512²
+        image on CUDA or with WARMUP (kernels chosen, compiled), else a 64² one."""
         settings = self._settings
         warm = settings.warmup or self._engine.describe().get("device") == "cuda"
-        job = warmup_job(settings.default_model, 512 if warm else 64)
+        self._engine.generate([warmup_job(settings.default_model, 512 if warm else 64)], 0)
+
+    async def _preload(self, engine_thread: Executor) -> None:
+        """The default model loaded and warmed up on the engine thread, so that the first
+        request pays neither the imports nor the load."""
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(engine_thread, self._engine.generate, [job], 0)
-            log.info("default model ready", extra={"model": settings.default_model})
+            await loop.run_in_executor(engine_thread, self._warm_up)
+            log.info("default model ready", extra={"model": self._settings.default_model})
         except Exception as exc:  # EngineError or worse: its requests will say so; we go on
             log.warning("default model failed to load: %s", exc)
             self.model_problem = "the default model failed to load"

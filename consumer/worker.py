@@ -59,8 +59,10 @@ class Worker:
         metrics: WorkerMetrics | None = None,
         exit_when_idle: float | None = None,
         clients: tuple[AIOKafkaConsumer, AIOKafkaProducer] | None = None,
+        engine_thread: ThreadPoolExecutor | None = None,
     ) -> None:
-        """`clients`: a consumer and a started producer to use instead of building them (tests)."""
+        """`clients`: a consumer and a started producer to use instead of building them (tests).
+        `engine_thread`: the one thread that runs `engine` (one already building it: app.py)."""
         self.settings = settings
         self.engine = engine
         self.metrics = metrics or WorkerMetrics()
@@ -70,7 +72,7 @@ class Worker:
         self._exit_when_idle = exit_when_idle
         self._clients = clients
         self._stops = StopBoard(settings.cancel_retention_seconds)
-        self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
+        self._engine_thread = engine_thread or ThreadPoolExecutor(1, thread_name_prefix="engine")
         self._io_threads = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
         self._processor = BatchProcessor(
             engine,

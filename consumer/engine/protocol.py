@@ -73,7 +73,10 @@ class CacheStats:
 class Engine(Protocol):
     """Synchronous on purpose: the worker runs it on its own thread, never on the event loop."""
 
-    activity: EngineActivity  # the phases it is in, read by the watchdog
+    @property
+    def activity(self) -> EngineActivity:
+        """The phases it is in, read by the watchdog."""
+        ...
 
     def generate(
         self,

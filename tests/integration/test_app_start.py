@@ -1,0 +1,87 @@
+"""serve() (consumer/app.py): the worker joins its group while its engine is being built, and an
+engine that cannot be built makes the worker exit unhealthy. A real broker and store; the engine
+build is replaced, since torch's real one takes a second or two and cannot be made to fail."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import pytest
+
+from consumer import app
+from consumer.devtools.processes import free_port
+from consumer.devtools.services import create_topics
+from consumer.engine import Engine, EngineConfig
+from consumer.engine.fake import FakeEngine
+from consumer.settings import Settings
+from consumer.worker import EXIT_UNHEALTHY
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+MakeSettings = Callable[..., Settings]
+
+
+async def ready_reason(port: int) -> str | None:
+    """/ready's reason for not being ready (None: ready); "unreachable" before it listens."""
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/ready") as response,
+        ):
+            reason: str | None = (await response.json())["reason"]
+            return reason
+    except aiohttp.ClientError:
+        return "unreachable"
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_the_group_is_joined_while_the_engine_is_built(
+    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(app_port=free_port(), default_model="fake")
+    await create_topics(settings.kafka_bootstrap_servers, [settings.request_topic], 1)
+    release = threading.Event()
+
+    def slow_build(config: EngineConfig) -> Engine:
+        assert release.wait(60), "never released"
+        return FakeEngine()
+
+    monkeypatch.setattr(app, "build_engine", slow_build)
+    serving = asyncio.create_task(app.serve(settings, exit_when_idle=5.0))
+    port = settings.app_port
+
+    async def assigned() -> bool:  # partitions assigned, the default model not loaded yet
+        return await ready_reason(port) == "loading the default model"
+
+    async def ready() -> bool:
+        return await ready_reason(port) is None
+
+    try:
+        await until(assigned, 60, "partitions assigned while the engine is built")
+        assert not release.is_set() and not serving.done()
+    finally:
+        release.set()
+    await until(ready, 30, "ready once the engine is built")
+    assert await asyncio.wait_for(serving, 60) == 0  # idle for 5 s: it stops
+
+
+async def test_an_engine_that_cannot_be_built_makes_the_worker_exit_unhealthy(
+    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(unhealthy_exit_grace_seconds=0.5)
+
+    def broken_build(config: EngineConfig) -> Engine:
+        raise RuntimeError("no CUDA device")
+
+    monkeypatch.setattr(app, "build_engine", broken_build)
+    assert await asyncio.wait_for(app.serve(settings), 60) == EXIT_UNHEALTHY
