@@ -11,7 +11,8 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NoReturn
 
-from consumer.engine import Engine, build_engine
+from consumer import heap
+from consumer.engine import Engine, EngineConfig, build_engine
 from consumer.engine.starting import StartingEngine
 from consumer.settings import Settings
 from consumer.sidecar import start_sidecar
@@ -33,7 +34,7 @@ async def serve(
     engine_thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
     building = None
     if engine is None:  # first on the engine thread; nothing waits for it here
-        building = engine_thread.submit(build_engine, settings.engine_config())
+        building = engine_thread.submit(_build_engine, settings.engine_config())
         engine = StartingEngine(building)
     if store is None:
         store = await asyncio.to_thread(build_store, settings)
@@ -56,6 +57,15 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return worker.exit_code
+
+
+def _build_engine(config: EngineConfig) -> Engine:
+    """On the engine thread: the engine (torch's and diffusers' imports), then Python's garbage
+    collector back on (heap.py), while the group join is still under way."""
+    try:
+        return build_engine(config)
+    finally:
+        heap.resume()
 
 
 async def _fail_unless_built(building: Future[Engine] | None, worker: Worker) -> None:

@@ -14,7 +14,12 @@ from consumer.engine.activity import GENERATING, EngineActivity
 from consumer.engine.cache import CacheBackedEngine, ModelCache
 from consumer.engine.config import EngineConfig
 from consumer.engine.jobs import GenerationJob
-from consumer.engine.loading import PipelineLoader, Tuning, choose_placement
+from consumer.engine.loading import (
+    PipelineLoader,
+    Tuning,
+    choose_placement,
+    import_pipeline_library,
+)
 from consumer.engine.memory import free_memory, guard_generation, pipeline_bytes
 from consumer.engine.protocol import EngineError, JobOutput, StepHook
 from schemas import ErrorCode
@@ -35,6 +40,7 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
         self._placement = choose_placement(config.device)
+        import_pipeline_library()
         loader = PipelineLoader(
             config.models_dir,
             self._placement,

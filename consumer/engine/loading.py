@@ -173,6 +173,12 @@ class PipelineLoader:
             pipeline.unet = torch.compile(pipeline.unet, mode="max-autotune", fullgraph=True)
 
 
+def import_pipeline_library() -> None:
+    """diffusers' import (~2 s of CPU here, torch._dynamo's included) when the engine is built
+    rather than at the first load: a worker builds its engine while it joins its group."""
+    from diffusers import AutoPipelineForText2Image  # noqa: F401
+
+
 def quiet_libraries() -> None:
     """No plain-text lines in the JSON log: progress bars off (loading and saving draw them,
     the pipeline call's own bar is turned off in _prepare) and the libraries' log records sent
