@@ -175,7 +175,9 @@ class PipelineLoader:
 
 def import_pipeline_library() -> None:
     """diffusers' import (~2 s of CPU here, torch._dynamo's included) when the engine is built
-    rather than at the first load: a worker builds its engine while it joins its group."""
+    rather than at the first load: a worker builds its engine while it joins its group. The
+    libraries are quieted first: their import warns, in plain text otherwise."""
+    quiet_libraries()
     from diffusers import AutoPipelineForText2Image  # noqa: F401
 
 
