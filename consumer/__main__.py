@@ -170,7 +170,7 @@ def _stack(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if (args.command or "run") == "run":
-        heap.pause()  # until the default model is ready: see consumer/heap.py
+        heap.pause()  # until its engine is built: see consumer/heap.py
     configure_logging()  # already now, so a settings warning or error is a JSON line as well
     settings = load_settings(args.env_file)
     configure_logging(settings.log_level)

@@ -116,5 +116,5 @@ class Health:
             log.warning("default model failed to load: %s", exc)
             self.model_problem = "the default model failed to load"
         finally:
-            heap.resume()  # paused by a worker process until now: see consumer/heap.py
+            heap.resume()  # a no-op unless the engine's build did not (consumer/heap.py)
             self._model_ready.set()

@@ -1,12 +1,12 @@
-"""The engine while it is being built, so that the worker needs not wait for it to start.
+"""The engine while it is being built, so that the worker need not wait for it to start.
 
-Building the diffusers engine imports torch: ~1.5 s of CPU on a small box, seconds more with
-CUDA. Meanwhile the worker can already join its consumer group, which takes seconds of its own
-(Kafka holds a new group's first rebalance for `group.initial.rebalance.delay.ms`, 3 s by default;
-the embedded Tansu broker answers a join after half the session timeout), and answer /health.
-So the worker is built around this stand-in, and the build runs first on the engine thread:
-whatever runs there later (the warm-up, every generation) finds the engine built. Questions
-asked from elsewhere before then (the sidecar's) get "nothing loaded yet" answers.
+Building the diffusers engine imports torch and diffusers: ~3 s of CPU on a small box, seconds
+more with CUDA. Meanwhile the worker can already join its consumer group, which takes seconds of
+its own (Kafka holds a new group's first rebalance for `group.initial.rebalance.delay.ms`, 3 s by
+default; the embedded Tansu broker answers a join after half the session timeout), and answer
+/health. So the worker is built around this stand-in, and the build runs first on the engine
+thread: whatever runs there later (the warm-up, every generation) finds the engine built.
+Questions asked from elsewhere before then (the sidecar's) get "nothing loaded yet" answers.
 """
 
 from __future__ import annotations
