@@ -41,7 +41,7 @@ from consumer.publishing import BrokerGaveUp, Publisher, Unpublishable
 from consumer.rebalance import RebalanceListener
 from consumer.settings import Settings
 from consumer.triage import Triage, Work
-from consumer.waiting import event_within
+from consumer.waiting import event_within, unless_set
 from storage import ImageStore
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,8 @@ class Worker:
             consumer, producer = await self._connect()
             self._wire(consumer, producer)
             if self.settings.join_after_warmup:  # take partitions only once able to work
-                await self._until_stopped(self.health.model_loaded())
-            if not self._stopping.is_set() and await self._until_stopped(consumer.start()):
+                await unless_set(self.health.model_loaded(), self._stopping)
+            if not self._stopping.is_set() and await unless_set(consumer.start(), self._stopping):
                 self._consumer = consumer
                 log.info("worker started", extra={"partitions": list(map(str, self.assignment()))})
                 await self._intake(consumer)
@@ -203,18 +203,6 @@ class Worker:
             return self._clients
         producer = await kafka_io.start_producer(self.settings, self._stopping)
         return kafka_io.build_consumer(self.settings), producer
-
-    async def _until_stopped(self, awaitable: Any) -> bool:
-        """Await `awaitable` unless a stop comes first (then cancel it); True if it finished."""
-        task = asyncio.ensure_future(awaitable)
-        stop = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not task.done():
-            task.cancel()
-            return False
-        task.result()
-        return True
 
     async def _drain_and_close(
         self, consumer: AIOKafkaConsumer | None, producer: AIOKafkaProducer | None
