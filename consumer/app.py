@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import NoReturn
 
 from consumer import heap
@@ -34,8 +35,8 @@ async def serve(
     engine_thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
     building = None
     if engine is None:  # first on the engine thread; nothing waits for it here
-        building = engine_thread.submit(_build_engine, settings.engine_config())
-        engine = StartingEngine(building)
+        starting = StartingEngine(partial(_build_engine, settings.engine_config()), engine_thread)
+        engine, building = starting, starting.building
     if store is None:
         store = await asyncio.to_thread(build_store, settings)
     worker = Worker(

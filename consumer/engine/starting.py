@@ -7,28 +7,37 @@ default; the embedded Tansu broker answers a join after half the session timeout
 /health. So the worker is built around this stand-in, and the build runs first on the engine
 thread: whatever runs there later (the warm-up, every generation) finds the engine built.
 Questions asked from elsewhere before then (the sidecar's) get "nothing loaded yet" answers.
+The build counts as a model load for the watchdog: one that hangs (a CUDA driver that never
+answers) makes the worker unhealthy after MODEL_LOAD_TIMEOUT_SECONDS, as a hung load would.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 
-from consumer.engine.activity import EngineActivity
+from consumer.engine.activity import LOADING, EngineActivity
 from consumer.engine.jobs import GenerationJob
 from consumer.engine.protocol import CacheStats, Engine, JobOutput, PurgeResult, StepHook
 
+BUILDING = "the engine"  # the "model" of the loading phase that the build is
+
 
 class StartingEngine:
-    def __init__(self, building: Future[Engine]) -> None:
-        self._building = building
-        self._idle = EngineActivity()  # the watchdog's view until the engine exists
+    def __init__(self, build: Callable[[], Engine], thread: Executor) -> None:
+        """Starts `build` on `thread` (the engine thread, before anything else runs there)."""
+        self._starting = EngineActivity()  # the watchdog's view until the engine exists
+        self.building: Future[Engine] = thread.submit(self._build, build)
+
+    def _build(self, build: Callable[[], Engine]) -> Engine:
+        with self._starting.phase(LOADING, BUILDING):
+            return build()
 
     @property
     def activity(self) -> EngineActivity:
         built = self._built()
-        return built.activity if built is not None else self._idle
+        return built.activity if built is not None else self._starting
 
     def generate(
         self,
@@ -38,7 +47,7 @@ class StartingEngine:
         on_step: StepHook | None = None,
     ) -> list[JobOutput]:
         """Waits for the build (raises what the build raised)."""
-        return self._building.result().generate(jobs, timeout_seconds, cancel, on_step)
+        return self.building.result().generate(jobs, timeout_seconds, cancel, on_step)
 
     def loaded_models(self) -> list[str]:
         built = self._built()
@@ -58,6 +67,6 @@ class StartingEngine:
         return built.describe() if built is not None else {"engine": "starting"}
 
     def _built(self) -> Engine | None:
-        if self._building.done() and self._building.exception() is None:
-            return self._building.result()
+        if self.building.done() and self.building.exception() is None:
+            return self.building.result()
         return None

@@ -85,3 +85,23 @@ async def test_an_engine_that_cannot_be_built_makes_the_worker_exit_unhealthy(
 
     monkeypatch.setattr(app, "build_engine", broken_build)
     assert await asyncio.wait_for(app.serve(settings), 60) == EXIT_UNHEALTHY
+
+
+async def test_an_engine_build_that_hangs_makes_the_worker_exit_unhealthy(
+    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build that never returns (a CUDA driver that never answers) is a load to the watchdog:
+    past MODEL_LOAD_TIMEOUT_SECONDS the worker turns unhealthy and exits, as before the sidecar
+    started early, when a hung build left /health unanswered."""
+    settings = make_settings(model_load_timeout_seconds=2, unhealthy_exit_grace_seconds=0.5)
+    release = threading.Event()
+
+    def hung_build(config: EngineConfig) -> Engine:
+        release.wait(60)
+        return FakeEngine()
+
+    monkeypatch.setattr(app, "build_engine", hung_build)
+    try:
+        assert await asyncio.wait_for(app.serve(settings), 60) == EXIT_UNHEALTHY
+    finally:
+        release.set()  # the engine thread ends, so the interpreter can exit
