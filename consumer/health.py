@@ -44,7 +44,7 @@ class Health:
         self.store_problem: str | None = None  # why the image store failed its last check
         self.model_problem: str | None = None
         self._model_ready = asyncio.Event()  # the default model is loaded (or failed to)
-        self._last_step = time.monotonic()
+        self._last_step: float | None = None  # the intake loop's last step; None: not started
         self._draining = draining
 
     def fail(self, reason: str) -> None:
@@ -93,7 +93,12 @@ class Health:
         ]
 
     def _last_intake_step(self) -> float:
-        return time.monotonic() if self._draining() else self._last_step
+        """The watchdog's intake rule holds only while the loop runs: not while the worker
+        waits for its group join or, with JOIN_AFTER_WARMUP, for a model load that may take
+        minutes (that load is watched as a load), and not while it drains."""
+        if self._last_step is None or self._draining():
+            return time.monotonic()
+        return self._last_step
 
     def _store_checked(self, problem: str | None) -> None:
         self.store_problem = problem

@@ -226,3 +226,38 @@ async def test_a_collector_paused_at_start_is_on_again_once_the_model_is_ready(
     finally:
         heap.resume()
         gc.enable()
+
+
+async def test_a_load_before_the_join_longer_than_the_poll_age_is_no_intake_stall(
+    tmp_path: Path,
+) -> None:
+    """JOIN_AFTER_WARMUP: the intake loop starts only once the model is loaded, which may take
+    minutes (a first download). The intake rule waits for the loop to run; the load is watched
+    as a load. (The worker used to turn unhealthy MAX_POLL_AGE_SECONDS into the load.)"""
+    h = Harness(
+        tmp_path, FakeEngine(load_seconds=2.5), join_after_warmup=True, max_poll_age_seconds=1.0
+    )
+    async with running(h):
+        await h.wait(lambda: h.worker.ready or h.worker.unhealthy is not None, "ready")
+        assert h.worker.unhealthy is None and h.worker.ready
+
+
+async def test_an_intake_loop_that_stops_stepping_makes_the_worker_unhealthy(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path, FakeEngine(), max_poll_age_seconds=1.0)
+    stuck = asyncio.Event()
+    real_getmany = h.consumer.getmany
+
+    async def getmany(timeout_ms: int = 0, max_records: int | None = None) -> Any:
+        if stuck.is_set():  # one poll that takes 3 s: past the limit, the loop takes no step
+            stuck.clear()
+            await asyncio.sleep(3.0)
+        return await real_getmany(timeout_ms, max_records)
+
+    h.consumer.getmany = getmany  # type: ignore[method-assign]
+    async with running(h):
+        await h.wait(lambda: h.worker.ready, "ready")
+        stuck.set()
+        await h.wait(lambda: h.worker.unhealthy is not None, "the watchdog", timeout=10)
+    assert h.worker.unhealthy is not None and "intake loop stalled" in h.worker.unhealthy
