@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import NoReturn
 
@@ -33,16 +33,16 @@ async def serve(
     the exit code (0, or EXIT_UNHEALTHY when the watchdog gave up on the worker)."""
     loop = asyncio.get_running_loop()
     engine_thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
-    building = None
-    if engine is None:  # first on the engine thread; nothing waits for it here
-        starting = StartingEngine(partial(_build_engine, settings.engine_config()), engine_thread)
-        engine, building = starting, starting.building
+    starting = None
+    if engine is None:  # built first on the engine thread; nothing waits for it here
+        build = partial(_build_engine, settings.engine_config())
+        engine = starting = StartingEngine(build, engine_thread)
     if store is None:
         store = await asyncio.to_thread(build_store, settings)
     worker = Worker(
         settings, engine, store, exit_when_idle=exit_when_idle, engine_thread=engine_thread
     )
-    watching = asyncio.create_task(_fail_unless_built(building, worker))
+    watching = asyncio.create_task(_fail_unless_built(starting, worker))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop)
     # The sidecar starts before the consumer: consumer.start() returns only once partitions are
@@ -69,13 +69,13 @@ def _build_engine(config: EngineConfig) -> Engine:
         heap.resume()
 
 
-async def _fail_unless_built(building: Future[Engine] | None, worker: Worker) -> None:
+async def _fail_unless_built(starting: StartingEngine | None, worker: Worker) -> None:
     """An engine that cannot be built (torch cannot start, no such device) fails the worker:
     it exits non-zero, as a worker that cannot generate should."""
-    if building is None:
+    if starting is None:
         return
     try:
-        await asyncio.wrap_future(building)
+        await asyncio.wrap_future(starting.building)
     except Exception as exc:
         log.exception("the engine could not be built")
         worker.fail(f"the engine could not be built: {exc}")
