@@ -20,6 +20,7 @@ from consumer.triage import Work
 
 log = logging.getLogger(__name__)
 
+ABANDON_WAIT_SECONDS = 3.0  # after abandoning: the engine stops at its next denoising step
 # Runs one batch; calls its argument once the batch's images are stored (batches.BatchRunner.run).
 BatchRun = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
 
@@ -62,6 +63,19 @@ class InFlight:
     def cancel(self) -> None:
         for task in self.tasks:
             task.cancel()
+
+    async def drain(self, grace: float, abandon: Callable[[], None]) -> None:
+        """Let the batches in flight finish within `grace` seconds; then `abandon` them (the
+        engine stops at its next step, retries give up); a batch still running after that (a
+        hung engine call) is cancelled, its requests left uncommitted for redelivery."""
+        await self.wait(grace)
+        if not self.tasks:
+            return
+        log.warning("drain timeout: abandoning %d batch(es)", len(self.tasks))
+        abandon()
+        await self.wait(ABANDON_WAIT_SECONDS)
+        self.cancel()
+        await self.wait(1.0)
 
     def _free(self, slot: object) -> None:
         if slot in self._held:

@@ -47,7 +47,6 @@ from storage import ImageStore
 log = logging.getLogger(__name__)
 
 EXIT_UNHEALTHY = 70  # EX_SOFTWARE: the orchestrator should restart this worker
-ABANDON_WAIT_SECONDS = 3.0  # after abandoning: the engine stops at its next denoising step
 
 
 class Worker:
@@ -212,7 +211,8 @@ class Worker:
         if consumer is not None:
             with contextlib.suppress(IllegalStateError):
                 consumer.pause(*consumer.assignment())
-        await self._drain()
+        grace = self.settings.unhealthy_exit_grace_seconds if self.unhealthy else None
+        await self._in_flight.drain(grace or self.settings.drain_timeout_seconds, self._abandon)
         if consumer is not None:
             await kafka_io.close_quietly(kafka_io.leave_group(consumer), "leave group")
         closing = [kafka_io.close_quietly(c.stop(), "close") for c in (consumer, producer) if c]
@@ -221,21 +221,10 @@ class Worker:
         self._io_threads.shutdown(wait=False, cancel_futures=True)
         log.info("worker stopped", extra={"completed": self.completed, "exit": self.exit_code})
 
-    async def _drain(self) -> None:
-        """Let running batches finish within the grace; then abandon them (the engine stops at
-        its next step, retries give up); a batch still running after that (a hung engine call)
-        is cancelled, its requests uncommitted for redelivery."""
-        settings = self.settings
-        grace = settings.unhealthy_exit_grace_seconds if self.unhealthy else None
-        await self._in_flight.wait(grace or settings.drain_timeout_seconds)
-        if not self._in_flight:
-            return
-        log.warning("drain timeout: abandoning %d batch(es)", len(self._in_flight))
+    def _abandon(self) -> None:
+        """Past the drain's grace: the engine stops at its next step, every retry gives up."""
         self._processor.abandon()
         self._abandoning.set()
-        await self._in_flight.wait(ABANDON_WAIT_SECONDS)
-        self._in_flight.cancel()
-        await self._in_flight.wait(1.0)
 
     # --- intake ---------------------------------------------------------------------------------
 
