@@ -37,6 +37,7 @@ async def serve(
     if engine is None:  # built first on the engine thread; nothing waits for it here
         build = partial(_build_engine, settings.engine_config())
         engine = starting = StartingEngine(build, engine_thread)
+        loop.call_later(heap.LONGEST_PAUSE_SECONDS, heap.resume)  # a build that hangs
     if store is None:
         store = await asyncio.to_thread(build_store, settings)
     worker = Worker(

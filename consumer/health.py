@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 
-from consumer import heap
 from consumer.engine import Engine, warmup_job
 from consumer.settings import Settings
 from consumer.watchdog import check_store, watch
@@ -83,7 +82,6 @@ class Health:
 
     def start(self, engine_thread: Executor) -> list[asyncio.Task[None]]:
         interval = self._settings.store_check_interval_seconds
-        asyncio.get_running_loop().call_later(heap.LONGEST_PAUSE_SECONDS, heap.resume)
         return [
             asyncio.create_task(
                 watch(self._settings, self._engine, self._last_intake_step, self.fail)
@@ -121,5 +119,4 @@ class Health:
             log.warning("default model failed to load: %s", exc)
             self.model_problem = "the default model failed to load"
         finally:
-            heap.resume()  # a no-op unless the engine's build did not (consumer/heap.py)
             self._model_ready.set()

@@ -3,10 +3,10 @@
 torch's, diffusers' and transformers' imports allocate some 0.7 million objects, and the
 collector ran ~1,100 times meanwhile, a few of those over every object: a quarter of the import
 time on a 2-vCPU box (`python -X importtime`, with and without). So a worker process pauses the
-collector from its start until its engine is built (app.py; at the latest until its default
-model is loaded or failed to, or LONGEST_PAUSE_SECONDS), then collects once, which frees what
-the imports left in reference cycles (~0.3 s here, while the group join still waits), and turns
-it back on. Nothing is frozen: a model evicted from the cache later must stay collectable.
+collector from its start until its engine is built (app.py; at most LONGEST_PAUSE_SECONDS),
+then collects once, which frees what the imports left in reference cycles (~0.3 s here, while
+the group join still waits), and turns it back on. Nothing is frozen: a model evicted from the
+cache later must stay collectable.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 
 log = logging.getLogger(__name__)
 
-# A model load can take minutes (a first download): the collector is back on after this long,
-# whatever the load's progress.
+# A build that hangs (the watchdog ends it after MODEL_LOAD_TIMEOUT_SECONDS): the collector is
+# back on after this long, whatever the build's progress.
 LONGEST_PAUSE_SECONDS = 120.0
 
 _paused = False

@@ -5,13 +5,14 @@ build is replaced, since torch's real one takes a second or two and cannot be ma
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import aiohttp
 import pytest
 
-from consumer import app
+from consumer import app, heap
 from consumer.devtools.processes import free_port
 from consumer.devtools.services import create_topics
 from consumer.engine import Engine, EngineConfig
@@ -57,6 +58,7 @@ async def test_the_group_is_joined_while_the_engine_is_built(
         return FakeEngine()
 
     monkeypatch.setattr(app, "build_engine", slow_build)
+    heap.pause()  # as `python -m consumer run` does: until the engine is built
     serving = asyncio.create_task(app.serve(settings, exit_when_idle=5.0))
     port = settings.app_port
 
@@ -68,10 +70,11 @@ async def test_the_group_is_joined_while_the_engine_is_built(
 
     try:
         await until(assigned, 60, "partitions assigned while the engine is built")
-        assert not release.is_set() and not serving.done()
+        assert not release.is_set() and not serving.done() and not gc.isenabled()
     finally:
         release.set()
     await until(ready, 30, "ready once the engine is built")
+    assert gc.isenabled()  # back on once built
     assert await asyncio.wait_for(serving, 60) == 0  # idle for 5 s: it stops
 
 
@@ -84,7 +87,9 @@ async def test_an_engine_that_cannot_be_built_makes_the_worker_exit_unhealthy(
         raise RuntimeError("no CUDA device")
 
     monkeypatch.setattr(app, "build_engine", broken_build)
+    heap.pause()
     assert await asyncio.wait_for(app.serve(settings), 60) == EXIT_UNHEALTHY
+    assert gc.isenabled()  # back on after a failed build too
 
 
 async def test_an_engine_build_that_hangs_makes_the_worker_exit_unhealthy(
@@ -105,3 +110,10 @@ async def test_an_engine_build_that_hangs_makes_the_worker_exit_unhealthy(
         assert await asyncio.wait_for(app.serve(settings), 60) == EXIT_UNHEALTHY
     finally:
         release.set()  # the engine thread ends, so the interpreter can exit
+
+
+@pytest.fixture(autouse=True)
+def collector_on_after() -> Iterator[None]:
+    yield
+    heap.resume()
+    gc.enable()

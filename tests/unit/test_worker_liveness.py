@@ -5,7 +5,6 @@ that raises and an engine that hangs. Real Worker, fake clients, fake engine, lo
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,6 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from consumer import heap
 from consumer.engine.fake import FakeEngine
 from consumer.sidecar import build_app
 from consumer.worker import EXIT_UNHEALTHY
@@ -207,25 +205,6 @@ async def test_the_default_model_loads_while_joining_or_before(
         assert joined >= 1.0  # after the load
     else:
         assert joined < 0.5 and loaded - started >= 1.0  # side by side
-
-
-@pytest.mark.parametrize("loads", [True, False])
-async def test_a_collector_paused_at_start_is_on_again_once_the_model_is_ready(
-    tmp_path: Path, loads: bool
-) -> None:
-    """`python -m consumer run` pauses Python's garbage collector for its start (heap.py); the
-    preload turns it back on, whether the default model loaded or not."""
-    unavailable = frozenset() if loads else frozenset({"fake"})
-    h = Harness(tmp_path, FakeEngine(load_seconds=0.3, unavailable=unavailable))
-    heap.pause()
-    try:
-        async with running(h):
-            assert not gc.isenabled()
-            await h.wait(gc.isenabled, "the collector back on")
-            assert (h.worker.health.model_problem is None) == loads
-    finally:
-        heap.resume()
-        gc.enable()
 
 
 async def test_a_load_before_the_join_longer_than_the_poll_age_is_no_intake_stall(
