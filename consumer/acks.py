@@ -59,6 +59,11 @@ class OffsetTracker:
         self._states[offset] = _State.TAKEN
         return True
 
+    def answered(self, offset: int) -> bool:
+        """True once the offset's outcome is published (or committed)."""
+        committed = self._committed is not None and offset < self._committed
+        return committed or self._states.get(offset) is _State.DONE
+
     def done(self, offsets: Iterable[int]) -> None:
         for offset in offsets:
             if offset in self._states:
@@ -141,9 +146,10 @@ class Acknowledger:
     ) -> None:
         """Publish each request's result, then commit. Raises BrokerGaveUp when `until` is set
         while the broker is away (nothing committed)."""
-        if not records:
+        pairs = [(r, res) for r, res in zip(records, results, strict=True) if self._first(r)]
+        if not pairs:
             return
-        pairs = zip(records, results, strict=True)
+        records = [record for record, _ in pairs]
         deliveries = [self._result_delivery(record, result) for record, result in pairs]
         await self._publisher.deliver(deliveries, until)
         now = time.time()
@@ -165,6 +171,15 @@ class Acknowledger:
         await self._publisher.deliver(deliveries, until)
         self._metrics.dead_letters.inc(len(letters))
         await self._done([record for record, _ in letters])
+
+    def _first(self, record: Record) -> bool:
+        """One outcome per record: a second answer for a record already answered is a bug,
+        logged and dropped, never published."""
+        if not self._tracker(record).answered(record.offset):
+            return True
+        where = {"partition": record.partition, "offset": record.offset}
+        log.error("a second outcome for an answered record was dropped", extra=where)
+        return False
 
     def _result_delivery(self, record: Record, result: GenerationResult) -> Delivery:
         topic, request_id = self._settings.result_topic, result.request_id or ""

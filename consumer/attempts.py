@@ -33,8 +33,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from consumer.decision import Stored
 from consumer.engine import GenerationJob
-from consumer.results import stored_result
+from consumer.results import look_up
 from schemas import GenerationResult
 from storage import ImageStore, StorageError
 
@@ -49,19 +50,17 @@ _LIST_LIMIT = 100
 @dataclass(frozen=True)
 class Preflight:
     attempts: int  # attempts on record: earlier deliveries that started and never finished
-    stored: GenerationResult | None  # the outcome, when the store already holds it
+    stored: Stored  # what the store holds under the request's id
+    answer: GenerationResult | None = None  # the stored outcome, when stored is Stored.SAME
     markers: tuple[str, ...] = ()  # marker keys on record, this attempt's own among them
     marked: bool = False  # this attempt's marker is written (preflight with start_now)
 
 
 class AttemptLog:
-    def __init__(
-        self, store: ImageStore, key_prefix: str, max_attempts: int, reuse_stored: bool
-    ) -> None:
+    def __init__(self, store: ImageStore, key_prefix: str, max_attempts: int) -> None:
         self._store = store
         self._prefix = key_prefix.strip("/")
         self.max_attempts = max_attempts  # 0: no guard
-        self._reuse_stored = reuse_stored
 
     def folder(self, request_id: str) -> str:
         """The request's folder: its images and its attempt markers."""
@@ -89,27 +88,25 @@ class AttemptLog:
         mine = (own,) if own is not None else ()
         if isinstance(found, StorageError):
             log.warning("preflight skipped", extra={"request_id": request_id})
-            return Preflight(0, None, mine, start_now)
-        stored, listed = found
+            return Preflight(0, Stored.UNKNOWN, None, mine, start_now)
+        stored, answer, listed = found
+        if stored is Stored.OTHER:  # another request's folder: its markers are not ours
+            return Preflight(0, stored, None, mine, start_now)
         earlier = tuple(key for key in listed if key != own)
-        attempts = 0 if stored is not None else len(earlier)
-        return Preflight(attempts, stored, earlier + mine, start_now)
+        attempts = 0 if stored is Stored.SAME else len(earlier)
+        return Preflight(attempts, stored, answer, earlier + mine, start_now)
 
     def _lookup(
         self, job: GenerationJob
-    ) -> tuple[GenerationResult | None, list[str]] | StorageError:
-        """The stored result (None unless all its images are listed and vouch for its
-        parameters) and the markers on record."""
-        if not self.max_attempts and not self._reuse_stored:
-            return None, []
+    ) -> tuple[Stored, GenerationResult | None, list[str]] | StorageError:
+        """What the store holds under the request's id (decision.Stored, and the stored result
+        when it is all there for these parameters) and the markers on record."""
         try:
             keys = self._store.keys_in(self.folder(job.request_id), _LIST_LIMIT)
-            stored = None
-            if self._reuse_stored:
-                stored = stored_result(job, self._store, self._prefix, listed=set(keys))
+            stored, answer = look_up(job, self._store, self._prefix, keys)
         except StorageError as exc:
             return exc
-        return stored, _markers(keys) if self.max_attempts else []
+        return stored, answer, _markers(keys) if self.max_attempts else []
 
     def record(self, request_id: str) -> str | None:
         """Durably note the start of an attempt (before the engine call); its marker's key, or

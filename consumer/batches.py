@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from consumer.context import RequestContext
+from consumer.answers import Answer, Answers
+from consumer.attempts import AttemptLog
 from consumer.engine import JobOutput
-from consumer.logs import log_result
+from consumer.metrics import WorkerMetrics
 from consumer.processing import Abandoned, BatchProcessor
+from consumer.progress import ProgressReporter
 from consumer.publishing import BrokerGaveUp, Unpublishable
 from consumer.triage import Work
 from schemas import ErrorCode, GenerationResult
@@ -67,55 +69,69 @@ class _Countdown:
 class BatchRunner:
     def __init__(
         self,
-        context: RequestContext,
+        answers: Answers,
+        metrics: WorkerMetrics,
+        attempts: AttemptLog,
+        progress: ProgressReporter,
         processor: BatchProcessor,
         abandoning: asyncio.Event,
         fail: Callable[[str], None],
     ) -> None:
-        self._settings = context.settings
-        self._acks = context.acks
-        self._metrics = context.metrics
-        self._attempts = context.attempts
-        self._progress = context.progress
+        self._answers = answers
+        self._metrics = metrics
+        self._attempts = attempts
+        self._progress = progress
         self._processor = processor
         self._abandoning = abandoning  # set at the drain deadline: publish retries give up
         self._fail = fail
 
     async def run(self, batch: list[Work], stored: Callable[[], None] = lambda: None) -> None:
         """Generate the batch, then store and publish each request's result as soon as its own
-        images are stored (not when the whole batch is). `stored` is called once every request
-        of the batch is past its upload (the worker's slot is free then)."""
+        images are stored (not when the whole batch is). A request stopped during the engine
+        call is answered at that step, and the others go on. `stored` is called once every
+        request of the batch is past its upload (the worker's slot is free then)."""
         self._metrics.batch_size.observe(sum(w.job.num_images for w in batch))
         generated: Sequence[JobOutput | GenerationResult]
-        ids = [w.job.request_id for w in batch]
+        by_id = {w.job.request_id: w for w in batch}
         markers = {w.job.request_id: list(w.markers) for w in batch}
         clock = Stages(started=time.perf_counter())
+        early: dict[str, asyncio.Task[None]] = {}  # stopped mid-call: answered at once
+
+        def on_stopped(codes: Mapping[str, ErrorCode]) -> None:  # on the event loop
+            for request_id, code in codes.items():
+                work = by_id[request_id]
+                result = GenerationResult.failed(request_id, code)
+                answer = self._answer(work, result, markers[request_id], clock)
+                early[request_id] = asyncio.create_task(self._publish(answer))
+
         try:
             # Durable before the engine call (attempts.py); a lone request on an idle worker
             # was recorded at its preflight, and needs no hand-off to a thread here.
             markers = await self._record_attempts(batch)
-            self._progress.started(ids, batch[0].job.steps)
-            on_step = partial(self._progress.step_from_thread, ids)
+            self._progress.started(list(by_id), batch[0].job.steps)
             clock.engine = time.perf_counter()
-            generated = await self._processor.generate([w.job for w in batch], on_step)
+            jobs = [w.job for w in batch]
+            generated = await self._processor.generate(
+                jobs, self._progress.step_from_thread, on_stopped
+            )
             clock.generated = time.perf_counter()
         except Abandoned:
             log.warning("abandoned %d request(s); they will be delivered again", len(batch))
+            await asyncio.gather(*early.values())
             return
         except Exception:
             generated = self._internal_errors(batch)
         countdown = _Countdown(len(batch), stored)
-        answered = await asyncio.gather(
-            *(
-                self._finish(work, outcome, clock, countdown.tick)
-                for work, outcome in zip(batch, generated, strict=True)
+        finishing = []
+        for work, outcome in zip(batch, generated, strict=True):
+            request_id = work.job.request_id
+            if request_id in early:  # answered at its step; its images (if any) dropped
+                countdown.tick()
+                continue
+            finishing.append(
+                self._finish(work, outcome, clock, countdown.tick, markers[request_id])
             )
-        )
-        # The answered requests' attempts are forgotten, in one hand-off for the batch.
-        pairs = zip(batch, answered, strict=True)
-        done = [key for work, ok in pairs if ok for key in markers[work.job.request_id]]
-        if done:
-            await asyncio.to_thread(self._attempts.clear, done)
+        await asyncio.gather(*early.values(), *finishing)
 
     async def _finish(
         self,
@@ -123,34 +139,35 @@ class BatchRunner:
         outcome: JobOutput | GenerationResult,
         clock: Stages,
         stored_one: Callable[[], None],
-    ) -> bool:
-        """Store and publish one request's outcome; True once it is published."""
+        markers: list[str],
+    ) -> None:
+        """Store and publish one request's outcome."""
         try:
             result = await self._processor.finish(outcome)
         except Abandoned:
             log.warning("abandoned %s; it will be delivered again", work.job.request_id)
-            return False
+            return
         except Exception:
             (result,) = self._internal_errors([work])
         finally:
             stored_one()
-        stored = time.perf_counter()
-        self._observe(work, result)
-        records = work.records
+        await self._publish(self._answer(work, result, markers, clock))
+
+    def _answer(
+        self, work: Work, result: GenerationResult, markers: list[str], clock: Stages
+    ) -> Answer:
+        stages = partial(clock.milliseconds, work, time.perf_counter())
+        return Answer(work.records, result, work.job, tuple(markers), stages=stages)
+
+    async def _publish(self, answer: Answer) -> None:
         # Shielded: a cancelled drain must not interrupt a publish between send and commit.
-        publish = self._acks.publish(records, [result] * len(records), until=self._abandoning)
+        publish = self._answers.publish([answer], until=self._abandoning)
         try:
             await asyncio.shield(publish)
         except BrokerGaveUp:
-            log.warning("broker away at shutdown: %s left for redelivery", work.job.request_id)
-            return False
+            log.warning("broker away at shutdown: %s left for redelivery", answer.result.request_id)
         except Unpublishable as exc:
             self._fail(f"the broker refuses every record: {exc}")
-            return False
-        stages = clock.milliseconds(work, stored, time.perf_counter())
-        log_result(work.job, result, work.record.timestamp, self._settings.log_prompts, stages)
-        self._progress.finished(work.job.request_id)
-        return True
 
     def _internal_errors(self, batch: list[Work]) -> list[GenerationResult]:
         """Whatever a batch raises becomes internal_error results: no request goes unanswered."""
@@ -172,10 +189,3 @@ class BatchRunner:
             w.job.request_id: [*w.markers, *([k] if (k := own.get(w.job.request_id)) else [])]
             for w in batch
         }
-
-    def _observe(self, work: Work, result: GenerationResult) -> None:
-        model = work.job.model
-        self._metrics.count_result(result, model)
-        if result.audit is not None:
-            seconds = float(result.audit.duration_sec)
-            self._metrics.generation_seconds.labels(model).observe(seconds)

@@ -28,16 +28,15 @@ log = logging.getLogger(__name__)
 
 # Which of some jobs must stop now, and why (StopBoard.due).
 StopCheck = Callable[[Sequence[GenerationJob]], Mapping[str, ErrorCode]]
+# Called on the engine thread after each denoising step with the request ids still running.
+StepProgress = Callable[[list[str], int, int], None]
+# Called on the event loop with the requests of a running batch stopped at a step boundary (and
+# why), while the rest of the batch goes on: they are answered at once, their images dropped.
+OnStopped = Callable[[Mapping[str, ErrorCode]], None]
 
 
-def _stopped(
-    jobs: Sequence[GenerationJob], codes: Mapping[str, ErrorCode]
-) -> dict[str, JobOutput | GenerationResult]:
-    """The outcomes of the jobs that must stop: cancelled, or expired past their deadline."""
-    stopped = [job.request_id for job in jobs if job.request_id in codes]
-    if stopped:
-        log.info("requests stopped", extra={"request_ids": stopped})
-    return {rid: GenerationResult.failed(rid, codes[rid]) for rid in stopped}
+def _stop_result(request_id: str, code: ErrorCode) -> GenerationResult:
+    return GenerationResult.failed(request_id, code)
 
 
 def _request_id(outcome: JobOutput | GenerationResult) -> str:
@@ -89,29 +88,53 @@ class BatchProcessor:
         return self._abandon_thread.is_set()
 
     async def generate(
-        self, jobs: Sequence[GenerationJob], on_step: StepHook | None = None
+        self,
+        jobs: Sequence[GenerationJob],
+        on_step: StepProgress | None = None,
+        on_stopped: OnStopped = lambda codes: None,
     ) -> list[JobOutput | GenerationResult]:
         """Images for every job, in order, or its failed result. One engine call; out of memory
         on a batch splits it in halves and tries again, down to single requests (a request's
-        images always come from one call); a request cancelled or past its deadline is answered
-        at once, before or during the call, and the others of its batch run again. Raises
-        Abandoned when the worker gives up."""
-        return await self._generate(list(jobs), on_step)
+        images always come from one call). A request cancelled or past its deadline before the
+        call gets its stop result here; one stopped during the call is handed to `on_stopped`
+        at that step and the call goes on for the others (its images are dropped: what a stop
+        wastes is the rest of its own slot in the batch). Raises Abandoned when the worker
+        gives up."""
+        stopped: dict[str, ErrorCode] = {}  # every stop of this batch, across its engine calls
+        return await self._generate(list(jobs), on_step, on_stopped, stopped)
 
     async def _generate(
-        self, jobs: list[GenerationJob], on_step: StepHook | None
+        self,
+        jobs: list[GenerationJob],
+        on_step: StepProgress | None,
+        on_stopped: OnStopped,
+        stopped: dict[str, ErrorCode],
     ) -> list[JobOutput | GenerationResult]:
-        answered = _stopped(jobs, self._stops(jobs))
-        running = [job for job in jobs if job.request_id not in answered]
+        due = self._stops([job for job in jobs if job.request_id not in stopped])
+        if due:
+            log.info("requests stopped before their engine call", extra={"request_ids": list(due)})
+        stopped.update(due)
+        running = [job for job in jobs if job.request_id not in stopped]
+        outcomes: dict[str, JobOutput | GenerationResult] = {}
         if running:
-            answered |= {_request_id(o): o for o in await self._engine_call(running, on_step)}
-        return [answered[job.request_id] for job in jobs]
+            calls = await self._engine_call(running, on_step, on_stopped, stopped)
+            outcomes = {_request_id(outcome): outcome for outcome in calls}
+        return [
+            _stop_result(job.request_id, stopped[job.request_id])
+            if job.request_id in stopped
+            else outcomes[job.request_id]
+            for job in jobs
+        ]
 
     async def _engine_call(
-        self, jobs: list[GenerationJob], on_step: StepHook | None
+        self,
+        jobs: list[GenerationJob],
+        on_step: StepProgress | None,
+        on_stopped: OnStopped,
+        stopped: dict[str, ErrorCode],
     ) -> list[JobOutput | GenerationResult]:
         loop = asyncio.get_running_loop()
-        hook = self._hook(jobs, on_step)
+        hook = self._hook(jobs, on_step, on_stopped, stopped, loop)
         try:
             outputs = await loop.run_in_executor(
                 self._engine_thread,
@@ -121,10 +144,8 @@ class BatchProcessor:
                 self._abandon_thread,
                 hook,
             )
-        except RequestsStopped as stopped:
-            rest = [job for job in jobs if job.request_id not in stopped.codes]
-            results = _stopped(jobs, stopped.codes)
-            return [*results.values(), *(await self._generate(rest, on_step) if rest else [])]
+        except RequestsStopped:  # every request of the call stopped: each is answered already
+            return [_stop_result(job.request_id, stopped[job.request_id]) for job in jobs]
         except EngineError as exc:
             if self.abandoned:
                 raise Abandoned from exc
@@ -132,26 +153,49 @@ class BatchProcessor:
             if exc.code is ErrorCode.OUT_OF_MEMORY and len(jobs) > 1:
                 log.warning("out of memory on a batch; splitting it", extra={"request_ids": ids})
                 half = len(jobs) // 2
-                return await self._generate(jobs[:half], on_step) + await self._generate(
-                    jobs[half:], on_step
-                )
+                first = await self._generate(jobs[:half], on_step, on_stopped, stopped)
+                return first + await self._generate(jobs[half:], on_step, on_stopped, stopped)
             log.warning("engine error: %s", exc.message, extra={"request_ids": ids})
             return [GenerationResult.failed(job.request_id, exc.code) for job in jobs]
         return list(outputs)
 
-    def _hook(self, jobs: list[GenerationJob], on_step: StepHook | None) -> StepHook:
+    def _hook(
+        self,
+        jobs: list[GenerationJob],
+        on_step: StepProgress | None,
+        on_stopped: OnStopped,
+        stopped: dict[str, ErrorCode],
+        loop: asyncio.AbstractEventLoop,
+    ) -> StepHook:
         def after_step(step: int, total: int) -> None:  # on the engine thread
-            if on_step is not None:
-                on_step(step, total)
-            codes = self._stops(jobs)
+            live = [job for job in jobs if job.request_id not in stopped]
+            codes = self._stops(live)
             if codes:
-                raise RequestsStopped(codes)
+                stopped.update(codes)
+                log.info("requests stopped at a step boundary", extra={"request_ids": list(codes)})
+                loop.call_soon_threadsafe(on_stopped, dict(codes))
+                live = [job for job in live if job.request_id not in codes]
+                if not live:
+                    raise RequestsStopped(codes)  # nobody left to run for: the call ends
+            if on_step is not None:
+                on_step([job.request_id for job in live], step, total)
 
         return after_step
 
     async def finish(self, outcome: JobOutput | GenerationResult) -> GenerationResult:
-        """The job's result: its images encoded and stored (retried while the store is away)."""
-        return outcome if isinstance(outcome, GenerationResult) else await self._store_one(outcome)
+        """The job's result: its images encoded and stored (retried while the store is away).
+        A request cancelled or past its deadline once its generation ended is stopped here,
+        its images not stored: once they are, it is answered `completed`."""
+        if isinstance(outcome, GenerationResult):
+            return outcome
+        request_id = outcome.job.request_id
+        code = self._stops([outcome.job]).get(request_id)
+        if code is not None:
+            log.info(
+                "request stopped before its images were stored", extra={"request_id": request_id}
+            )
+            return _stop_result(request_id, code)
+        return await self._store_one(outcome)
 
     async def _store_one(self, output: JobOutput) -> GenerationResult:
         """Each image encoded and uploaded on its own I/O thread (a request's images side by

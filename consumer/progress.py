@@ -59,9 +59,12 @@ class ProgressReporter:
             self._loop.call_soon_threadsafe(self._step, request_ids, step, total)
 
     def finished(self, request_id: str) -> None:
-        self._emit(request_id, "finished")
-        self._trace.pop(request_id, None)
+        """The last event of a request that was queued (sent before its result); nothing for
+        one answered without being queued."""
         self._last_step.pop(request_id, None)
+        if request_id in self._trace:
+            self._emit(request_id, "finished")
+            del self._trace[request_id]
 
     def _step(self, request_ids: list[str], step: int, total: int) -> None:
         now = time.monotonic()

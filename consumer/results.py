@@ -8,8 +8,10 @@ identical parameters, the format and quality included.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 
+from consumer.decision import Stored
 from consumer.engine import GenerationJob, JobOutput
 from consumer.models import model_note
 from schemas import Audit, GenerationResult, ImageRef, Status
@@ -27,8 +29,14 @@ from storage.png import DEFAULT_COMPRESS_LEVEL
 # User metadata (x-amz-meta-params-sha256 on S3) of every image `store_output` writes: the
 # SHA-256 of its embedded parameters text, so one HEAD per image tells whether it can be reused.
 PARAMS_DIGEST_METADATA = "params-sha256"
+# ... the SHA-256 of everything about the whole request that changes any image's pixels or bytes
+# (all seeds, the image count, format and quality): a request_id reused with other parameters is
+# found by one HEAD of any one image it stored.
+REQUEST_DIGEST_METADATA = "request-sha256"
 # ... and its size, so a result served from the store reports `bytes` without a download.
 SIZE_METADATA = "bytes"
+# The name of an image in a request's folder: <index>.<ext> (a marker's name never is).
+_IMAGE_NAME = re.compile(r"[0-9]+\.[a-z]+")
 # audit.note of a result served from the store (followed by "; " and the model's note, if any).
 STORED_NOTE = "served from the store: images of an earlier delivery with identical parameters"
 STORED_DURATION = "0.000"
@@ -64,9 +72,32 @@ def image_key_for(job: GenerationJob, key_prefix: str, index: int) -> str:
     return image_key(key_prefix, job.request_id, index, extension(job.format))
 
 
+def request_digest(job: GenerationJob) -> str:
+    """SHA-256 of what changes the pixels or the bytes of any of the request's images: the
+    idempotency check's fingerprint of a request (not its deadline, nor anything else that only
+    decides whether it runs)."""
+    return parameters_digest(
+        {
+            "model": job.model,
+            "prompt": job.prompt,
+            "negative_prompt": job.negative_prompt,
+            "width": job.width,
+            "height": job.height,
+            "steps": job.steps,
+            "cfg": job.cfg,
+            "seeds": list(job.seeds),
+            "format": job.format,
+            "quality": job.quality,
+        }
+    )
+
+
 def image_metadata(job: GenerationJob, index: int, size: int | None = None) -> dict[str, str]:
     """The object metadata stored with image `index` of `job` (`size`: its encoded bytes)."""
-    metadata = {PARAMS_DIGEST_METADATA: _digest(job, index)}
+    metadata = {
+        PARAMS_DIGEST_METADATA: _digest(job, index),
+        REQUEST_DIGEST_METADATA: request_digest(job),
+    }
     if size is not None:
         metadata[SIZE_METADATA] = str(size)
     return metadata
@@ -144,12 +175,57 @@ def stored_result(
         if metadata is None or metadata.get(PARAMS_DIGEST_METADATA) != _digest(job, index):
             return None
         sizes.append(_size(metadata))
+    return _served(job, store, keys, sizes)
+
+
+def _served(
+    job: GenerationJob, store: ImageStore, keys: list[str], sizes: list[int | None]
+) -> GenerationResult:
+    """The `completed` result of images found in the store, with fresh URLs."""
     images = [
         _image_ref(job, index, key, store.url_for(key), sizes[index])
         for index, key in enumerate(keys)
     ]
     note = "; ".join(n for n in (STORED_NOTE, model_note(job.model)) if n)
     return _completed(job, images, _audit(job, STORED_DURATION, note))
+
+
+def look_up(
+    job: GenerationJob, store: ImageStore, key_prefix: str, listed: Collection[str]
+) -> tuple[Stored, GenerationResult | None]:
+    """What the store holds for `job` given the keys of its folder (`listed`), and its stored
+    `completed` result when that is all of it, for these parameters (Stored.SAME).
+
+    Stored.OTHER when any image there was stored for other parameters (another format or image
+    count included): the request_id was used for another request, whose objects must not be
+    touched. An image without either digest (written before they existed) vouches for nothing
+    and is generated again, as an absent one. One HEAD per image listed, none when there is
+    none. Raises StorageError. Synchronous: call it from an I/O thread."""
+    images = [key for key in listed if _IMAGE_NAME.fullmatch(key.rpartition("/")[2])]
+    if not images:
+        return Stored.NOTHING, None
+    ours = {image_key_for(job, key_prefix, index): index for index in range(job.num_images)}
+    if any(key not in ours for key in images):
+        return Stored.OTHER, None
+    wanted = request_digest(job)
+    sizes: dict[int, int | None] = {}
+    for key in images:
+        metadata = store.head(key)
+        if metadata is None:
+            continue  # deleted since the listing
+        if REQUEST_DIGEST_METADATA in metadata:
+            same = metadata[REQUEST_DIGEST_METADATA] == wanted
+        elif PARAMS_DIGEST_METADATA in metadata:  # stored by a worker before request digests
+            same = metadata[PARAMS_DIGEST_METADATA] == _digest(job, ours[key])
+        else:
+            continue
+        if not same:
+            return Stored.OTHER, None
+        sizes[ours[key]] = _size(metadata)
+    if len(sizes) < job.num_images:
+        return Stored.NOTHING, None
+    keys = list(ours)
+    return Stored.SAME, _served(job, store, keys, [sizes[index] for index in range(len(keys))])
 
 
 def _digest(job: GenerationJob, index: int) -> str:

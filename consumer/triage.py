@@ -1,8 +1,11 @@
-"""From polled records to work: take each record, validate it, answer invalid ones at once.
+"""From polled records to work: take each record, gather the facts about it, let the one
+decision (decision.py) say its fate, answer at once what does not run.
 
 Every record polled passes through here, whatever the intake state: a record returned by a poll
 is never dropped. Validation of a large event runs on a thread, so the event loop (heartbeats,
-the sidecar) keeps turning while it runs.
+the sidecar) keeps turning while it runs. The store is looked at (attempts.py) for every valid
+request before its fate is decided, cancelled or expired ones included: a request already
+answered stays answered, and an earlier crash's attempt markers are forgotten with any answer.
 """
 
 from __future__ import annotations
@@ -16,9 +19,16 @@ from typing import Any, TypeAlias
 
 from aiokafka import ConsumerRecord, TopicPartition
 
+from consumer.acks import Acknowledger
+from consumer.answers import Answer, Answers
+from consumer.attempts import AttemptLog, Preflight
 from consumer.batching import group_batches
-from consumer.context import RequestContext
+from consumer.decision import Action, Decision, Facts, Stored, decide
 from consumer.engine import GenerationJob, plan_job
+from consumer.processing import StopCheck
+from consumer.progress import ProgressReporter
+from consumer.results import request_digest
+from consumer.settings import Settings
 from schemas import (
     Accepted,
     ErrorCode,
@@ -43,7 +53,8 @@ Record: TypeAlias = ConsumerRecord[Any, Any]
 class Work:
     record: Record
     job: GenerationJob
-    # Records with the same request_id taken together: generated once, each answered alike.
+    # Records with the same request_id and parameters taken together: generated once, each
+    # answered alike.
     also: list[Record] = field(default_factory=list)
     attempts: int = 0  # earlier attempts on record (attempts.py): > 0 runs alone, exclusively
     markers: tuple[str, ...] = ()  # attempt markers on record, to delete once it is answered
@@ -65,96 +76,116 @@ class Work:
         return any(TopicPartition(r.topic, r.partition) in partitions for r in self.records)
 
 
+@dataclass
+class _Poll:
+    """What one poll's records became before their fates are decided."""
+
+    works: dict[str, Work] = field(default_factory=dict)  # valid, one per request_id
+    conflicts: list[Work] = field(default_factory=list)  # its id, other parameters
+    answers: list[Answer] = field(default_factory=list)  # answered without running
+    dead: list[tuple[Record, ErrorInfo]] = field(default_factory=list)
+
+
 class Triage:
-    def __init__(self, context: RequestContext) -> None:
-        self._settings = context.settings
-        self._limits = context.settings.request_limits()
-        self._acks = context.acks
-        self._metrics = context.metrics
-        self._attempts = context.attempts
-        self._stops = context.stops
-        self._progress = context.progress
+    def __init__(
+        self,
+        settings: Settings,
+        acks: Acknowledger,
+        answers: Answers,
+        attempts: AttemptLog,
+        stops: StopCheck,
+        progress: ProgressReporter,
+    ) -> None:
+        self._settings = settings
+        self._limits = settings.request_limits()
+        self._acks = acks
+        self._answers = answers
+        self._attempts = attempts
+        self._stops = stops
+        self._progress = progress
 
     async def __call__(
         self, records: Sequence[Record], until: asyncio.Event, idle: bool = False
     ) -> list[list[Work]]:
-        """Valid requests become batches of work; the others are answered now: a rejected
-        result, a dead letter, a result already in the store, `attempts_exhausted`. Records this
-        member already works on (re-fetched after a rebalance) are skipped. `idle`: nothing
-        runs or waits in this worker, so a lone request starts as soon as this returns."""
+        """Valid requests to run become batches of work; every other record is answered now (a
+        refusal, a stop, a result from the store) or dead-lettered. Records this member already
+        works on (re-fetched after a rebalance) are skipped. `idle`: nothing runs or waits in
+        this worker, so a lone request starts as soon as this returns."""
         taken_at = time.perf_counter()
-        works: dict[str, Work] = {}
-        answers: list[tuple[Record, GenerationResult]] = []
-        dead: list[tuple[Record, ErrorInfo]] = []
+        poll = _Poll()
         for record in records:
             if not self._acks.take(record):
                 continue
             outcome = await self._parse(record)
             if isinstance(outcome, Accepted):
-                self._add_work(works, record, outcome, taken_at)
+                self._add_work(poll, record, outcome, taken_at)
             elif isinstance(outcome, Rejected):
-                answers.append((record, outcome.result()))
-                self._metrics.count_result(answers[-1][1], "none")
-                log.info(
-                    "request rejected",
-                    extra={"request_id": outcome.request_id, "code": outcome.error.code.value},
-                )
+                poll.answers.append(Answer([record], outcome.result()))
             else:
-                dead.append((record, outcome.error))
-        ready, answered = self._stopped(list(works.values()))
-        ready, from_store = await self._preflight(ready, start_now=idle and len(ready) == 1)
-        answered += from_store
+                poll.dead.append((record, outcome.error))
+        ready = await self._decide(poll, idle)
         for work in ready:
             self._progress.queued(work.job.request_id, trace_headers(work.record.headers))
-        answers += [(record, result) for work, result in answered for record in work.records]
-        await self._acks.publish([r for r, _ in answers], [res for _, res in answers], until)
-        await self._acks.dead_letters(dead, until)
-        markers = [key for work, _ in from_store for key in work.markers]
-        if markers:
-            await asyncio.to_thread(self._attempts.clear, markers)
+        await self._answers.publish(poll.answers, until)
+        await self._acks.dead_letters(poll.dead, until)
         return self._batches(ready)
 
-    def _stopped(self, works: list[Work]) -> tuple[list[Work], list[tuple[Work, GenerationResult]]]:
-        """Cancelled before they started, or past their deadline: answered without running."""
-        codes = self._stops([work.job for work in works])
-        answered = []
-        for work in (w for w in works if w.job.request_id in codes):
-            result = GenerationResult.failed(work.job.request_id, codes[work.job.request_id])
-            log.info("request stopped before it ran", extra={"request_id": work.job.request_id})
-            self._metrics.count_result(result, work.job.model)
-            answered.append((work, result))
-        return [w for w in works if w.job.request_id not in codes], answered
-
-    async def _preflight(
-        self, works: list[Work], start_now: bool
-    ) -> tuple[list[Work], list[tuple[Work, GenerationResult]]]:
-        """Split works into those to run (with their attempts on record) and those answered
-        without running (from the store, or attempts exhausted). `start_now`: the works start
-        as soon as this returns, so their attempt is recorded beside the lookups."""
+    async def _decide(self, poll: _Poll, idle: bool) -> list[Work]:
+        """The facts of every valid request (stops, then one store lookup each, side by side),
+        and its decision: the works to run are returned, the others' answers added to `poll`."""
+        candidates = [(work, False) for work in poll.works.values()]
+        candidates += [(work, True) for work in poll.conflicts]
+        stops = self._stops([work.job for work, _ in candidates])
+        # A lone request on an idle worker starts as soon as this returns: its attempt is
+        # recorded beside the lookup (attempts.py).
+        start_now = idle and len(candidates) == 1 and not stops
         preflight = self._attempts.preflight
-        checks = await asyncio.gather(*(preflight(w.job, start_now) for w in works))
+        checks = await asyncio.gather(*(preflight(w.job, start_now) for w, _ in candidates))
         checked_at = time.perf_counter()
-        ready, answered = [], []
-        limit = self._attempts.max_attempts
-        for work, check in zip(works, checks, strict=True):
-            request_id, model = work.job.request_id, work.job.model
-            work = replace(work, markers=check.markers, marked=check.marked, checked_at=checked_at)
-            if check.stored is not None:
-                log.info("answered from the store", extra={"request_id": request_id})
-                self._metrics.stored_answers.inc()
-                self._metrics.count_result(check.stored, model)
-                answered.append((work, check.stored))
-            elif limit and check.attempts >= limit:
-                log.error(
-                    "attempts exhausted: workers died running this request",
-                    extra={"request_id": request_id, "attempts": check.attempts},
-                )
-                exhausted = GenerationResult.failed(request_id, ErrorCode.ATTEMPTS_EXHAUSTED)
-                self._metrics.count_result(exhausted, model)
-                answered.append((work, exhausted))
+        ready = []
+        for (work, conflict), check in zip(candidates, checks, strict=True):
+            work = replace(
+                work,
+                attempts=check.attempts,
+                markers=check.markers,
+                marked=check.marked,
+                checked_at=checked_at,
+            )
+            facts = self._facts(check, stops.get(work.job.request_id), conflict)
+            decision = decide(facts)
+            if decision.action in (Action.RUN_ALONE, Action.RUN_BATCHED):
+                ready.append(work)
             else:
-                ready.append(replace(work, attempts=check.attempts))
-        return ready, answered
+                poll.answers.append(self._answer(work, check, decision))
+        return ready
+
+    def _facts(self, check: Preflight, stop: ErrorCode | None, conflict: bool) -> Facts:
+        stored = check.stored
+        if stored is Stored.SAME and stop is None and not self._settings.reuse_stored_images:
+            stored = Stored.NOTHING  # REUSE_STORED_IMAGES=false: generated again (same bytes)
+        return Facts(
+            duplicate_conflict=conflict,
+            stored=stored,
+            stop=stop,
+            attempts=check.attempts,
+            max_attempts=self._attempts.max_attempts,
+        )
+
+    def _answer(self, work: Work, check: Preflight, decision: Decision) -> Answer:
+        job = work.job
+        if decision.action is Action.ANSWER_FROM_STORE and check.answer is not None:
+            return Answer(work.records, check.answer, job, work.markers, from_store=True)
+        code = decision.code or ErrorCode.INTERNAL_ERROR
+        result = GenerationResult.failed(job.request_id, code)
+        extra = {"request_id": job.request_id, "rule": decision.rule}
+        if code is ErrorCode.ATTEMPTS_EXHAUSTED:
+            log.error("attempts exhausted: workers died running this request", extra=extra)
+        else:
+            log.info("request answered without running", extra=extra)
+        if code is ErrorCode.REQUEST_ID_CONFLICT:  # the markers on record are another's
+            own = work.markers[-1:] if work.marked else ()
+            return Answer(work.records, result, job, own)
+        return Answer(work.records, result, job, work.markers)
 
     def _batches(self, works: list[Work]) -> list[list[Work]]:
         """Compatible requests share a batch; a suspect (started before by a worker that died)
@@ -169,16 +200,19 @@ class Triage:
             max_cost=self._settings.max_batch_cost,
         )
 
-    def _add_work(
-        self, works: dict[str, Work], record: Record, accepted: Accepted, taken_at: float
-    ) -> None:
-        request_id = accepted.request.request_id
-        if request_id in works:  # one request_id, one set of objects: generate once
-            works[request_id].also.append(record)
-            return
+    def _add_work(self, poll: _Poll, record: Record, accepted: Accepted, taken_at: float) -> None:
+        """One work per request_id: a record with the same id and parameters joins it
+        (generated once, answered alike); one with other parameters is a conflict."""
         job = plan_job(accepted.request, self._settings.default_negative_prompt)
         job = replace(job, deadline=self._deadline(job, record))
-        works[request_id] = Work(record, job, taken_at=taken_at)
+        work = Work(record, job, taken_at=taken_at)
+        first = poll.works.get(job.request_id)
+        if first is None:
+            poll.works[job.request_id] = work
+        elif request_digest(first.job) == request_digest(job):
+            first.also.append(record)
+        else:
+            poll.conflicts.append(work)
 
     def _deadline(self, job: GenerationJob, record: Record) -> float | None:
         """The request's own deadline, or MAX_REQUEST_AGE_SECONDS after its record, if sooner."""

@@ -25,10 +25,10 @@ from aiokafka.errors import IllegalStateError
 
 from consumer import kafka_io
 from consumer.acks import Acknowledger
+from consumer.answers import Answers
 from consumer.attempts import AttemptLog
 from consumer.batches import BatchRunner
 from consumer.batching import BatchQueue
-from consumer.context import RequestContext
 from consumer.control import ControlListener, StopBoard
 from consumer.engine import Engine
 from consumer.health import Health
@@ -180,22 +180,18 @@ class Worker:
                 task.cancel()
 
     def _wire(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        settings = self.settings
         publisher = Publisher(producer, self.metrics, on_retry=self.health.step)
-        acks = self._acks = Acknowledger(self.settings, publisher, consumer, self.metrics)
-        attempts = AttemptLog(
-            self._store,
-            self.settings.s3_key_prefix,
-            self.settings.max_attempts,
-            self.settings.reuse_stored_images,
+        acks = self._acks = Acknowledger(settings, publisher, consumer, self.metrics)
+        attempts = AttemptLog(self._store, settings.s3_key_prefix, settings.max_attempts)
+        progress = ProgressReporter(settings, producer, self.metrics)
+        answers = Answers(acks, self.metrics, progress, attempts, settings.log_prompts)
+        self._triage = Triage(settings, acks, answers, attempts, self._stops.due, progress)
+        self._runner = BatchRunner(
+            answers, self.metrics, attempts, progress, self._processor, self._abandoning, self.fail
         )
-        progress = ProgressReporter(self.settings, producer, self.metrics)
-        context = RequestContext(
-            self.settings, acks, self.metrics, attempts, self._stops.due, progress
-        )
-        self._triage = Triage(context)
-        self._runner = BatchRunner(context, self._processor, self._abandoning, self.fail)
         listener = RebalanceListener(self, consumer)
-        consumer.subscribe([self.settings.request_topic], listener=listener)
+        consumer.subscribe([settings.request_topic], listener=listener)
 
     async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
         if self._clients is not None:

@@ -38,6 +38,9 @@ class ErrorCode(StrEnum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     # A cancel command for the request arrived on the control topic (status `cancelled`).
     CANCELLED = "cancelled"
+    # The request_id was used before with other generation parameters (status `rejected`): an
+    # idempotency key reused for another request is refused, never answered by an overwrite.
+    REQUEST_ID_CONFLICT = "request_id_conflict"
 
 
 # The public text of each code: short and fixed. Results never carry exception text, paths, the
@@ -59,6 +62,9 @@ PUBLIC_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.UNSUPPORTED_VERSION: "the request's schema_version is not supported by this worker",
     ErrorCode.DEADLINE_EXCEEDED: "the request's deadline passed before it was completed",
     ErrorCode.CANCELLED: "the request was cancelled",
+    ErrorCode.REQUEST_ID_CONFLICT: (
+        "the request_id was already used with other parameters; use a new request_id"
+    ),
 }
 
 

@@ -69,8 +69,11 @@ class GenerationRequest(BaseModel):
     deadline: datetime | None = Field(
         None,
         description=(
-            "RFC 3339 timestamp with a zone offset (1.1): a request not done by then is answered "
-            "`expired` (deadline_exceeded) instead of being generated or published late."
+            "RFC 3339 timestamp with a zone offset (1.1): a request whose generation has not "
+            "ended by then is answered `expired` (deadline_exceeded), stopped at the next "
+            "denoising step and never stored; one whose images were generated in time but "
+            "stored or published after it is answered `completed` with `late: true`. A request "
+            "already answered stays answered: a deadline passing later changes nothing."
         ),
     )
 

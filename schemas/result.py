@@ -36,6 +36,7 @@ _FAILURE_STATUSES: dict[ErrorCode, Status] = {
     ErrorCode.TIMEOUT: Status.TIMEOUT,
     ErrorCode.DEADLINE_EXCEEDED: Status.EXPIRED,
     ErrorCode.CANCELLED: Status.CANCELLED,
+    ErrorCode.REQUEST_ID_CONFLICT: Status.REJECTED,
 }
 
 
@@ -79,6 +80,14 @@ class GenerationResult(BaseModel):
     images: list[ImageRef] = Field(default_factory=list)
     audit: Audit | None = None
     error: ErrorInfo | None = None
+    late: bool = Field(
+        False,
+        description=(
+            "True on a completed result published after the request's deadline (or "
+            "MAX_REQUEST_AGE_SECONDS): its images were generated in time and stored, and the "
+            "deadline passed while they were stored or published."
+        ),
+    )
 
     @classmethod
     def failure(

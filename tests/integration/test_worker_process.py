@@ -193,7 +193,7 @@ async def test_a_request_that_kills_workers_three_times_is_given_up_and_the_rest
     events = [poison, *(request(name, seed=i) for i, name in enumerate(behind))]
     await produce(bootstrap, settings.request_topic, events, key=b"one-partition")
     store = build_store(settings)
-    attempts = AttemptLog(store, settings.s3_key_prefix, 3, reuse_stored=False)
+    attempts = AttemptLog(store, settings.s3_key_prefix, 3)
     for attempt in (1, 2, 3):
         proc = start_worker_process(settings, tmp_path / f"worker-{attempt}.log")
         try:

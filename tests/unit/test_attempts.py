@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from consumer.attempts import AttemptLog
+from consumer.decision import Stored
 from consumer.engine import GenerationJob, JobOutput
 from consumer.results import encode_output, store_output
 from storage import LocalImageStore, StorageError
@@ -19,7 +20,7 @@ def job(request_id: str = "r-1") -> GenerationJob:
 
 def log_on(tmp_path: Path, max_attempts: int = 3) -> tuple[AttemptLog, LocalImageStore]:
     store = LocalImageStore(tmp_path)
-    return AttemptLog(store, "images", max_attempts, reuse_stored=True), store
+    return AttemptLog(store, "images", max_attempts), store
 
 
 async def test_preflight_counts_earlier_attempts_and_records_this_one_when_starting_now(
@@ -28,7 +29,7 @@ async def test_preflight_counts_earlier_attempts_and_records_this_one_when_start
     attempts, _ = log_on(tmp_path)
     earlier = [attempts.record("r-1"), attempts.record("r-1")]
     check = await attempts.preflight(job(), start_now=True)
-    assert (check.attempts, check.stored, check.marked) == (2, None, True)
+    assert (check.attempts, check.stored, check.marked) == (2, Stored.NOTHING, True)
     keys = attempts.markers("r-1")
     assert len(keys) == 3 and set(check.markers) == set(keys) and set(earlier) < set(keys)
     attempts.clear(check.markers)
@@ -62,9 +63,9 @@ async def test_a_store_that_fails_costs_the_check_not_the_request(tmp_path: Path
         def keys_in(self, folder: str, limit: int) -> list[str]:
             raise StorageError("store away", retryable=True)
 
-    attempts = AttemptLog(Failing(tmp_path), "images", 3, reuse_stored=True)
+    attempts = AttemptLog(Failing(tmp_path), "images", 3)
     check = await attempts.preflight(job(), start_now=True)
-    assert check.attempts == 0 and check.stored is None and len(check.markers) == 1
+    assert check.attempts == 0 and check.stored is Stored.UNKNOWN and len(check.markers) == 1
 
 
 async def test_one_listing_finds_stored_images_and_markers_side_by_side(tmp_path: Path) -> None:
@@ -74,12 +75,13 @@ async def test_one_listing_finds_stored_images_and_markers_side_by_side(tmp_path
     planned = job()
     earlier = attempts.record("r-1")
     check = await attempts.preflight(planned)
-    assert (check.attempts, check.stored, check.markers) == (1, None, (earlier,))
+    assert (check.attempts, check.stored, check.markers) == (1, Stored.NOTHING, (earlier,))
     output = JobOutput(planned, [Image.new("RGB", (64, 64))], 0.5)
     store_output(output, encode_output(output), store, "images")
     assert store.keys_in("images/r-1", 10) == ["images/r-1/0.png", earlier]
     check = await attempts.preflight(planned, start_now=True)
-    assert check.stored is not None and check.stored.status == "completed"
+    assert check.stored is Stored.SAME
+    assert check.answer is not None and check.answer.status == "completed"
     assert check.attempts == 0 and len(check.markers) == 2  # cleared once it is answered
 
 
@@ -90,7 +92,28 @@ async def test_a_missing_image_costs_no_head(tmp_path: Path) -> None:
         def head(self, key: str) -> dict[str, str] | None:
             raise AssertionError(f"HEAD {key}")
 
-    attempts = AttemptLog(NoHeads(tmp_path), "images", 3, reuse_stored=True)
+    attempts = AttemptLog(NoHeads(tmp_path), "images", 3)
     assert attempts.record("r-1") is not None
     check = await attempts.preflight(job())
-    assert (check.attempts, check.stored) == (1, None)
+    assert (check.attempts, check.stored) == (1, Stored.NOTHING)
+
+
+async def test_images_stored_for_other_parameters_are_a_conflict_and_their_markers_not_ours(
+    tmp_path: Path,
+) -> None:
+    """The request_id was used for another request: its folder's markers are that request's
+    evidence, and none of its objects is touched."""
+    attempts, store = log_on(tmp_path)
+    other = job()
+    output = JobOutput(other, [Image.new("RGB", (64, 64))], 0.5)
+    store_output(output, encode_output(output), store, "images")
+    theirs = attempts.record("r-1")
+    reused = GenerationJob("r-1", "another prompt", "n", "standard", "m", 64, 64, 1, 0.0, (1,))
+    check = await attempts.preflight(reused)
+    assert (check.stored, check.answer, check.attempts, check.markers) == (
+        Stored.OTHER,
+        None,
+        0,
+        (),
+    )
+    assert theirs in attempts.markers("r-1")

@@ -29,6 +29,6 @@ async def test_the_null_engine_and_memory_store_complete_a_request() -> None:
             NullEngine(), MemoryStore(), key_prefix="b", timeout_seconds=5,
             engine_thread=engine_thread, io_threads=io,
         )  # fmt: skip
-        (outcome,) = await processor.generate([job], on_step=lambda step, total: None)
+        (outcome,) = await processor.generate([job], on_step=lambda ids, step, total: None)
         result = await processor.finish(outcome)
     assert result.status == "completed"

@@ -12,10 +12,12 @@ from consumer.engine import GenerationJob, JobOutput
 from consumer.models import TINY_MODEL_NOTE
 from consumer.results import (
     PARAMS_DIGEST_METADATA,
+    REQUEST_DIGEST_METADATA,
     STORED_NOTE,
     encode_output,
     image_metadata,
     png_parameters,
+    request_digest,
     store_output,
     stored_result,
 )
@@ -126,10 +128,14 @@ def test_metadata_is_the_digest_of_the_png_parameters(store: CountingStore) -> N
     output = JobOutput(planned, [], 0.0)
     for index in range(2):
         digest = parameters_digest(png_parameters(output, index))
-        assert image_metadata(planned, index) == {PARAMS_DIGEST_METADATA: digest}
+        assert image_metadata(planned, index) == {
+            PARAMS_DIGEST_METADATA: digest,
+            REQUEST_DIGEST_METADATA: request_digest(planned),
+        }
         size = len(store.get(image_key(PREFIX, "req-1", index)) or b"")
         assert store.head(image_key(PREFIX, "req-1", index)) == {
             "params-sha256": digest,
+            "request-sha256": request_digest(planned),
             "bytes": str(size),  # contract 1.1: the size, for ImageRef.bytes
         }
 

@@ -42,7 +42,7 @@ def seed_attempts(h: Harness, request_id: str, attempts: int) -> None:
 
 
 def markers(h: Harness, request_id: str) -> list[str]:
-    return AttemptLog(h.store, "", 3, reuse_stored=True).markers(request_id)
+    return AttemptLog(h.store, "", 3).markers(request_id)
 
 
 class TimedEngine(FakeEngine):

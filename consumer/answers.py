@@ -1,0 +1,111 @@
+"""The one way out for a request's outcome: every result leaves through `Answers.publish`.
+
+There, and only there, a result is checked once more (a completed result past its deadline is
+flagged `late`), the request's `finished` progress event goes out before its result, the result
+is published and its offset committed (acks.py: a record already answered is never answered
+again), it is counted once in the metrics and logged once, and its attempt markers are
+forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from aiokafka import ConsumerRecord
+
+from consumer.acks import Acknowledger
+from consumer.attempts import AttemptLog
+from consumer.engine import GenerationJob
+from consumer.logs import log_result
+from consumer.metrics import WorkerMetrics
+from consumer.progress import ProgressReporter
+from schemas import GenerationResult, Status
+
+log = logging.getLogger(__name__)
+
+Record: TypeAlias = ConsumerRecord[Any, Any]
+# Per-request stage timings (batches.Stages), given the time.perf_counter() of the publish.
+StageClock = Callable[[float], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    records: list[Record]  # the request's record, and any taken with it under the same id
+    result: GenerationResult
+    job: GenerationJob | None = None  # None: refused before it became a job (invalid)
+    markers: tuple[str, ...] = ()  # attempt markers to forget once it is published
+    from_store: bool = False  # the images of an earlier delivery, not generated now
+    stages: StageClock | None = None
+
+
+class Answers:
+    def __init__(
+        self,
+        acks: Acknowledger,
+        metrics: WorkerMetrics,
+        progress: ProgressReporter,
+        attempts: AttemptLog,
+        log_prompts: bool,
+    ) -> None:
+        self._acks = acks
+        self._metrics = metrics
+        self._progress = progress
+        self._attempts = attempts
+        self._log_prompts = log_prompts
+
+    async def publish(self, answers: Sequence[Answer], until: asyncio.Event) -> None:
+        """Publish and commit every answer. Raises publishing.BrokerGaveUp when `until` is set
+        while the broker is away (nothing committed, nothing counted), and Unpublishable."""
+        if not answers:
+            return
+        answers = [self._checked(answer) for answer in answers]
+        for answer in answers:
+            if answer.job is not None:
+                self._progress.finished(answer.job.request_id)
+        records = [record for answer in answers for record in answer.records]
+        results = [answer.result for answer in answers for _ in answer.records]
+        await self._acks.publish(records, results, until)
+        published = time.perf_counter()
+        for answer in answers:
+            self._count(answer)
+            self._log(answer, published)
+        markers = [key for answer in answers for key in answer.markers]
+        if markers:
+            await asyncio.to_thread(self._attempts.clear, markers)
+
+    def _checked(self, answer: Answer) -> Answer:
+        """The deadline, checked again just before publishing: a completed result whose
+        deadline has passed (its images were stored late: a store outage, a long upload) says
+        so. A stored answer is the earlier answer again, never re-judged."""
+        job, result = answer.job, answer.result
+        if job is None or job.deadline is None or answer.from_store:
+            return answer
+        if result.status is Status.COMPLETED and time.time() > job.deadline:
+            late = result.model_copy(update={"late": True})
+            return Answer(answer.records, late, job, answer.markers, False, answer.stages)
+        return answer
+
+    def _count(self, answer: Answer) -> None:
+        result = answer.result
+        model = answer.job.model if answer.job is not None else "none"
+        self._metrics.count_result(result, model)
+        if answer.from_store:
+            self._metrics.stored_answers.inc()
+        elif result.audit is not None:
+            seconds = float(result.audit.duration_sec)
+            self._metrics.generation_seconds.labels(model).observe(seconds)
+
+    def _log(self, answer: Answer, published: float) -> None:
+        result, job = answer.result, answer.job
+        if job is None:
+            code = result.error.code.value if result.error is not None else None
+            log.info("request rejected", extra={"request_id": result.request_id, "code": code})
+            return
+        stages = answer.stages(published) if answer.stages is not None else None
+        timestamp = answer.records[0].timestamp
+        log_result(job, result, timestamp, self._log_prompts, stages)
