@@ -152,9 +152,9 @@ class Settings(BaseSettings):
     warmup: bool = Field(
         False,
         description=(
-            "The engine is always built and the default model loaded while the worker joins its "
-            "group, with a 64x64 warm-up image; with WARMUP (and always on CUDA) it is 512x512 "
-            "(kernels chosen, a compiled UNet compiled)."
+            "The engine is always built (torch's and diffusers' imports) and the default model "
+            "loaded while the worker joins its group, with a 64x64 warm-up image; with WARMUP "
+            "(and always on CUDA) it is 512x512 (kernels chosen, a compiled UNet compiled)."
         ),
     )
     join_after_warmup: bool = Field(
