@@ -91,7 +91,9 @@ class Settings(BaseSettings):
     purge_min_interval_seconds: float = Field(
         10.0,
         ge=0,
-        description="At most one POST /v1/models/purge per this many seconds (else 429).",
+        description=(
+            "At most one POST /v1/models/purge per this many seconds (else 429 with Retry-After)."
+        ),
     )
     generation_timeout_seconds: float = Field(
         120.0, ge=0, description="Per engine call, checked between denoising steps; 0 = off."
