@@ -50,6 +50,7 @@ def test_every_error_code_is_in_the_error_code_table_with_its_status() -> None:
     assert rows["timeout"][1] == Status.TIMEOUT
     assert rows["deadline_exceeded"][1] == Status.EXPIRED
     assert rows["cancelled"][1] == Status.CANCELLED
+    assert rows["request_id_conflict"][1] == Status.REJECTED
     assert {rows[c][1] for c in ("invalid_json", "not_an_object", "event_too_large")} == {
         DEAD_LETTER
     }
