@@ -10,9 +10,18 @@ from pathlib import Path
 
 from consumer import heap
 from consumer.logs import configure_logging
+from consumer.models import TINY_MODEL_ID
 from consumer.settings import Settings, load_settings
+from schemas import GenerationResult
 
 NOISE_WARNING = "note: tiny-sdxl has random weights, so its images are noise (tests and demos only)"
+
+
+def _warn_if_noise(result: GenerationResult) -> None:
+    """By the model, not by `audit.note`: a real model's result has a note too when it is
+    answered from the store, and its images are not noise."""
+    if result.audit is not None and result.audit.model == TINY_MODEL_ID:
+        print(NOISE_WARNING, file=sys.stderr)
 
 
 def _add_request_args(parser: argparse.ArgumentParser) -> None:
@@ -111,8 +120,7 @@ def _generate(settings: Settings, args: argparse.Namespace) -> int:
     print(result.model_dump_json(indent=2))
     for image in result.images:
         print(f"image {image.image_id}: seed {image.seed} -> {image.url}", file=sys.stderr)
-    if result.audit is not None and result.audit.note:
-        print(NOISE_WARNING, file=sys.stderr)
+    _warn_if_noise(result)
     return 0 if result.status == "completed" else 1
 
 
@@ -135,8 +143,7 @@ def _submit(settings: Settings, args: argparse.Namespace) -> int:
         if args.save is not None:
             target = args.save if index == 0 else args.save.with_stem(f"{args.save.stem}-{index}")
             print(f"saved to {download(image.url, target)}", file=sys.stderr)
-    if result.audit is not None and result.audit.note:
-        print(NOISE_WARNING, file=sys.stderr)
+    _warn_if_noise(result)
     return 0 if result.status == "completed" else 1
 
 

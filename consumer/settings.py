@@ -38,171 +38,363 @@ class Settings(BaseSettings):
     )
 
     # --- seed variables -------------------------------------------------------------------------
-    app_port: int = Field(8001, ge=0, le=65535, description="Port of the aiohttp sidecar.")
-    app_host: str = Field("127.0.0.1", description="Interface the sidecar binds to.")
-    data_dir: Path = Field(Path("data"), description="Models built here, local images, stack data.")
-    base_url: str | None = Field(None, description="Public URL prefix of stored images.")
-    default_model: str = Field("stabilityai/sdxl-turbo", description="Model used when none asked.")
-    model_id: str | None = Field(None, description="Deprecated alias of DEFAULT_MODEL.")
-    allowed_models: CommaList = Field(
-        default_factory=list, description="Comma-separated allowlist."
+    app_port: int = Field(
+        8001, ge=0, le=65535, description="Port of the aiohttp sidecar; 0: no sidecar."
     )
-    max_models_cache: int = Field(1, ge=1, description="Pipelines kept loaded (LRU).")
+    app_host: str = Field(
+        "127.0.0.1", description="Interface the sidecar binds to (0.0.0.0 in containers)."
+    )
+    data_dir: Path = Field(Path("data"), description="Models built here, local images, stack data.")
+    base_url: str | None = Field(
+        None, description="Public URL prefix of stored images (BASE_URL/<key>); unset: presigned."
+    )
+    default_model: str = Field(
+        "stabilityai/sdxl-turbo",
+        description="Model used when a request names none; always allowed.",
+    )
+    model_id: str | None = Field(
+        None, description="Deprecated alias of DEFAULT_MODEL (logs a warning)."
+    )
+    allowed_models: CommaList = Field(
+        default_factory=list,
+        description="Allowlist of the models requests may name: hub ids, tiny-sdxl, local folders.",
+    )
+    max_models_cache: int = Field(
+        1, ge=1, description="Pipelines kept loaded (LRU; one in use is never evicted)."
+    )
     model_cache_max_bytes: ByteSize = Field(
         ByteSize(0),
-        description="Memory budget of the loaded pipelines (bytes or e.g. 12GiB); 0 = none.",
+        description=(
+            "Memory budget of the loaded pipelines' weights (parameters and buffers), in bytes or "
+            "with a unit (12GiB, 16GB): idle least-recently-used models are unloaded before a "
+            "load to make room (by the model's size when last loaded), else right after it; one "
+            "model is always allowed, whatever its size; 0 = only MAX_MODELS_CACHE counts. "
+            "Loaded bytes show in /health."
+        ),
     )
     model_retry_seconds: float = Field(
-        60.0, ge=0, description="A model whose load failed is not tried again for this long."
+        60.0,
+        ge=0,
+        description=(
+            "After a failed load (missing, download failed), requests for that model fail at "
+            "once with model_unavailable for this long instead of trying again (not after a load "
+            "that ran out of memory); 0 = retry at once. POST /v1/models/purge forgets it."
+        ),
     )
-    require_api_key: bool = False
-    api_key: SecretStr | None = None
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    require_api_key: bool = Field(
+        False, description="Protect POST /v1/models/purge with API_KEY or API_KEYS."
+    )
+    api_key: SecretStr | None = Field(None, description="An accepted API key (never logged).")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="More accepted API keys (never logged)."
+    )
     purge_min_interval_seconds: float = Field(
-        10.0, ge=0, description="At most one POST /v1/models/purge per this many seconds."
+        10.0,
+        ge=0,
+        description=(
+            "At most one POST /v1/models/purge per this many seconds (else 429 with Retry-After)."
+        ),
     )
-    generation_timeout_seconds: float = Field(120.0, ge=0, description="0 disables the timeout.")
+    generation_timeout_seconds: float = Field(
+        120.0, ge=0, description="Per engine call, checked between denoising steps; 0 = off."
+    )
     # The watchdog: past these, the worker reports unhealthy and exits non-zero (see watchdog.py).
     engine_grace_seconds: float = Field(
-        60.0, gt=0, description="Hard engine deadline = GENERATION_TIMEOUT_SECONDS + this."
+        60.0,
+        gt=0,
+        description=(
+            "Watchdog: an engine call running longer than GENERATION_TIMEOUT_SECONDS + this "
+            "(after its model load) counts as hung."
+        ),
     )
     model_load_timeout_seconds: float = Field(
-        900.0, gt=0, description="Longest a model load (a hub download included) may take."
+        900.0,
+        gt=0,
+        description=(
+            "Watchdog: a model load (a hub download included) or the engine's build longer "
+            "than this counts as hung."
+        ),
     )
     max_poll_age_seconds: float = Field(
-        120.0, gt=0, description="Unhealthy when the intake loop has not moved for this long."
+        120.0,
+        gt=0,
+        description="Watchdog: an intake loop that has not moved for this long counts as stalled.",
     )
     unhealthy_exit_grace_seconds: float = Field(
-        5.0, ge=0, description="After the watchdog fires: time to publish finished work."
+        5.0,
+        ge=0,
+        description=(
+            "Once unhealthy: /health answers 503 and finished work is published for this long, "
+            "then the process exits with code 70."
+        ),
     )
     store_check_interval_seconds: float = Field(
         15.0, gt=0, description="How often readiness checks the image store."
     )
-    metrics_enabled: bool = True
+    metrics_enabled: bool = Field(True, description="Serve /metrics (Prometheus text).")
 
     # --- engine ---------------------------------------------------------------------------------
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = all cores.")
-    torch_compile: bool = Field(False, description="CUDA only: torch.compile the UNet.")
-    fp16_vae: str | None = Field(None, description="CUDA only: an fp16-safe VAE id or folder.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where the engine runs; fp16 on CUDA, fp32 elsewhere."
+    )
+    torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = torch's default.")
+    torch_compile: bool = Field(
+        False,
+        description=(
+            "CUDA only: torch.compile the UNet (slow first call, faster after; pair with WARMUP)."
+        ),
+    )
+    fp16_vae: str | None = Field(
+        None,
+        description=(
+            "CUDA only: an fp16-safe VAE, hub id or folder (madebyollin/sdxl-vae-fp16-fix); "
+            "without it SDXL's VAE decodes in fp32."
+        ),
+    )
     warmup: bool = Field(
-        False, description="Warm-up image at 512x512 (else 64x64) before ready; on CUDA always."
+        False,
+        description=(
+            "The engine is always built (torch's and diffusers' imports) and the default model "
+            "loaded while the worker joins its group, with a 64x64 warm-up image; with WARMUP "
+            "(and always on CUDA) it is 512x512 (kernels chosen, a compiled UNet compiled)."
+        ),
     )
     join_after_warmup: bool = Field(
         False,
-        description="Join the consumer group only once the default model is loaded and warm.",
+        description=(
+            "Join the consumer group only once the default model is loaded and warm: a new "
+            "replica takes partitions (and causes a rebalance) only when it can work, at the cost "
+            "of a slower cold start (the load no longer overlaps the join)."
+        ),
     )
     ready_requires_model: bool = Field(
-        True, description="/ready waits until the default model is loaded (and warmed up)."
+        True,
+        description=(
+            "/ready answers 503 until the default model is loaded and warmed up (and while it "
+            "failed to load)."
+        ),
     )
-    hf_hub_offline: bool = Field(False, validation_alias=AliasChoices("HF_HUB_OFFLINE"))
-    hub_probe_timeout_seconds: float = Field(2.0, gt=0)
-    default_negative_prompt: str = (
-        "nsfw, nudity, gore, violence, blood, weapon, hate symbol, low quality, blurry, deformed"
+    hf_hub_offline: bool = Field(
+        False,
+        validation_alias=AliasChoices("HF_HUB_OFFLINE"),
+        description="Never contact the hub: uncached models fail at once (model_unavailable).",
+    )
+    hub_probe_timeout_seconds: float = Field(
+        2.0, gt=0, description="Before a download, a quick reachability probe of the hub."
+    )
+    default_negative_prompt: str = Field(
+        "nsfw, nudity, gore, violence, blood, weapon, hate symbol, low quality, blurry, deformed",
+        description="Negative prompt of a request that has none (audit policy standard).",
     )
 
     # --- request limits -------------------------------------------------------------------------
-    max_prompt_length: int = Field(2000, ge=1)
-    min_image_size: int = Field(64, ge=8)
-    max_image_size: int = Field(2048, ge=8, le=2048)
-    min_steps: int = Field(1, ge=1)
-    max_steps: int = Field(50, ge=1)
-    max_cfg: float = Field(20.0, ge=0)
-    max_num_images: int = Field(4, ge=1)
+    max_prompt_length: int = Field(
+        2000, ge=1, description="Longest prompt and negative prompt, in characters."
+    )
+    min_image_size: int = Field(64, ge=8, description="Smallest width and height.")
+    max_image_size: int = Field(
+        2048, ge=8, le=2048, description="Largest width and height (at most 2048)."
+    )
+    min_steps: int = Field(1, ge=1, description="Fewest denoising steps a request may ask for.")
+    max_steps: int = Field(50, ge=1, description="Most denoising steps a request may ask for.")
+    max_cfg: float = Field(
+        20.0, ge=0, description="Largest cfg (guidance scale) a request may ask for."
+    )
+    max_num_images: int = Field(4, ge=1, description="Most images per request.")
     max_request_cost: float = Field(
-        500.0, ge=0, description="Budget per request, in default-request units; 0 = none."
+        500.0,
+        ge=0,
+        description=(
+            "Budget per request, in default-request units; over it: rejected, violation "
+            "too_expensive; 0 = none."
+        ),
     )
     max_attempts: int = Field(
         3,
         ge=0,
-        description="Deliveries that killed a worker before a request is given up; 0 = off.",
+        description=(
+            "Crash-loop guard: a request that was running when a worker died this many times is "
+            "answered attempts_exhausted without running; 0 = off."
+        ),
     )
     reuse_stored_images: bool = Field(
         True, description="Answer a redelivered request from its stored images when they match."
     )
     max_batch_cost: float = Field(
-        500.0, ge=0, description="Budget of one engine call (a batch); 0 = none."
+        500.0,
+        ge=0,
+        description="Budget of one engine call: batching never groups requests past it; 0 = none.",
     )
 
     # --- kafka ----------------------------------------------------------------------------------
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    request_topic: str = "generation.requests"
-    result_topic: str = "generation.results"
-    dlq_topic: str = "generation.requests.dlq"
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Broker list, comma-separated host:port."
+    )
+    request_topic: str = Field("generation.requests", description="Topic of the requests.")
+    result_topic: str = Field("generation.results", description="Topic of the results.")
+    dlq_topic: str = Field(
+        "generation.requests.dlq", description="Dead letters: events with no usable request_id."
+    )
     # Contract 1.1: cancel commands in, progress events out.
-    control_topic: str = Field("generation.control", description="Cancel commands (1.1).")
+    control_topic: str = Field(
+        "generation.control",
+        description="Control commands (cancel), keyed by the request_id they target (1.1).",
+    )
     progress_topic: str = Field(
         "generation.progress", description="Progress events (1.1); empty disables them."
     )
     cancel_retention_seconds: float = Field(
-        3600.0, ge=0, description="How long a cancel command is remembered for its request_id."
+        3600.0,
+        ge=0,
+        description="How long a cancel command for a request not seen yet is remembered.",
     )
     max_request_age_seconds: float = Field(
-        0.0, ge=0, description="Requests older than this (record timestamp) expire; 0 = off."
+        0.0,
+        ge=0,
+        description=(
+            "A request whose record (its timestamp) is older than this is answered expired "
+            "(deadline_exceeded), like one past its deadline; 0 = off."
+        ),
     )
-    group_id: str = "image-workers"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: Path | None = None
-    kafka_enable_idempotence: bool = True
-    kafka_session_timeout_ms: int = Field(10_000, ge=1000)
+    group_id: str = Field(
+        "image-workers", description="Consumer group; all workers of a pool share it."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How the worker talks to the brokers."
+    )
+    kafka_sasl_mechanism: str | None = Field(None, description="SASL mechanism; unset: PLAIN.")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for TLS.")
+    kafka_enable_idempotence: bool = Field(
+        True,
+        description="Idempotent producer; falls back with a warning where the broker refuses it.",
+    )
+    kafka_session_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        description="Group session timeout: a worker that died loses its partitions after it.",
+    )
     kafka_fetch_max_wait_ms: int = Field(
-        10, ge=0, description="How long a fetch waits for records: the idle worker's latency."
+        10,
+        ge=0,
+        description=(
+            "How long a fetch may wait for records; on brokers that hold every fetch this long "
+            "(the embedded Tansu) it bounds an idle worker's latency."
+        ),
     )
     kafka_max_request_size: int = Field(
         1024 * 1024,
         ge=64 * 1024,
-        description="Largest record produced; 1 MiB fits a stock broker's message.max.bytes.",
+        description=(
+            "Largest record produced; 1 MiB fits a stock broker's message.max.bytes (a dead "
+            "letter of a larger event keeps its first bytes)."
+        ),
     )
     kafka_max_fetch_bytes: int = Field(
-        16 * 1024 * 1024, ge=64 * 1024, description="Largest record the consumer can fetch."
+        16 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest record the consumer can fetch (per partition).",
     )
     max_event_bytes: int = Field(
-        1024 * 1024, ge=1024, description="Larger events are dead-lettered without parsing."
+        1024 * 1024,
+        ge=1024,
+        description="Larger events are dead-lettered (event_too_large) without being parsed.",
     )
     keepalive_poll_seconds: float = Field(
-        30.0, gt=0, description="While paused, poll this often (within max.poll.interval.ms)."
+        30.0,
+        gt=0,
+        description="While partitions are paused (all batch slots busy), poll this often.",
     )
     max_batch_size: int = Field(4, ge=1, description="Images per engine call; 1 = no batching.")
-    max_batch_wait_ms: int = Field(10, ge=0)
-    max_batches_in_flight: int = Field(2, ge=1, description="Generated batches awaiting upload.")
-    batch_lookahead: int = Field(
-        2, ge=0, description="Batches fetched ahead of a free slot (to prefer the loaded model)."
+    max_batch_wait_ms: int = Field(
+        10, ge=0, description="After a first request, wait this long for compatible companions."
     )
-    drain_timeout_seconds: float = Field(30.0, ge=0)
+    max_batches_in_flight: int = Field(
+        2,
+        ge=1,
+        description=(
+            "Batches generating or uploading at once (a batch whose images are stored publishes "
+            "its results beside the next ones)."
+        ),
+    )
+    batch_lookahead: int = Field(
+        2,
+        ge=0,
+        description=(
+            "Batches fetched ahead of a free slot (more pauses intake): the next batch started "
+            "is the oldest one for a model already loaded, but the oldest is passed over at most "
+            "3 times."
+        ),
+    )
+    drain_timeout_seconds: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "Shutdown grace for running batches; then the rest is abandoned at the next "
+            "denoising step, uncommitted, for redelivery."
+        ),
+    )
     io_threads: int = Field(
         2,
         ge=1,
-        description="Threads for PNG encoding and uploads (more compete with torch on CPU).",
+        description=(
+            "Threads for image encoding and uploads, each image of a request on its own (more "
+            "compete with torch on a CPU-only box; on a GPU host, the images per batch)."
+        ),
     )
 
     # --- storage --------------------------------------------------------------------------------
-    storage_backend: Literal["s3", "local"] = "s3"
-    s3_endpoint_url: str | None = None
-    s3_public_endpoint_url: str | None = None
-    s3_bucket: str = "images"
-    s3_region: str = "us-east-1"
-    s3_create_bucket: bool = True
-    s3_key_prefix: str = Field("", description="Prefix of object keys inside the bucket.")
-    s3_presign_expiry_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    storage_backend: Literal["s3", "local"] = Field(
+        "s3", description="An S3-compatible store, or local files under DATA_DIR/images."
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint; unset: AWS.")
+    s3_public_endpoint_url: str | None = Field(
+        None,
+        description=(
+            "Endpoint presigned URLs are signed for, when clients reach the store under another "
+            "name than the worker does."
+        ),
+    )
+    s3_bucket: str = Field("images", description="Bucket of the images.")
+    s3_region: str = Field("us-east-1", description="Region of the bucket.")
+    s3_create_bucket: bool = Field(True, description="Create the bucket at startup if missing.")
+    s3_key_prefix: str = Field(
+        "",
+        description="Prefix of object keys (<prefix>/<request_id>/<index>.png, .jpg or .webp).",
+    )
+    s3_presign_expiry_seconds: int = Field(
+        3600, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned URLs."
+    )
     aws_access_key_id: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id")
+        None,
+        validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+        description="S3 access key; unset: boto3's default credential chain.",
     )
     aws_secret_access_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")
+        None,
+        validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+        description="S3 secret key (never logged); unset: boto3's default credential chain.",
     )
     png_compress_level: int = Field(
-        1, ge=0, le=9, description="zlib level of the PNGs: 1 is fast, 9 is small."
+        1,
+        ge=0,
+        le=9,
+        description=(
+            "zlib level of the PNGs, written by libpng: 1 is fast (one row filter, zlib's RLE "
+            "strategy); 2-9: libpng chooses each row's filter, slower and smaller."
+        ),
     )
     storage_retry_max_backoff_seconds: float = Field(
         10.0, gt=0, description="Cap of the backoff between upload retries while the store is down."
     )
 
     # --- logging --------------------------------------------------------------------------------
-    log_level: str = "INFO"
-    log_prompts: bool = False
+    log_level: str = Field(
+        "INFO",
+        description="JSON logs on stderr, one line per finished request (with its stages_ms).",
+    )
+    log_prompts: bool = Field(False, description="Include prompts in the per-request log line.")
 
     @field_validator("allowed_models", mode="before")
     @classmethod

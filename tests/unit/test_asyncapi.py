@@ -162,7 +162,7 @@ def test_enums_list_every_status_and_code(document: dict[str, Any]) -> None:
     assert {"expired", "cancelled"} <= set(schemas["Status"]["enum"])
 
 
-def test_the_readme_v1_request_matches_the_request_json_schema(tmp_path: Path) -> None:
+def test_the_contract_page_s_v1_request_matches_the_request_json_schema(tmp_path: Path) -> None:
     paths = {path.name: path for path in write_schemas(tmp_path)}
     assert set(paths) == {
         "generation-request.v1.schema.json",
@@ -172,8 +172,8 @@ def test_the_readme_v1_request_matches_the_request_json_schema(tmp_path: Path) -
         "asyncapi.json",
     }
     request_schema = json.loads(paths["generation-request.v1.schema.json"].read_text())
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    example = readme.split("### Request", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    contract = (Path(__file__).parents[2] / "docs" / "contract.md").read_text(encoding="utf-8")
+    example = contract.split("\n## Request", 1)[1].split("```json", 1)[1].split("```", 1)[0]
     jsonschema.validate(json.loads(example), request_schema)
     assert json.loads(paths["asyncapi.json"].read_text()) == asyncapi_document()
 

@@ -69,11 +69,14 @@ KAFKA_SCALER_PARAMETERS = {
     "saslTokenProvider",
     "awsRegion",
 }
-WORKER_EXIT_BOUND_SECONDS = 10  # what the worker needs past DRAIN_TIMEOUT_SECONDS (README)
+# What the worker needs past DRAIN_TIMEOUT_SECONDS (docs/operations.md, "Probes, shutdown and
+# disruptions").
+WORKER_EXIT_BOUND_SECONDS = 10
 
 
-def readme_section(title: str) -> str:
-    text = (ROOT / "README.md").read_text()
+def docs_section(page: str, title: str) -> str:
+    """The `## title` section of a page (its `###` subsections included)."""
+    text = (ROOT / page).read_text(encoding="utf-8")
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
     return text[start : end if end != -1 else None]
@@ -401,9 +404,9 @@ def test_partitions_cover_the_largest_pool_and_scaling_is_calm() -> None:
     assert spec["cooldownPeriod"] >= load_timeout
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= load_timeout
-    # the README explains the figure in use (images/s per worker x seconds to drain a share)
+    # the runbook explains the figure in use (images/s per worker x seconds to drain a share)
     threshold = spec["triggers"][0]["metadata"]["lagThreshold"]
-    assert f"lagThreshold = {threshold}" in readme_section("Operating a pool")
+    assert f"lagThreshold = {threshold}" in docs_section("docs/operations.md", "Operating a pool")
 
 
 def test_the_topic_job_script_compiles() -> None:
