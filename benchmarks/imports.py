@@ -1,5 +1,6 @@
 """The heavy imports of a worker's start, timed in fresh interpreters with Python's garbage
-collector on (the baseline) and off (what a worker process does: consumer/heap.py), alternating.
+collector on (the baseline) and off (what a worker process does: consumer/ops/startup_gc.py),
+alternating.
 
 `python -m benchmarks.imports [--runs N]`. A benchmark, not a test: it prints figures only.
 """

@@ -33,7 +33,7 @@ from consumer.engine import Engine, GenerationJob, JobOutput
 from consumer.engine.diffusers_engine import DiffusersEngine
 from consumer.engine.fake import FakeEngine
 from consumer.engine.loading import PipelineLoader, choose_placement
-from consumer.logs import JsonFormatter
+from consumer.ops.logs import JsonFormatter
 from consumer.results import store_output
 from consumer.settings import Settings
 from consumer.worker import Worker

@@ -8,9 +8,9 @@ import sys
 import uuid
 from pathlib import Path
 
-from consumer import heap
-from consumer.logs import configure_logging
 from consumer.models import TINY_MODEL_ID
+from consumer.ops import startup_gc
+from consumer.ops.logs import configure_logging
 from consumer.settings import Settings, load_settings
 from schemas import GenerationResult
 
@@ -177,7 +177,7 @@ def _stack(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if (args.command or "run") == "run":
-        heap.pause()  # until its engine is built: see consumer/heap.py
+        startup_gc.pause()  # until its engine is built: see consumer/ops/startup_gc.py
     configure_logging()  # already now, so a settings warning or error is a JSON line as well
     settings = load_settings(args.env_file)
     configure_logging(settings.log_level)

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumer.kafka_io import OutRecord, dead_letter_record, result_record
-from consumer.metrics import WorkerMetrics
+from consumer.ops.metrics import WorkerMetrics
 from consumer.publishing import Delivery, Publisher
 from consumer.settings import Settings
 from schemas import ErrorCode, ErrorInfo, GenerationResult

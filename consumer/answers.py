@@ -21,8 +21,8 @@ from aiokafka import ConsumerRecord
 from consumer.acks import Acknowledger
 from consumer.attempts import AttemptLog
 from consumer.engine import GenerationJob
-from consumer.logs import log_result
-from consumer.metrics import WorkerMetrics
+from consumer.ops.logs import log_result
+from consumer.ops.metrics import WorkerMetrics
 from consumer.progress import ProgressReporter
 from schemas import GenerationResult, Status
 

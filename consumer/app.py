@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import NoReturn
 
-from consumer import heap
 from consumer.engine import Engine, EngineConfig, build_engine
 from consumer.engine.starting import StartingEngine
+from consumer.ops import startup_gc
+from consumer.ops.sidecar import start_sidecar
 from consumer.settings import Settings
-from consumer.sidecar import start_sidecar
 from consumer.worker import Worker
 from storage import ImageStore, build_store
 
@@ -37,7 +37,7 @@ async def serve(
     if engine is None:  # built first on the engine thread; nothing waits for it here
         build = partial(_build_engine, settings.engine_config())
         engine = starting = StartingEngine(build, engine_thread)
-        loop.call_later(heap.LONGEST_PAUSE_SECONDS, heap.resume)  # a build that hangs
+        loop.call_later(startup_gc.LONGEST_PAUSE_SECONDS, startup_gc.resume)  # a build that hangs
     if store is None:
         store = await asyncio.to_thread(build_store, settings)
     worker = Worker(
@@ -63,11 +63,11 @@ async def serve(
 
 def _build_engine(config: EngineConfig) -> Engine:
     """On the engine thread: the engine (torch's and diffusers' imports), then Python's garbage
-    collector back on (heap.py), while the group join is still under way."""
+    collector back on (startup_gc.py), while the group join is still under way."""
     try:
         return build_engine(config)
     finally:
-        heap.resume()
+        startup_gc.resume()
 
 
 async def _fail_unless_built(starting: StartingEngine | None, worker: Worker) -> None:

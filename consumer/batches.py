@@ -17,7 +17,7 @@ from functools import partial
 from consumer.answers import Answer, Answers
 from consumer.attempts import AttemptLog
 from consumer.engine import JobOutput
-from consumer.metrics import WorkerMetrics
+from consumer.ops.metrics import WorkerMetrics
 from consumer.processing import Abandoned, BatchProcessor
 from consumer.progress import ProgressReporter
 from consumer.publishing import BrokerGaveUp, Unpublishable

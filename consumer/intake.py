@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from consumer.metrics import WorkerMetrics
+from consumer.ops.metrics import WorkerMetrics
 from consumer.settings import Settings
 
 Records = list[ConsumerRecord[Any, Any]]

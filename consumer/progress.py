@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from consumer.kafka_io import OutRecord, send
-from consumer.metrics import WorkerMetrics
+from consumer.ops.metrics import WorkerMetrics
 from consumer.settings import Settings
 from schemas.cloudevents import PROGRESS_TYPE, ce_source, cloudevent_headers
 from schemas.progress import Stage, progress_event

@@ -27,7 +27,7 @@ from aiokafka.errors import (
 )
 
 from consumer.kafka_io import OutRecord, StopRequested, send, wait_or_stop
-from consumer.metrics import WorkerMetrics
+from consumer.ops.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from consumer.batches import BatchRunner
 from consumer.batching import BatchQueue
 from consumer.control import ControlListener, StopBoard
 from consumer.engine import Engine
-from consumer.health import Health
 from consumer.inflight import InFlight
 from consumer.intake import Poller
-from consumer.metrics import WorkerMetrics
+from consumer.ops.health import Health
+from consumer.ops.metrics import WorkerMetrics
 from consumer.processing import BatchProcessor
 from consumer.progress import ProgressReporter
 from consumer.publishing import BrokerGaveUp, Publisher, Unpublishable

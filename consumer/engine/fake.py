@@ -122,7 +122,7 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
 def _cuda_out_of_memory(images: int) -> BaseException:
     import torch  # here only: tests that never reach this path do not pay for torch
 
-    from consumer.logs import route_library_logs
+    from consumer.ops.logs import route_library_logs
 
     route_library_logs()  # as after every lazy import of torch: its console handler goes
     return torch.cuda.OutOfMemoryError(

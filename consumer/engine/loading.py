@@ -20,8 +20,8 @@ import torch
 from consumer.devtools.tiny_model import ensure_tiny_model
 from consumer.engine.memory import guard_load
 from consumer.engine.protocol import EngineError
-from consumer.logs import route_library_logs
 from consumer.models import TINY_MODEL_ID, model_kind
+from consumer.ops.logs import route_library_logs
 from schemas import ErrorCode
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import threading
 
 from consumer.app import exit_process, serve
 from consumer.engine.fake import FakeEngine
-from consumer.logs import configure_logging
+from consumer.ops.logs import configure_logging
 from consumer.settings import load_settings
 
 

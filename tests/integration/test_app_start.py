@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable, Iterator
 import aiohttp
 import pytest
 
-from consumer import app, heap
+from consumer import app
 from consumer.devtools.processes import free_port
 from consumer.devtools.services import create_topics
 from consumer.engine import Engine, EngineConfig
 from consumer.engine.fake import FakeEngine
+from consumer.ops import startup_gc
 from consumer.settings import Settings
 from consumer.worker import EXIT_UNHEALTHY
 
@@ -58,7 +59,7 @@ async def test_the_group_is_joined_while_the_engine_is_built(
         return FakeEngine()
 
     monkeypatch.setattr(app, "build_engine", slow_build)
-    heap.pause()  # as `python -m consumer run` does: until the engine is built
+    startup_gc.pause()  # as `python -m consumer run` does: until the engine is built
     serving = asyncio.create_task(app.serve(settings, exit_when_idle=5.0))
     port = settings.app_port
 
@@ -87,7 +88,7 @@ async def test_an_engine_that_cannot_be_built_makes_the_worker_exit_unhealthy(
         raise RuntimeError("no CUDA device")
 
     monkeypatch.setattr(app, "build_engine", broken_build)
-    heap.pause()
+    startup_gc.pause()
     assert await asyncio.wait_for(app.serve(settings), 60) == EXIT_UNHEALTHY
     assert gc.isenabled()  # back on after a failed build too
 
@@ -115,5 +116,5 @@ async def test_an_engine_build_that_hangs_makes_the_worker_exit_unhealthy(
 @pytest.fixture(autouse=True)
 def collector_on_after() -> Iterator[None]:
     yield
-    heap.resume()
+    startup_gc.resume()
     gc.enable()

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 LIBRARY_SCRIPT = textwrap.dedent(
     """
     import logging, warnings
-    from consumer.logs import configure_logging
+    from consumer.ops.logs import configure_logging
     configure_logging("INFO")
     from consumer.engine.loading import quiet_libraries
     quiet_libraries()

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 async def scrape_after_one_request(settings: Settings) -> str:
-    from consumer.sidecar import start_sidecar
+    from consumer.ops.sidecar import start_sidecar
 
     async with running_worker(settings) as worker, aiohttp.ClientSession() as http:
         runner = await start_sidecar(settings, worker)

@@ -22,7 +22,7 @@ async def test_sidecar_routes_and_purge_auth(make_settings: Callable[..., Settin
         api_keys=["key-one", "key-two"],
         purge_min_interval_seconds=0,
     )
-    from consumer.sidecar import start_sidecar
+    from consumer.ops.sidecar import start_sidecar
 
     base = f"http://127.0.0.1:{port}"
     async with running_worker(settings) as worker, aiohttp.ClientSession() as http:

@@ -25,7 +25,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.engine import CacheStats
-from consumer.metrics import WorkerMetrics
+from consumer.ops.metrics import WorkerMetrics
 from schemas import ErrorCode, Status
 from tests.unit.test_deploy_kubernetes import docs_section
 

@@ -18,7 +18,7 @@ from consumer.engine.memory import (
     is_out_of_memory,
     pipeline_bytes,
 )
-from consumer.logs import route_library_logs
+from consumer.ops.logs import route_library_logs
 from schemas import ErrorCode
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from consumer.logs import configure_logging, route_library_logs
+from consumer.ops.logs import configure_logging, route_library_logs
 
 ReadLines = Callable[[], list[dict[str, Any]]]
 LIBRARIES = ("torch", "transformers", "diffusers", "huggingface_hub")

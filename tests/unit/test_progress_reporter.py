@@ -8,7 +8,7 @@ import json
 import threading
 from typing import Any
 
-from consumer.metrics import WorkerMetrics
+from consumer.ops.metrics import WorkerMetrics
 from consumer.progress import ProgressReporter
 from consumer.settings import Settings
 from tests.unit.fake_kafka import FakeBroker, FakeProducer

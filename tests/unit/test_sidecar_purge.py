@@ -11,9 +11,9 @@ from aiokafka import TopicPartition
 
 from consumer.engine import Engine
 from consumer.engine.fake import FakeEngine
-from consumer.metrics import WorkerMetrics
+from consumer.ops.metrics import WorkerMetrics
+from consumer.ops.sidecar import build_app, is_loopback
 from consumer.settings import Settings
-from consumer.sidecar import build_app, is_loopback
 
 
 class IdleWorker:

@@ -12,7 +12,7 @@ from consumer.engine import CacheStats, Engine, warmup_job
 from consumer.engine.activity import LOADING
 from consumer.engine.fake import FakeEngine
 from consumer.engine.starting import BUILDING, StartingEngine
-from consumer.watchdog import WatchdogLimits, engine_overdue
+from consumer.ops.watchdog import WatchdogLimits, engine_overdue
 
 
 @pytest.fixture

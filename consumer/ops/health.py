@@ -16,8 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 from consumer.engine import Engine, warmup_job
+from consumer.ops.watchdog import check_store, watch
 from consumer.settings import Settings
-from consumer.watchdog import check_store, watch
 from storage import ImageStore
 
 log = logging.getLogger(__name__)

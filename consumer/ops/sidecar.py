@@ -18,8 +18,8 @@ from aiokafka import TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from consumer.engine import Engine
-from consumer.metrics import WorkerMetrics
 from consumer.models import describe_models
+from consumer.ops.metrics import WorkerMetrics
 from consumer.settings import Settings
 
 log = logging.getLogger(__name__)

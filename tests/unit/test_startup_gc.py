@@ -1,4 +1,4 @@
-"""consumer/heap.py: the collector paused while a worker process starts, then back on."""
+"""consumer/ops/startup_gc.py: the collector paused while a worker process starts, then back on."""
 
 from __future__ import annotations
 
@@ -7,29 +7,29 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumer import heap
+from consumer.ops import startup_gc
 
 
 @pytest.fixture(autouse=True)
 def collector_on() -> Iterator[None]:
     assert gc.isenabled()
     yield
-    heap.resume()
+    startup_gc.resume()
     gc.enable()
 
 
 def test_pause_then_resume_turns_it_back_on_once() -> None:
-    heap.pause()
+    startup_gc.pause()
     assert not gc.isenabled()
-    heap.pause()  # twice: still one pause
-    heap.resume()
+    startup_gc.pause()  # twice: still one pause
+    startup_gc.resume()
     assert gc.isenabled()
     gc.disable()  # someone else's decision now: a second resume leaves it alone
-    heap.resume()
+    startup_gc.resume()
     assert not gc.isenabled()
 
 
 def test_resume_without_a_pause_changes_nothing() -> None:
     gc.disable()
-    heap.resume()
+    startup_gc.resume()
     assert not gc.isenabled()
