@@ -83,7 +83,7 @@ def _request(
     args: argparse.Namespace, unique: bool = False, image_format: str | None = None
 ) -> dict[str, object]:
     """`unique`: a fresh id even for a repeated prompt (a Kafka submission is a new request)."""
-    from consumer.oneshot import request_from_args
+    from consumer.client.oneshot import request_from_args
 
     request_id = args.request_id
     if request_id is None and unique:
@@ -105,7 +105,7 @@ def _request(
 
 
 def _generate(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.oneshot import InvalidRequestError, format_for_out, generate_once
+    from consumer.client.oneshot import InvalidRequestError, format_for_out, generate_once
 
     if args.model:  # a local one-shot run may use any model its user names
         settings = settings.model_copy(
@@ -125,8 +125,8 @@ def _generate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _submit(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.oneshot import InvalidRequestError, format_for_out
-    from consumer.submit import download, run_submit
+    from consumer.client.oneshot import InvalidRequestError, format_for_out
+    from consumer.client.submit import download, run_submit
 
     try:
         request = _request(args, unique=True, image_format=format_for_out(args.save, args.format))
@@ -148,7 +148,7 @@ def _submit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cancel(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.submit import run_cancel
+    from consumer.client.submit import run_cancel
 
     try:
         sent = run_cancel(settings, args.request_id)

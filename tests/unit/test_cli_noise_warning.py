@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import consumer.submit
+import consumer.client.submit
 from consumer.__main__ import NOISE_WARNING, main
 from consumer.models import TINY_MODEL_ID, TINY_MODEL_NOTE
 from consumer.results import STORED_NOTE
@@ -34,7 +34,7 @@ def submit_stderr(
     capsys: pytest.CaptureFixture[str],
 ) -> str:
     monkeypatch.chdir(tmp_path)  # no .env of the developer's
-    monkeypatch.setattr(consumer.submit, "run_submit", lambda *args, **kwargs: result)
+    monkeypatch.setattr(consumer.client.submit, "run_submit", lambda *args, **kwargs: result)
     assert main(["submit", "a lighthouse"]) == 0
     return capsys.readouterr().err
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from consumer.client import MAX_WATCHES, GenerationClient, _encode_request
+from consumer.client.generation_client import MAX_WATCHES, GenerationClient, _encode_request
+from consumer.client.submit import render_progress
 from consumer.settings import Settings
-from consumer.submit import render_progress
 from schemas import ErrorCode, GenerationRequest, GenerationResult, progress_event
 
 MOMENT = datetime(2026, 5, 1, 12, tzinfo=UTC)
@@ -23,7 +23,7 @@ MOMENT = datetime(2026, 5, 1, 12, tzinfo=UTC)
 
 def test_the_client_imports_neither_torch_nor_diffusers() -> None:
     code = (
-        "import sys, consumer.client, consumer.submit; "
+        "import sys, consumer.client.generation_client, consumer.client.submit; "
         "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

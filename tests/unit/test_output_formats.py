@@ -248,7 +248,7 @@ def test_an_image_stored_before_sizes_were_recorded_is_served_without_one(
 
 
 def test_generate_out_suffix_implies_the_format() -> None:
-    from consumer.oneshot import InvalidRequestError, format_for_out
+    from consumer.client.oneshot import InvalidRequestError, format_for_out
 
     assert format_for_out(Path("x.webp"), None) == "webp"
     assert format_for_out(Path("x.JPG"), None) == format_for_out(Path("x.jpeg"), None) == "jpeg"
@@ -262,7 +262,7 @@ def test_generate_out_suffix_implies_the_format() -> None:
 
 
 def test_request_from_args_adds_format_only_when_asked() -> None:
-    from consumer.oneshot import request_from_args
+    from consumer.client.oneshot import request_from_args
 
     def make(**extra: Any) -> dict[str, Any]:
         return request_from_args(
@@ -277,7 +277,7 @@ def test_request_from_args_adds_format_only_when_asked() -> None:
 
 
 def test_file_store_maps_lossy_image_keys_to_the_out_names(tmp_path: Path) -> None:
-    from consumer.oneshot import _FileStore
+    from consumer.client.oneshot import _FileStore
 
     files = _FileStore(tmp_path / "fox.webp")
     files.put("r/0.webp", b"zero", "image/webp")

@@ -10,7 +10,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from consumer.oneshot import _FileStore
+from consumer.client.oneshot import _FileStore
 from storage import ImageStore, LocalImageStore, S3ImageStore, StorageError
 from storage.base import check_metadata
 

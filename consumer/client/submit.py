@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlparse
 
-from consumer.client import BrokerUnavailable, GenerationClient
+from consumer.client.generation_client import BrokerUnavailable, GenerationClient
 from consumer.settings import Settings
 from schemas import GenerationResult, ProgressEvent
 
