@@ -20,7 +20,7 @@ from typing import Any, TypeAlias
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from consumer.kafka_io import OutRecord, dead_letter_record, result_record
+from consumer.intake.kafka_io import OutRecord, dead_letter_record, result_record
 from consumer.ops.metrics import WorkerMetrics
 from consumer.publishing import Delivery, Publisher
 from consumer.settings import Settings

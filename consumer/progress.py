@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from consumer.kafka_io import OutRecord, send
+from consumer.intake.kafka_io import OutRecord, send
 from consumer.ops.metrics import WorkerMetrics
 from consumer.settings import Settings
 from schemas.cloudevents import PROGRESS_TYPE, ce_source, cloudevent_headers

@@ -26,7 +26,7 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from consumer.kafka_io import OutRecord, StopRequested, send, wait_or_stop
+from consumer.intake.kafka_io import OutRecord, StopRequested, send, wait_or_stop
 from consumer.ops.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)

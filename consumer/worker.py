@@ -23,22 +23,22 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
 
-from consumer import kafka_io
 from consumer.acks import Acknowledger
 from consumer.answers import Answers
 from consumer.attempts import AttemptLog
 from consumer.batches import BatchRunner
 from consumer.batching import BatchQueue
-from consumer.control import ControlListener, StopBoard
 from consumer.engine import Engine
 from consumer.inflight import InFlight
-from consumer.intake import Poller
+from consumer.intake import kafka_io
+from consumer.intake.control import ControlListener, StopBoard
+from consumer.intake.polling import Poller
+from consumer.intake.rebalance import RebalanceListener
 from consumer.ops.health import Health
 from consumer.ops.metrics import WorkerMetrics
 from consumer.processing import BatchProcessor
 from consumer.progress import ProgressReporter
 from consumer.publishing import BrokerGaveUp, Publisher, Unpublishable
-from consumer.rebalance import RebalanceListener
 from consumer.settings import Settings
 from consumer.triage import Triage, Work
 from consumer.waiting import event_within, unless_set

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from consumer import kafka_io
+from consumer.intake import kafka_io
 from consumer.settings import Settings
 from schemas import CancelCommand, GenerationRequest, GenerationResult, ProgressEvent
 from schemas.cloudevents import CONTROL_TYPE, REQUEST_TYPE, ce_source, cloudevent_headers

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from consumer.devtools.services import create_topics
 from consumer.engine import Engine
 from consumer.engine.diffusers_engine import DiffusersEngine
-from consumer.kafka_io import leave_group
+from consumer.intake.kafka_io import leave_group
 from consumer.settings import Settings
 from consumer.worker import Worker
 from schemas import GenerationResult

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaConnectionError, UnknownError, UnsupportedVersionError
 
-from consumer import kafka_io
+from consumer.intake import kafka_io
 from consumer.settings import Settings
 
 

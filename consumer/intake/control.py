@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumer import kafka_io
 from consumer.engine import GenerationJob
+from consumer.intake import kafka_io
 from consumer.settings import Settings
 from schemas import ErrorCode
 from schemas.control import CancelCommand, parse_control
