@@ -19,11 +19,11 @@ from typing import Any, TypeAlias
 from aiokafka import ConsumerRecord
 
 from consumer.acks import Acknowledger
-from consumer.attempts import AttemptLog
 from consumer.engine import GenerationJob
 from consumer.ops.logs import log_result
 from consumer.ops.metrics import WorkerMetrics
 from consumer.progress import ProgressReporter
+from consumer.requests.attempts import AttemptLog
 from schemas import GenerationResult, Status
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from consumer.answers import Answer, Answers
-from consumer.attempts import AttemptLog
 from consumer.engine import JobOutput
 from consumer.ops.metrics import WorkerMetrics
 from consumer.processing import Abandoned, BatchProcessor
 from consumer.progress import ProgressReporter
 from consumer.publishing import BrokerGaveUp, Unpublishable
-from consumer.triage import Work
+from consumer.requests.attempts import AttemptLog
+from consumer.requests.triage import Work
 from schemas import ErrorCode, GenerationResult
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from consumer.triage import Work
+from consumer.requests.triage import Work
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ from aiokafka.errors import IllegalStateError
 
 from consumer.acks import Acknowledger
 from consumer.answers import Answers
-from consumer.attempts import AttemptLog
 from consumer.batches import BatchRunner
 from consumer.batching import BatchQueue
 from consumer.engine import Engine
@@ -39,8 +38,9 @@ from consumer.ops.metrics import WorkerMetrics
 from consumer.processing import BatchProcessor
 from consumer.progress import ProgressReporter
 from consumer.publishing import BrokerGaveUp, Publisher, Unpublishable
+from consumer.requests.attempts import AttemptLog
+from consumer.requests.triage import Triage, Work
 from consumer.settings import Settings
-from consumer.triage import Triage, Work
 from consumer.waiting import event_within, unless_set
 from storage import ImageStore
 

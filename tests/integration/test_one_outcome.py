@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from consumer.attempts import MARKER_PREFIX
 from consumer.client import GenerationClient
 from consumer.devtools.services import SeaweedS3, create_topics
+from consumer.requests.attempts import MARKER_PREFIX
 from consumer.settings import Settings
 from schemas import GenerationResult
 from storage import build_store

@@ -15,9 +15,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from consumer.attempts import AttemptLog
 from consumer.devtools.processes import free_port
 from consumer.devtools.services import TansuBroker, create_topics
+from consumer.requests.attempts import AttemptLog
 from consumer.settings import Settings
 from consumer.worker import EXIT_UNHEALTHY
 from storage import build_store

@@ -1,5 +1,5 @@
-"""The crash-loop guard's bookkeeping (consumer/attempts.py) on a local store: markers, counts,
-and the preflight that writes a starting request's marker beside its lookups."""
+"""The crash-loop guard's bookkeeping (consumer/requests/attempts.py) on a local store: markers,
+counts, and the preflight that writes a starting request's marker beside its lookups."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from consumer.attempts import AttemptLog
-from consumer.decision import Stored
 from consumer.engine import GenerationJob, JobOutput
+from consumer.requests.attempts import AttemptLog
+from consumer.requests.decision import Stored
 from consumer.results import encode_output, store_output
 from storage import LocalImageStore, StorageError
 

@@ -1,11 +1,11 @@
-"""The one decision about a record's fate (consumer/decision.py): one test per row of its table,
-each with facts that reach exactly that row, and the precedence the contract promises."""
+"""The one decision about a record's fate (consumer/requests/decision.py): one test per row of its
+table, each with facts that reach exactly that row, and the precedence the contract promises."""
 
 from __future__ import annotations
 
 import pytest
 
-from consumer.decision import RULES, Action, Decision, Facts, Stored, decide
+from consumer.requests.decision import RULES, Action, Decision, Facts, Stored, decide
 from schemas import ErrorCode
 
 CANCELLED, EXPIRED = ErrorCode.CANCELLED, ErrorCode.DEADLINE_EXCEEDED

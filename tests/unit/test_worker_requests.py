@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from consumer.attempts import MARKER_PREFIX, AttemptLog
 from consumer.engine.fake import FakeEngine
+from consumer.requests.attempts import MARKER_PREFIX, AttemptLog
 from tests.unit.harness import P0, TOPIC, Harness, event, running
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,7 +35,7 @@ async def test_requests_sharing_an_id_in_one_poll_are_generated_once_and_answere
 
 
 def seed_attempts(h: Harness, request_id: str, attempts: int) -> None:
-    """Markers as a worker that died would have left them (consumer/attempts.py)."""
+    """Markers as a worker that died would have left them (consumer/requests/attempts.py)."""
     for attempt in range(attempts):
         key = f"{request_id}/{MARKER_PREFIX}earlier-{attempt}"
         h.store.put(key, b"{}", "application/json")

@@ -33,8 +33,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from consumer.decision import Stored
 from consumer.engine import GenerationJob
+from consumer.requests.decision import Stored
 from consumer.results import look_up
 from schemas import GenerationResult
 from storage import ImageStore, StorageError

@@ -21,12 +21,12 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from consumer.acks import Acknowledger
 from consumer.answers import Answer, Answers
-from consumer.attempts import AttemptLog, Preflight
 from consumer.batching import group_batches
-from consumer.decision import Action, Decision, Facts, Stored, decide
 from consumer.engine import GenerationJob, plan_job
 from consumer.processing import StopCheck
 from consumer.progress import ProgressReporter
+from consumer.requests.attempts import AttemptLog, Preflight
+from consumer.requests.decision import Action, Decision, Facts, Stored, decide
 from consumer.results import request_digest
 from consumer.settings import Settings
 from schemas import (
