@@ -28,7 +28,7 @@ from benchmarks.throughput import (
     run_worker,
     start_stack,
 )
-from consumer.engine import GenerationJob, JobOutput
+from consumer.generation.engine import GenerationJob, JobOutput
 
 
 class GpuLikeEngine(NullEngine):

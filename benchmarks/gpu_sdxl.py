@@ -164,7 +164,7 @@ def raw_call(pipeline: Any, batch: int, size: int) -> Callable[[], object]:
 
 
 def engine_call(engine: Any, batch: int, size: int) -> Callable[[], object]:
-    from consumer.engine import GenerationJob
+    from consumer.generation.engine import GenerationJob
 
     jobs = [
         GenerationJob(
@@ -177,8 +177,8 @@ def engine_call(engine: Any, batch: int, size: int) -> Callable[[], object]:
 
 def engine_around(pipeline: Any, data_dir: Path) -> Any:
     """The worker's DiffusersEngine, its cache handing out the prebuilt pipeline."""
-    from consumer.engine.cache import ModelCache
-    from consumer.engine.diffusers_engine import DiffusersEngine
+    from consumer.generation.engine.cache import ModelCache
+    from consumer.generation.engine.diffusers_engine import DiffusersEngine
     from consumer.settings import Settings
 
     settings = Settings(_env_file=None, data_dir=data_dir, default_model="bench")
@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    from consumer.devtools.tiny_model import ensure_tiny_model
+    from consumer.generation.engine.tiny_model import ensure_tiny_model
 
     cuda = torch.cuda.is_available()
     device, dtype = ("cuda", torch.float16) if cuda else ("cpu", torch.float32)

@@ -23,9 +23,9 @@ from PIL import Image
 
 from benchmarks.formats import noise, photo
 from benchmarks.throughput import make_settings, start_stack
-from consumer.engine import GenerationJob, JobOutput
-from consumer.engine.fake import FakeEngine
-from consumer.processing import BatchProcessor
+from consumer.generation.engine import GenerationJob, JobOutput
+from consumer.generation.engine.fake import FakeEngine
+from consumer.generation.processing import BatchProcessor
 from consumer.results import encode_output, store_output
 from storage import ImageStore, build_store
 

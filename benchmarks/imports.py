@@ -13,7 +13,8 @@ import statistics
 import subprocess
 import sys
 
-# The imports an engine build makes (consumer/engine/loading.py), then one collection, timed.
+# The imports an engine build makes (consumer/generation/engine/loading.py), then one
+# collection, timed.
 SCRIPT = """
 import gc, json, sys, time
 if sys.argv[1] == "off":

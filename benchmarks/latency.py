@@ -39,7 +39,7 @@ from benchmarks.throughput import (
 )
 from consumer.devtools.processes import free_port
 from consumer.devtools.services import create_topics
-from consumer.engine.diffusers_engine import DiffusersEngine
+from consumer.generation.engine.diffusers_engine import DiffusersEngine
 from consumer.settings import Settings
 
 SIZES = (64, 512)

@@ -23,9 +23,9 @@ from benchmarks.throughput import (
     start_stack,
     until,
 )
-from consumer.batching import BatchQueue
-from consumer.devtools.tiny_model import ensure_tiny_model_copy
-from consumer.engine.diffusers_engine import DiffusersEngine
+from consumer.generation.batch_queue import BatchQueue
+from consumer.generation.engine.diffusers_engine import DiffusersEngine
+from consumer.generation.engine.tiny_model import ensure_tiny_model_copy
 from consumer.worker import Worker
 from storage import build_store
 

@@ -29,10 +29,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from PIL import Image
 
 from consumer.devtools.services import SeaweedS3, TansuBroker, create_topics
-from consumer.engine import Engine, GenerationJob, JobOutput
-from consumer.engine.diffusers_engine import DiffusersEngine
-from consumer.engine.fake import FakeEngine
-from consumer.engine.loading import PipelineLoader, choose_placement
+from consumer.generation.engine import Engine, GenerationJob, JobOutput
+from consumer.generation.engine.diffusers_engine import DiffusersEngine
+from consumer.generation.engine.fake import FakeEngine
+from consumer.generation.engine.loading import PipelineLoader, choose_placement
 from consumer.ops.logs import JsonFormatter
 from consumer.results import store_output
 from consumer.settings import Settings

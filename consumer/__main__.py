@@ -8,7 +8,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from consumer.models import TINY_MODEL_ID
+from consumer.generation.engine.catalog import TINY_MODEL_ID
 from consumer.ops import startup_gc
 from consumer.ops.logs import configure_logging
 from consumer.settings import Settings, load_settings

@@ -19,7 +19,7 @@ from typing import Any, TypeAlias
 from aiokafka import ConsumerRecord
 
 from consumer.acks import Acknowledger
-from consumer.engine import GenerationJob
+from consumer.generation.engine import GenerationJob
 from consumer.ops.logs import log_result
 from consumer.ops.metrics import WorkerMetrics
 from consumer.progress import ProgressReporter

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import NoReturn
 
-from consumer.engine import Engine, EngineConfig, build_engine
-from consumer.engine.starting import StartingEngine
+from consumer.generation.engine import Engine, EngineConfig, build_engine
+from consumer.generation.engine.starting import StartingEngine
 from consumer.ops import startup_gc
 from consumer.ops.sidecar import start_sidecar
 from consumer.settings import Settings

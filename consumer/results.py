@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-from consumer.engine import GenerationJob, JobOutput
-from consumer.models import model_note
+from consumer.generation.engine import GenerationJob, JobOutput
+from consumer.generation.engine.catalog import model_note
 from consumer.requests.decision import Stored
 from schemas import Audit, GenerationResult, ImageRef, Status
 from storage import (

@@ -15,7 +15,7 @@ from dotenv import load_dotenv
 from pydantic import AliasChoices, ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from consumer.engine.config import EngineConfig
+from consumer.generation.engine.config import EngineConfig
 from schemas import RequestLimits
 
 log = logging.getLogger(__name__)

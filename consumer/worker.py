@@ -25,17 +25,17 @@ from aiokafka.errors import IllegalStateError
 
 from consumer.acks import Acknowledger
 from consumer.answers import Answers
-from consumer.batches import BatchRunner
-from consumer.batching import BatchQueue
-from consumer.engine import Engine
-from consumer.inflight import InFlight
+from consumer.generation.batch_queue import BatchQueue
+from consumer.generation.batch_runner import BatchRunner
+from consumer.generation.engine import Engine
+from consumer.generation.inflight import InFlight
+from consumer.generation.processing import BatchProcessor
 from consumer.intake import kafka_io
 from consumer.intake.control import ControlListener, StopBoard
 from consumer.intake.polling import Poller
 from consumer.intake.rebalance import RebalanceListener
 from consumer.ops.health import Health
 from consumer.ops.metrics import WorkerMetrics
-from consumer.processing import BatchProcessor
 from consumer.progress import ProgressReporter
 from consumer.publishing import BrokerGaveUp, Publisher, Unpublishable
 from consumer.requests.attempts import AttemptLog

@@ -8,7 +8,7 @@ import logging
 import re
 from pathlib import Path
 
-from consumer.engine import EngineError, build_engine, plan_job
+from consumer.generation.engine import EngineError, build_engine, plan_job
 from consumer.results import encode_output, store_output
 from consumer.settings import Settings
 from schemas import Accepted, ErrorCode, GenerationResult, Rejected, parse_request

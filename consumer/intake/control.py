@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumer.engine import GenerationJob
+from consumer.generation.engine import GenerationJob
 from consumer.intake import kafka_io
 from consumer.settings import Settings
 from schemas import ErrorCode

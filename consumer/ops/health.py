@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 
-from consumer.engine import Engine, warmup_job
+from consumer.generation.engine import Engine, warmup_job
 from consumer.ops.watchdog import check_store, watch
 from consumer.settings import Settings
 from storage import ImageStore

@@ -9,7 +9,7 @@ import threading
 import time
 from types import TracebackType
 
-from consumer.engine import GenerationJob
+from consumer.generation.engine import GenerationJob
 from schemas import GenerationResult
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is logged.

@@ -17,8 +17,8 @@ from aiohttp import web
 from aiokafka import TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from consumer.engine import Engine
-from consumer.models import describe_models
+from consumer.generation.engine import Engine
+from consumer.generation.engine.catalog import describe_models
 from consumer.ops.metrics import WorkerMetrics
 from consumer.settings import Settings
 

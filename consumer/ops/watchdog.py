@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from consumer.engine import Engine
-from consumer.engine.activity import LOADING, Phase
+from consumer.generation.engine import Engine
+from consumer.generation.engine.activity import LOADING, Phase
 from consumer.settings import Settings
 from storage import ImageStore, StorageError
 

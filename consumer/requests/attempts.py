@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from consumer.engine import GenerationJob
+from consumer.generation.engine import GenerationJob
 from consumer.requests.decision import Stored
 from consumer.results import look_up
 from schemas import GenerationResult

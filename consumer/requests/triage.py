@@ -21,9 +21,9 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from consumer.acks import Acknowledger
 from consumer.answers import Answer, Answers
-from consumer.batching import group_batches
-from consumer.engine import GenerationJob, plan_job
-from consumer.processing import StopCheck
+from consumer.generation.batch_queue import group_batches
+from consumer.generation.engine import GenerationJob, plan_job
+from consumer.generation.processing import StopCheck
 from consumer.progress import ProgressReporter
 from consumer.requests.attempts import AttemptLog, Preflight
 from consumer.requests.decision import Action, Decision, Facts, Stored, decide

@@ -8,7 +8,7 @@ import asyncio
 import threading
 
 from consumer.app import exit_process, serve
-from consumer.engine.fake import FakeEngine
+from consumer.generation.engine.fake import FakeEngine
 from consumer.ops.logs import configure_logging
 from consumer.settings import load_settings
 

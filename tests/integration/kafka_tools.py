@@ -13,8 +13,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumer.devtools.services import create_topics
-from consumer.engine import Engine
-from consumer.engine.diffusers_engine import DiffusersEngine
+from consumer.generation.engine import Engine
+from consumer.generation.engine.diffusers_engine import DiffusersEngine
 from consumer.intake.kafka_io import leave_group
 from consumer.settings import Settings
 from consumer.worker import Worker

@@ -15,8 +15,8 @@ import pytest
 from consumer import app
 from consumer.devtools.processes import free_port
 from consumer.devtools.services import create_topics
-from consumer.engine import Engine, EngineConfig
-from consumer.engine.fake import FakeEngine
+from consumer.generation.engine import Engine, EngineConfig
+from consumer.generation.engine.fake import FakeEngine
 from consumer.ops import startup_gc
 from consumer.settings import Settings
 from consumer.worker import EXIT_UNHEALTHY

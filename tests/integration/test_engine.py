@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from consumer.devtools.tiny_model import ensure_tiny_model_copy
-from consumer.engine import EngineError, GenerationJob, diffusers_engine, plan_job
-from consumer.engine.diffusers_engine import DiffusersEngine
-from consumer.engine.jobs import request_seed
-from consumer.engine.loading import PipelineLoader
+from consumer.generation.engine import EngineError, GenerationJob, diffusers_engine, plan_job
+from consumer.generation.engine.diffusers_engine import DiffusersEngine
+from consumer.generation.engine.jobs import request_seed
+from consumer.generation.engine.loading import PipelineLoader
+from consumer.generation.engine.tiny_model import ensure_tiny_model_copy
 from consumer.results import encode_output
 from consumer.settings import Settings
 from schemas import Accepted, ErrorCode, parse_request

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from consumer.engine import JobOutput, plan_job
+from consumer.generation.engine import JobOutput, plan_job
 from consumer.results import encode_output, image_parameters, store_output, stored_result
 from schemas import Accepted, RequestLimits, parse_request
 from storage import S3ImageStore, read_image_parameters

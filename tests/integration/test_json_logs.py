@@ -31,7 +31,7 @@ LIBRARY_SCRIPT = textwrap.dedent(
     import logging, warnings
     from consumer.ops.logs import configure_logging
     configure_logging("INFO")
-    from consumer.engine.loading import quiet_libraries
+    from consumer.generation.engine.loading import quiet_libraries
     quiet_libraries()
     from diffusers.utils import logging as diffusers_logging
     from huggingface_hub.utils import logging as hub_logging, tqdm as hub_tqdm

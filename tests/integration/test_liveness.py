@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from consumer.devtools.services import create_topics
-from consumer.engine.fake import FakeEngine
+from consumer.generation.engine.fake import FakeEngine
 from consumer.settings import Settings
 from schemas import MAX_RESULT_BYTES
 from tests.integration.kafka_tools import (

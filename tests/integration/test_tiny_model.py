@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub from the
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from consumer.devtools.tiny_model import (  # noqa: E402  (after the skips: needs torch + diffusers)
+from consumer.generation.engine.tiny_model import (  # noqa: E402  (after the skips: needs torch + diffusers)
     MARKER_FILENAME,
     TINY_MODEL_DIRNAME,
     build_tiny_pipeline,
@@ -138,7 +138,7 @@ def test_ensure_is_idempotent_and_leaves_no_temp_folders(models_dir: Path) -> No
 
 def test_losing_a_race_keeps_the_winner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A process that finishes second must drop its own build and return the existing folder."""
-    import consumer.devtools.tiny_model as tiny_model
+    import consumer.generation.engine.tiny_model as tiny_model
 
     winner = ensure_tiny_model(tmp_path)
     real_is_complete = tiny_model._is_complete

@@ -12,7 +12,7 @@ from botocore.config import Config
 from PIL import Image
 
 from consumer.devtools.services import create_topics
-from consumer.engine.fake import FakeEngine
+from consumer.generation.engine.fake import FakeEngine
 from consumer.settings import Settings
 from storage import read_png_parameters
 from tests.integration.kafka_tools import (

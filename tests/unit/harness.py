@@ -12,7 +12,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from consumer.engine.fake import FakeEngine
+from consumer.generation.engine.fake import FakeEngine
 from consumer.settings import Settings
 from consumer.worker import Worker
 from schemas import GenerationResult

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from consumer.engine import GenerationJob, JobOutput
+from consumer.generation.engine import GenerationJob, JobOutput
 from consumer.requests.attempts import AttemptLog
 from consumer.requests.decision import Stored
 from consumer.results import encode_output, store_output

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from consumer.batching import BatchQueue, group_batches
+from consumer.generation.batch_queue import BatchQueue, group_batches
 
 
 def batches(items: list[tuple[str, int]], max_images: int) -> list[list[str]]:

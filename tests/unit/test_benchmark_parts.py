@@ -7,8 +7,8 @@ import inspect
 from concurrent.futures import ThreadPoolExecutor
 
 from benchmarks.throughput import MemoryStore, NullEngine
-from consumer.engine import Engine, GenerationJob
-from consumer.processing import BatchProcessor
+from consumer.generation.engine import Engine, GenerationJob
+from consumer.generation.processing import BatchProcessor
 from storage import ImageStore
 
 

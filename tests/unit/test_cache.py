@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from consumer.engine import EngineError
-from consumer.engine.cache import ModelCache
-from consumer.engine.fake import FakeEngine
-from consumer.engine.jobs import GenerationJob
+from consumer.generation.engine import EngineError
+from consumer.generation.engine.cache import ModelCache
+from consumer.generation.engine.fake import FakeEngine
+from consumer.generation.engine.jobs import GenerationJob
 from schemas import ErrorCode
 
 

@@ -24,7 +24,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.engine import CacheStats
+from consumer.generation.engine import CacheStats
 from consumer.ops.metrics import WorkerMetrics
 from schemas import ErrorCode, Status
 from tests.unit.test_deploy_kubernetes import docs_section

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.engine import EngineConfig
+from consumer.generation.engine import EngineConfig
 from consumer.settings import Settings
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from consumer.engine import EngineError, GenerationJob
-from consumer.engine.fake import FakeEngine
-from consumer.engine.memory import (
+from consumer.generation.engine import EngineError, GenerationJob
+from consumer.generation.engine.fake import FakeEngine
+from consumer.generation.engine.memory import (
     guard_generation,
     guard_load,
     guard_memory,
@@ -33,7 +33,7 @@ def import_torch() -> Any:
 
 
 def test_the_fake_engine_does_not_import_torch() -> None:
-    code = "import sys, consumer.engine.fake; assert 'torch' not in sys.modules"
+    code = "import sys, consumer.generation.engine.fake; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

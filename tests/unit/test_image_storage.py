@@ -1,5 +1,5 @@
-"""Storing a request's images (consumer/processing.py): each image encoded and uploaded on its
-own I/O thread, retried as a whole while the store is away, each image encoded once."""
+"""Storing a request's images (consumer/generation/processing.py): each image encoded and uploaded
+on its own I/O thread, retried as a whole while the store is away, each image encoded once."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-import consumer.processing as processing
-from consumer.engine import GenerationJob, JobOutput
-from consumer.engine.fake import FakeEngine
-from consumer.processing import BatchProcessor
+import consumer.generation.processing as processing
+from consumer.generation.engine import GenerationJob, JobOutput
+from consumer.generation.engine.fake import FakeEngine
+from consumer.generation.processing import BatchProcessor
 from storage import LocalImageStore, StorageError
 
 

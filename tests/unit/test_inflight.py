@@ -1,4 +1,4 @@
-"""consumer/inflight.py: slots, and the drain that bounds a shutdown."""
+"""consumer/generation/inflight.py: slots, and the drain that bounds a shutdown."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from consumer import inflight
-from consumer.inflight import InFlight
+from consumer.generation import inflight
+from consumer.generation.inflight import InFlight
 
 
 def batch_that(seconds: float, stored_after: float = 0.0) -> inflight.BatchRun:

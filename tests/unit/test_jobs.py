@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from consumer.engine import CUSTOM_POLICY, STANDARD_POLICY, plan_job
-from consumer.engine.jobs import image_seeds, request_seed
+from consumer.generation.engine import CUSTOM_POLICY, STANDARD_POLICY, plan_job
+from consumer.generation.engine.jobs import image_seeds, request_seed
 from schemas import Accepted, GenerationRequest, RequestLimits, parse_request
 
 LIMITS = RequestLimits(allowed_models=("tiny-sdxl",), default_model="tiny-sdxl")

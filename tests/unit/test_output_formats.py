@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from consumer.engine import GenerationJob, JobOutput
+from consumer.generation.engine import GenerationJob, JobOutput
 from consumer.results import (
     PARAMS_DIGEST_METADATA,
     encode_output,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from consumer.engine import plan_job
+from consumer.generation.engine import plan_job
 from schemas import (
     Accepted,
     ErrorCode,

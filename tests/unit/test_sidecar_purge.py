@@ -9,8 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import TopicPartition
 
-from consumer.engine import Engine
-from consumer.engine.fake import FakeEngine
+from consumer.generation.engine import Engine
+from consumer.generation.engine.fake import FakeEngine
 from consumer.ops.metrics import WorkerMetrics
 from consumer.ops.sidecar import build_app, is_loopback
 from consumer.settings import Settings

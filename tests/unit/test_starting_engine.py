@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from consumer.engine import CacheStats, Engine, warmup_job
-from consumer.engine.activity import LOADING
-from consumer.engine.fake import FakeEngine
-from consumer.engine.starting import BUILDING, StartingEngine
+from consumer.generation.engine import CacheStats, Engine, warmup_job
+from consumer.generation.engine.activity import LOADING
+from consumer.generation.engine.fake import FakeEngine
+from consumer.generation.engine.starting import BUILDING, StartingEngine
 from consumer.ops.watchdog import WatchdogLimits, engine_overdue
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from consumer.engine import GenerationJob
+from consumer.generation.engine import GenerationJob
 from consumer.intake.control import StopBoard
 
 JOB = GenerationJob("r1", "p", "", "standard", "m", 64, 64, 1, 0.0, (1,))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from consumer.engine import GenerationJob, JobOutput
-from consumer.models import TINY_MODEL_NOTE
+from consumer.generation.engine import GenerationJob, JobOutput
+from consumer.generation.engine.catalog import TINY_MODEL_NOTE
 from consumer.results import (
     PARAMS_DIGEST_METADATA,
     REQUEST_DIGEST_METADATA,

@@ -18,7 +18,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from consumer.engine.fake import FakeEngine
+from consumer.generation.engine.fake import FakeEngine
 from consumer.ops.sidecar import build_app
 from consumer.worker import EXIT_UNHEALTHY
 from tests.unit.harness import P0, P1, TOPIC, Harness, event, running

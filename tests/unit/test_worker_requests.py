@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from consumer.engine.fake import FakeEngine
+from consumer.generation.engine.fake import FakeEngine
 from consumer.requests.attempts import MARKER_PREFIX, AttemptLog
 from tests.unit.harness import P0, TOPIC, Harness, event, running
 

@@ -17,9 +17,9 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 
-from consumer.engine.activity import LOADING, EngineActivity
-from consumer.engine.jobs import GenerationJob
-from consumer.engine.protocol import CacheStats, Engine, JobOutput, PurgeResult, StepHook
+from consumer.generation.engine.activity import LOADING, EngineActivity
+from consumer.generation.engine.jobs import GenerationJob
+from consumer.generation.engine.protocol import CacheStats, Engine, JobOutput, PurgeResult, StepHook
 
 BUILDING = "the engine"  # the "model" of the loading phase that the build is
 

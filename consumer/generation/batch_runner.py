@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from functools import partial
 
 from consumer.answers import Answer, Answers
-from consumer.engine import JobOutput
+from consumer.generation.engine import JobOutput
+from consumer.generation.processing import Abandoned, BatchProcessor
 from consumer.ops.metrics import WorkerMetrics
-from consumer.processing import Abandoned, BatchProcessor
 from consumer.progress import ProgressReporter
 from consumer.publishing import BrokerGaveUp, Unpublishable
 from consumer.requests.attempts import AttemptLog

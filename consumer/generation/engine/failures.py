@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from consumer.engine.protocol import EngineError
+from consumer.generation.engine.protocol import EngineError
 
 
 @dataclass(frozen=True)

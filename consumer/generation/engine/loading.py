@@ -17,10 +17,10 @@ from urllib.parse import urlparse
 
 import torch
 
-from consumer.devtools.tiny_model import ensure_tiny_model
-from consumer.engine.memory import guard_load
-from consumer.engine.protocol import EngineError
-from consumer.models import TINY_MODEL_ID, model_kind
+from consumer.generation.engine.catalog import TINY_MODEL_ID, model_kind
+from consumer.generation.engine.memory import guard_load
+from consumer.generation.engine.protocol import EngineError
+from consumer.generation.engine.tiny_model import ensure_tiny_model
 from consumer.ops.logs import route_library_logs
 from schemas import ErrorCode
 

@@ -24,9 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from consumer.engine.activity import LOADING, EngineActivity
-from consumer.engine.failures import FailedLoads
-from consumer.engine.protocol import CacheStats, PurgeResult
+from consumer.generation.engine.activity import LOADING, EngineActivity
+from consumer.generation.engine.failures import FailedLoads
+from consumer.generation.engine.protocol import CacheStats, PurgeResult
 
 P = TypeVar("P")
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from consumer.engine.protocol import EngineError
+from consumer.generation.engine.protocol import EngineError
 from schemas import ErrorCode
 
 T = TypeVar("T")

@@ -9,8 +9,8 @@ from typing import Protocol
 
 from PIL.Image import Image
 
-from consumer.engine.activity import EngineActivity
-from consumer.engine.jobs import GenerationJob
+from consumer.generation.engine.activity import EngineActivity
+from consumer.generation.engine.jobs import GenerationJob
 from schemas import ErrorCode
 
 

@@ -10,18 +10,18 @@ from typing import Any
 
 import torch
 
-from consumer.engine.activity import GENERATING, EngineActivity
-from consumer.engine.cache import CacheBackedEngine, ModelCache
-from consumer.engine.config import EngineConfig
-from consumer.engine.jobs import GenerationJob
-from consumer.engine.loading import (
+from consumer.generation.engine.activity import GENERATING, EngineActivity
+from consumer.generation.engine.cache import CacheBackedEngine, ModelCache
+from consumer.generation.engine.config import EngineConfig
+from consumer.generation.engine.jobs import GenerationJob
+from consumer.generation.engine.loading import (
     PipelineLoader,
     Tuning,
     choose_placement,
     import_pipeline_library,
 )
-from consumer.engine.memory import free_memory, guard_generation, pipeline_bytes
-from consumer.engine.protocol import EngineError, JobOutput, StepHook
+from consumer.generation.engine.memory import free_memory, guard_generation, pipeline_bytes
+from consumer.generation.engine.protocol import EngineError, JobOutput, StepHook
 from schemas import ErrorCode
 
 log = logging.getLogger(__name__)

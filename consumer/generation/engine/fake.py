@@ -11,11 +11,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 from PIL import Image
 
-from consumer.engine.activity import GENERATING, EngineActivity
-from consumer.engine.cache import CacheBackedEngine, ModelCache
-from consumer.engine.jobs import GenerationJob
-from consumer.engine.memory import guard_generation
-from consumer.engine.protocol import EngineError, JobOutput, StepHook
+from consumer.generation.engine.activity import GENERATING, EngineActivity
+from consumer.generation.engine.cache import CacheBackedEngine, ModelCache
+from consumer.generation.engine.jobs import GenerationJob
+from consumer.generation.engine.memory import guard_generation
+from consumer.generation.engine.protocol import EngineError, JobOutput, StepHook
 from schemas import ErrorCode
 
 

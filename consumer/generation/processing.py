@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from consumer.engine import (
+from consumer.generation.engine import (
     Engine,
     EngineError,
     GenerationJob,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from consumer.engine.config import EngineConfig
-from consumer.engine.jobs import (
+from consumer.generation.engine.config import EngineConfig
+from consumer.generation.engine.jobs import (
     CUSTOM_POLICY,
     STANDARD_POLICY,
     GenerationJob,
     plan_job,
     warmup_job,
 )
-from consumer.engine.protocol import (
+from consumer.generation.engine.protocol import (
     CacheStats,
     Engine,
     EngineError,
@@ -40,6 +40,6 @@ __all__ = [
 
 def build_engine(config: EngineConfig) -> Engine:
     """The diffusers engine; imported here so that unit tests never pay for torch/diffusers."""
-    from consumer.engine.diffusers_engine import DiffusersEngine
+    from consumer.generation.engine.diffusers_engine import DiffusersEngine
 
     return DiffusersEngine(config)
