@@ -26,7 +26,7 @@ from benchmarks.throughput import make_settings, start_stack
 from consumer.generation.engine import GenerationJob, JobOutput
 from consumer.generation.engine.fake import FakeEngine
 from consumer.generation.processing import BatchProcessor
-from consumer.results import encode_output, store_output
+from consumer.output.images import encode_output, store_output
 from storage import ImageStore, build_store
 
 

@@ -34,7 +34,7 @@ from consumer.generation.engine.diffusers_engine import DiffusersEngine
 from consumer.generation.engine.fake import FakeEngine
 from consumer.generation.engine.loading import PipelineLoader, choose_placement
 from consumer.ops.logs import JsonFormatter
-from consumer.results import store_output
+from consumer.output.images import store_output
 from consumer.settings import Settings
 from consumer.worker import Worker
 from storage import ImageStore, build_store

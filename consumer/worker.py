@@ -23,8 +23,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
 
-from consumer.acks import Acknowledger
-from consumer.answers import Answers
 from consumer.generation.batch_queue import BatchQueue
 from consumer.generation.batch_runner import BatchRunner
 from consumer.generation.engine import Engine
@@ -36,8 +34,10 @@ from consumer.intake.polling import Poller
 from consumer.intake.rebalance import RebalanceListener
 from consumer.ops.health import Health
 from consumer.ops.metrics import WorkerMetrics
-from consumer.progress import ProgressReporter
-from consumer.publishing import BrokerGaveUp, Publisher, Unpublishable
+from consumer.output.acknowledgement import Acknowledger
+from consumer.output.answers import Answers
+from consumer.output.progress import ProgressReporter
+from consumer.output.publishing import BrokerGaveUp, Publisher, Unpublishable
 from consumer.requests.attempts import AttemptLog
 from consumer.requests.triage import Triage, Work
 from consumer.settings import Settings

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from consumer.generation.engine import EngineError, build_engine, plan_job
-from consumer.results import encode_output, store_output
+from consumer.output.images import encode_output, store_output
 from consumer.settings import Settings
 from schemas import Accepted, ErrorCode, GenerationResult, Rejected, parse_request
 from storage import ImageStore, LocalImageStore, StorageError, build_store

@@ -14,12 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from consumer.answers import Answer, Answers
 from consumer.generation.engine import JobOutput
 from consumer.generation.processing import Abandoned, BatchProcessor
 from consumer.ops.metrics import WorkerMetrics
-from consumer.progress import ProgressReporter
-from consumer.publishing import BrokerGaveUp, Unpublishable
+from consumer.output.answers import Answer, Answers
+from consumer.output.progress import ProgressReporter
+from consumer.output.publishing import BrokerGaveUp, Unpublishable
 from consumer.requests.attempts import AttemptLog
 from consumer.requests.triage import Work
 from schemas import ErrorCode, GenerationResult

@@ -17,7 +17,7 @@ from consumer.generation.engine import (
     RequestsStopped,
     StepHook,
 )
-from consumer.results import completed_result, encode_one, store_one
+from consumer.output.images import completed_result, encode_one, store_one
 from consumer.waiting import event_within
 from schemas import ErrorCode, GenerationResult, ImageRef
 from storage import ImageStore, StorageError

@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from consumer.generation.engine import GenerationJob
+from consumer.output.images import look_up
 from consumer.requests.decision import Stored
-from consumer.results import look_up
 from schemas import GenerationResult
 from storage import ImageStore, StorageError
 

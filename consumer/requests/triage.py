@@ -19,15 +19,15 @@ from typing import Any, TypeAlias
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from consumer.acks import Acknowledger
-from consumer.answers import Answer, Answers
 from consumer.generation.batch_queue import group_batches
 from consumer.generation.engine import GenerationJob, plan_job
 from consumer.generation.processing import StopCheck
-from consumer.progress import ProgressReporter
+from consumer.output.acknowledgement import Acknowledger
+from consumer.output.answers import Answer, Answers
+from consumer.output.images import request_digest
+from consumer.output.progress import ProgressReporter
 from consumer.requests.attempts import AttemptLog, Preflight
 from consumer.requests.decision import Action, Decision, Facts, Stored, decide
-from consumer.results import request_digest
 from consumer.settings import Settings
 from schemas import (
     Accepted,

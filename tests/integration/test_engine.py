@@ -21,7 +21,7 @@ from consumer.generation.engine.diffusers_engine import DiffusersEngine
 from consumer.generation.engine.jobs import request_seed
 from consumer.generation.engine.loading import PipelineLoader
 from consumer.generation.engine.tiny_model import ensure_tiny_model_copy
-from consumer.results import encode_output
+from consumer.output.images import encode_output
 from consumer.settings import Settings
 from schemas import Accepted, ErrorCode, parse_request
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from consumer.generation.engine import JobOutput, plan_job
-from consumer.results import encode_output, image_parameters, store_output, stored_result
+from consumer.output.images import encode_output, image_parameters, store_output, stored_result
 from schemas import Accepted, RequestLimits, parse_request
 from storage import S3ImageStore, read_image_parameters
 from tests.fixtures.services import S3Endpoint

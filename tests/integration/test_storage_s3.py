@@ -13,7 +13,7 @@ import pytest
 
 from consumer.devtools.services import free_port
 from consumer.generation.engine import GenerationJob, JobOutput
-from consumer.results import STORED_NOTE, encode_output, store_output, stored_result
+from consumer.output.images import STORED_NOTE, encode_output, store_output, stored_result
 from schemas import GenerationResult, ImageRef
 from storage import S3ImageStore, StorageError, encode_png
 from tests.fixtures.services import S3Endpoint

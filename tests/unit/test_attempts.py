@@ -8,9 +8,9 @@ from pathlib import Path
 from PIL import Image
 
 from consumer.generation.engine import GenerationJob, JobOutput
+from consumer.output.images import encode_output, store_output
 from consumer.requests.attempts import AttemptLog
 from consumer.requests.decision import Stored
-from consumer.results import encode_output, store_output
 from storage import LocalImageStore, StorageError
 
 

@@ -10,7 +10,7 @@ import pytest
 import consumer.client.submit
 from consumer.__main__ import NOISE_WARNING, main
 from consumer.generation.engine.catalog import TINY_MODEL_ID, TINY_MODEL_NOTE
-from consumer.results import STORED_NOTE
+from consumer.output.images import STORED_NOTE
 from schemas import Audit, GenerationResult, ImageRef
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumer.acks import OffsetTracker
+from consumer.output.acknowledgement import OffsetTracker
 
 
 def tracker_with(*offsets: int) -> OffsetTracker:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from consumer.generation.engine import GenerationJob, JobOutput
-from consumer.results import (
+from consumer.output.images import (
     PARAMS_DIGEST_METADATA,
     encode_output,
     image_key_for,

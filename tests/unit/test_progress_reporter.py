@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 from consumer.ops.metrics import WorkerMetrics
-from consumer.progress import ProgressReporter
+from consumer.output.progress import ProgressReporter
 from consumer.settings import Settings
 from tests.unit.fake_kafka import FakeBroker, FakeProducer
 

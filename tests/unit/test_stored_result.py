@@ -10,7 +10,7 @@ from PIL import Image
 
 from consumer.generation.engine import GenerationJob, JobOutput
 from consumer.generation.engine.catalog import TINY_MODEL_NOTE
-from consumer.results import (
+from consumer.output.images import (
     PARAMS_DIGEST_METADATA,
     REQUEST_DIGEST_METADATA,
     STORED_NOTE,

@@ -18,11 +18,11 @@ from typing import Any, TypeAlias
 
 from aiokafka import ConsumerRecord
 
-from consumer.acks import Acknowledger
 from consumer.generation.engine import GenerationJob
 from consumer.ops.logs import log_result
 from consumer.ops.metrics import WorkerMetrics
-from consumer.progress import ProgressReporter
+from consumer.output.acknowledgement import Acknowledger
+from consumer.output.progress import ProgressReporter
 from consumer.requests.attempts import AttemptLog
 from schemas import GenerationResult, Status
 

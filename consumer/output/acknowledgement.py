@@ -22,7 +22,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumer.intake.kafka_io import OutRecord, dead_letter_record, result_record
 from consumer.ops.metrics import WorkerMetrics
-from consumer.publishing import Delivery, Publisher
+from consumer.output.publishing import Delivery, Publisher
 from consumer.settings import Settings
 from schemas import ErrorCode, ErrorInfo, GenerationResult
 from schemas.cloudevents import ce_source, trace_headers
