@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-
-if TYPE_CHECKING:
-    from consumer.worker import Worker
 
 log = logging.getLogger(__name__)
 
 
+class Rebalanced(Protocol):
+    """What a rebalance tells the member that owns the partitions (the worker)."""
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None: ...
+
+    async def on_assigned(
+        self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+    ) -> None: ...
+
+
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, worker: Worker, consumer: AIOKafkaConsumer) -> None:
+    def __init__(self, worker: Rebalanced, consumer: AIOKafkaConsumer) -> None:
         self._worker = worker
         self._consumer = consumer
 

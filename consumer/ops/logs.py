@@ -1,4 +1,5 @@
-"""Structured JSON logs: one object per line; one line per finished request."""
+"""Structured JSON logs: one object per line (the per-request line is written by
+consumer/output/answers.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,7 @@ import json
 import logging
 import sys
 import threading
-import time
 from types import TracebackType
-
-from consumer.generation.engine import GenerationJob
-from schemas import GenerationResult
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is logged.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -88,32 +85,3 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
         thread,
         exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
     )
-
-
-def log_result(
-    job: GenerationJob,
-    result: GenerationResult,
-    timestamp_ms: int | None,
-    log_prompts: bool,
-    stages_ms: dict[str, float] | None = None,
-) -> None:
-    """The per-request line operators grep for, once its result is published. Prompts only when
-    LOG_PROMPTS is on; `stages_ms`: where the worker's time went (batches.Stages)."""
-    fields: dict[str, object] = {
-        "request_id": job.request_id,
-        "status": result.status.value,
-        "model": job.model,
-        "size": f"{job.width}x{job.height}",
-        "steps": job.steps,
-        "cfg": job.cfg,
-        "seeds": list(job.seeds),
-        "duration_sec": float(result.audit.duration_sec) if result.audit else None,
-        "error": result.error.code.value if result.error else None,
-    }
-    if timestamp_ms:
-        fields["latency_sec"] = round(max(0.0, time.time() - timestamp_ms / 1000), 3)
-    if stages_ms is not None:
-        fields["stages_ms"] = stages_ms
-    if log_prompts:
-        fields["prompt"] = job.prompt
-    logging.getLogger("consumer.requests").info("request finished", extra=fields)

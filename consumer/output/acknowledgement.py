@@ -141,7 +141,7 @@ class Acknowledger:
         for record in records:
             self._tracker(record).release([record.offset])
 
-    async def publish(
+    async def publish_then_commit(
         self, records: list[Record], results: list[GenerationResult], until: asyncio.Event
     ) -> None:
         """Publish each request's result, then commit. Raises BrokerGaveUp when `until` is set

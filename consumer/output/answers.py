@@ -19,7 +19,6 @@ from typing import Any, TypeAlias
 from aiokafka import ConsumerRecord
 
 from consumer.generation.engine import GenerationJob
-from consumer.ops.logs import log_result
 from consumer.ops.metrics import WorkerMetrics
 from consumer.output.acknowledgement import Acknowledger
 from consumer.output.progress import ProgressReporter
@@ -69,7 +68,7 @@ class Answers:
                 self._progress.finished(answer.job.request_id)
         records = [record for answer in answers for record in answer.records]
         results = [answer.result for answer in answers for _ in answer.records]
-        await self._acks.publish(records, results, until)
+        await self._acks.publish_then_commit(records, results, until)
         published = time.perf_counter()
         for answer in answers:
             self._count(answer)
@@ -109,3 +108,32 @@ class Answers:
         stages = answer.stages(published) if answer.stages is not None else None
         timestamp = answer.records[0].timestamp
         log_result(job, result, timestamp, self._log_prompts, stages)
+
+
+def log_result(
+    job: GenerationJob,
+    result: GenerationResult,
+    timestamp_ms: int | None,
+    log_prompts: bool,
+    stages_ms: dict[str, float] | None = None,
+) -> None:
+    """The per-request line operators grep for, once its result is published. Prompts only when
+    LOG_PROMPTS is on; `stages_ms`: where the worker's time went (batches.Stages)."""
+    fields: dict[str, object] = {
+        "request_id": job.request_id,
+        "status": result.status.value,
+        "model": job.model,
+        "size": f"{job.width}x{job.height}",
+        "steps": job.steps,
+        "cfg": job.cfg,
+        "seeds": list(job.seeds),
+        "duration_sec": float(result.audit.duration_sec) if result.audit else None,
+        "error": result.error.code.value if result.error else None,
+    }
+    if timestamp_ms:
+        fields["latency_sec"] = round(max(0.0, time.time() - timestamp_ms / 1000), 3)
+    if stages_ms is not None:
+        fields["stages_ms"] = stages_ms
+    if log_prompts:
+        fields["prompt"] = job.prompt
+    logging.getLogger("consumer.requests").info("request finished", extra=fields)
