@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from consumer.devtools.services import create_topics
+from consumer.devtools.services import SeaweedS3, create_topics
 from consumer.generation.engine import Engine
 from consumer.generation.engine.diffusers_engine import DiffusersEngine
 from consumer.intake.kafka_io import leave_group
@@ -212,3 +214,20 @@ async def consume_and_commit(
         finally:
             await consumer.stop()
     return values
+
+
+def store_of_its_own(
+    make_settings: Callable[..., Settings], folder: Path, bucket: str, **overrides: Any
+) -> tuple[SeaweedS3, Settings]:
+    """A SeaweedFS store that a test may stop and start again (an outage), not yet started, and
+    worker settings pointing at it."""
+    key, secret = bucket + secrets.token_hex(4), secrets.token_hex(20)
+    s3 = SeaweedS3(folder, bucket=bucket, access_key=key, secret_key=secret)
+    settings = make_settings(
+        s3_endpoint_url=s3.endpoint_url,
+        s3_bucket=bucket,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        **overrides,
+    )
+    return s3, settings

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from consumer.client import GenerationClient
-from consumer.devtools.services import SeaweedS3, create_topics
+from consumer.devtools.services import create_topics
 from consumer.requests.attempts import MARKER_PREFIX
 from consumer.settings import Settings
 from schemas import GenerationResult
@@ -29,6 +29,7 @@ from tests.integration.kafka_tools import (
     produce,
     results,
     running_worker,
+    store_of_its_own,
     wait_until,
 )
 
@@ -172,14 +173,8 @@ async def test_a_result_stored_after_its_deadline_is_published_as_late(
 ) -> None:
     """The deadline passes while the store is away: the images, generated in time, are stored
     once it is back, and the `completed` result says `late`."""
-    key, secret = "late" + secrets.token_hex(4), secrets.token_hex(20)
-    s3 = SeaweedS3(tmp_path / "s3", bucket="late", access_key=key, secret_key=secret)
-    settings = make_settings(
-        s3_endpoint_url=s3.endpoint_url,
-        s3_bucket="late",
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        storage_retry_max_backoff_seconds=0.5,
+    s3, settings = store_of_its_own(
+        make_settings, tmp_path / "s3", "late", storage_retry_max_backoff_seconds=0.5
     )
     bootstrap = settings.kafka_bootstrap_servers
     await create_topics(bootstrap, [settings.request_topic], 1)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from consumer.devtools.services import SeaweedS3
 from consumer.settings import Settings
 from tests.integration.kafka_tools import (
     collect,
@@ -18,6 +16,7 @@ from tests.integration.kafka_tools import (
     request,
     results,
     running_worker,
+    store_of_its_own,
     wait_until,
 )
 
@@ -27,14 +26,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 async def test_worker_waits_out_a_store_outage(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    key, secret = "outage" + secrets.token_hex(4), secrets.token_hex(20)
-    s3 = SeaweedS3(tmp_path / "s3", bucket="outage", access_key=key, secret_key=secret)
-    settings = make_settings(
-        s3_endpoint_url=s3.endpoint_url,
-        s3_bucket="outage",
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        storage_retry_max_backoff_seconds=1.0,
+    s3, settings = store_of_its_own(
+        make_settings, tmp_path / "s3", "outage", storage_retry_max_backoff_seconds=1.0
     )
     bootstrap = settings.kafka_bootstrap_servers
     await asyncio.to_thread(s3.start)
