@@ -41,7 +41,7 @@ from consumer.output.publishing import BrokerGaveUp, Publisher, Unpublishable
 from consumer.requests.attempts import AttemptLog
 from consumer.requests.triage import Triage, Work
 from consumer.settings import Settings
-from consumer.waiting import event_within, unless_set
+from consumer.stoppable import StopRequested, event_within, unless_set
 from storage import ImageStore
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class Worker:
                 self._consumer = consumer
                 log.info("worker started", extra={"partitions": list(map(str, self.assignment()))})
                 await self._intake(consumer)
-        except kafka_io.StopRequested:
+        except StopRequested:
             pass
         finally:
             await self._drain_and_close(consumer, producer)

@@ -60,7 +60,10 @@ def _client_config() -> Config:
     return Config(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        retries={"mode": "standard", "max_attempts": 3},
+        # No retries inside boto3: the worker owns every retry (consumer/stoppable.Backoff). An
+        # upload while the store is away is retried by generation/processing.py, a lookup by
+        # requests/attempts.py; boto3 retrying under them multiplied the attempts.
+        retries={"mode": "standard", "max_attempts": 1},
         connect_timeout=3,
         read_timeout=30,
         s3={"addressing_style": "path"},

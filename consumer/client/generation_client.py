@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from consumer.intake import kafka_io
 from consumer.settings import Settings
+from consumer.stoppable import StopRequested
 from schemas import CancelCommand, GenerationRequest, GenerationResult, ProgressEvent
 from schemas.cloudevents import CONTROL_TYPE, REQUEST_TYPE, ce_source, cloudevent_headers
 from schemas.control import control_value
@@ -90,7 +91,7 @@ class GenerationClient:
         timer = asyncio.get_running_loop().call_later(self._connect_timeout, give_up.set)
         try:
             self._producer = await kafka_io.start_producer(self.settings, give_up)
-        except kafka_io.StopRequested:
+        except StopRequested:
             raise BrokerUnavailable(
                 f"no broker at {self.settings.kafka_bootstrap_servers} "
                 f"within {self._connect_timeout:g}s"

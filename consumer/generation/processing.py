@@ -18,7 +18,7 @@ from consumer.generation.engine import (
     StepHook,
 )
 from consumer.output.images import completed_result, encode_one, store_one
-from consumer.waiting import event_within
+from consumer.stoppable import Backoff, StopRequested
 from schemas import ErrorCode, GenerationResult, ImageRef
 from storage import ImageStore, StorageError
 from storage.png import DEFAULT_COMPRESS_LEVEL
@@ -208,7 +208,7 @@ class BatchProcessor:
                 encoded[index] = encode_one(output, index, self._png_level)
             return store_one(output, index, encoded[index], self._store, self._key_prefix)
 
-        delay = 0.2
+        backoff = Backoff(0.2, self._max_backoff)
         while True:
             try:
                 images = await self._each_image(loop, encode_and_store, len(output.images))
@@ -221,9 +221,11 @@ class BatchProcessor:
                 if self.abandoned:
                     raise Abandoned from exc
                 self._on_storage_retry()
-                log.warning("store unavailable (%s); retrying in %.1fs", exc, delay)
-                await event_within(self._abandon_loop, delay)
-                delay = min(delay * 2, self._max_backoff)
+                log.warning("store unavailable (%s); retrying in %.1fs", exc, backoff.delay)
+                try:
+                    await backoff.wait(self._abandon_loop)
+                except StopRequested:
+                    raise Abandoned from exc
 
     async def _each_image(
         self,

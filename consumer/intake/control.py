@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from consumer.generation.engine import GenerationJob
 from consumer.intake import kafka_io
 from consumer.settings import Settings
+from consumer.stoppable import Backoff, StopRequested
 from schemas import ErrorCode
 from schemas.control import CancelCommand, parse_control
 
@@ -78,17 +79,16 @@ class ControlListener:
         self._stop = stop
 
     async def run(self) -> None:
-        delay = 1.0
+        backoff = Backoff(1.0, 30.0)
         while not self._stop.is_set():
             try:
                 await self._listen()
             except (KafkaError, OSError) as exc:
                 log.warning("control topic unavailable (%s); retrying", type(exc).__name__)
             try:
-                await kafka_io.wait_or_stop(self._stop, delay)
-            except kafka_io.StopRequested:
+                await backoff.wait(self._stop)
+            except StopRequested:
                 return
-            delay = min(delay * 2, 30.0)
 
     async def _listen(self) -> None:
         settings = self._settings

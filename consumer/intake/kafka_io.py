@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError, UnknownError, UnsupportedVersionError
 
 from consumer.settings import Settings
-from consumer.waiting import event_within
+from consumer.stoppable import Backoff
 from schemas import ErrorInfo, GenerationResult, bounded
 from schemas.cloudevents import DEAD_LETTER_TYPE, RESULT_TYPE, cloudevent_headers
 from schemas.request import CONTRACT_VERSION
@@ -62,11 +62,14 @@ def build_consumer(settings: Settings) -> AIOKafkaConsumer:
 IDEMPOTENCE_UNSUPPORTED = (UnsupportedVersionError, UnknownError)
 
 
-async def start_producer(settings: Settings, stop: asyncio.Event) -> AIOKafkaProducer:
+async def start_producer(
+    settings: Settings, stop: asyncio.Event, backoff: Backoff | None = None
+) -> AIOKafkaProducer:
     """An idempotent producer where the broker supports it; a plain one (with a warning) only
-    where the broker says it does not. Transient start-up errors are retried until `stop`."""
+    where the broker says it does not. Transient start-up errors are retried until `stop`
+    (StopRequested), with `backoff` (default: 0.5 s, doubling up to 10 s)."""
     idempotent = settings.kafka_enable_idempotence
-    delay = 0.5
+    backoff = backoff or Backoff(0.5, 10.0)
     while True:
         producer = _producer(settings, idempotent)
         try:
@@ -83,19 +86,9 @@ async def start_producer(settings: Settings, stop: asyncio.Event) -> AIOKafkaPro
             idempotent = False
         except KafkaError as exc:
             await producer.stop()
-            log.warning("producer start failed (%s); retrying in %.1fs", type(exc).__name__, delay)
-            await wait_or_stop(stop, delay)
-            delay = min(delay * 2, 10.0)
-
-
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep `seconds`, or raise StopRequested as soon as `stop` is set."""
-    if await event_within(stop, seconds):
-        raise StopRequested
-
-
-class StopRequested(Exception):
-    """The worker is stopping: a wait or retry loop gave up."""
+            name, delay = type(exc).__name__, backoff.delay
+            log.warning("producer start failed (%s); retrying in %.1fs", name, delay)
+            await backoff.wait(stop)
 
 
 def _producer(settings: Settings, idempotent: bool) -> AIOKafkaProducer:

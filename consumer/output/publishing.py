@@ -26,8 +26,9 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from consumer.intake.kafka_io import OutRecord, StopRequested, send, wait_or_stop
+from consumer.intake.kafka_io import OutRecord, send
 from consumer.ops.metrics import WorkerMetrics
+from consumer.stoppable import Backoff, StopRequested
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class Publisher:
         """Every delivery acknowledged (in one of its forms). Raises BrokerGaveUp when `until`
         is set while the broker is away, Unpublishable when a record has no form left."""
         stage = dict.fromkeys(range(len(deliveries)), 0)
-        delay = 0.5
+        backoff = Backoff(0.5, 10.0)
         while stage:
             pending = list(stage)
             records = [deliveries[i].attempts[stage[i]] for i in pending]
@@ -91,8 +92,7 @@ class Publisher:
                 else:
                     raise outcome
             if transient:
-                await self._back_off(delay, until)
-                delay = min(delay * 2, 10.0)
+                await self._back_off(backoff, until)
 
     def _fall_back(self, delivery: Delivery, stage: int, error: KafkaError) -> int:
         record = delivery.attempts[stage]
@@ -106,12 +106,12 @@ class Publisher:
             raise Unpublishable(f"{delivery.label}: every form refused ({type(error).__name__})")
         return stage + 1
 
-    async def _back_off(self, delay: float, until: asyncio.Event) -> None:
+    async def _back_off(self, backoff: Backoff, until: asyncio.Event) -> None:
         self._metrics.publish_retries.inc()
         self._on_retry()
-        log.warning("publish failed; retrying in %.1fs", delay)
+        log.warning("publish failed; retrying in %.1fs", backoff.delay)
         try:
-            await wait_or_stop(until, delay)
+            await backoff.wait(until)
         except StopRequested:
             raise BrokerGaveUp from None
 

@@ -36,12 +36,15 @@ from dataclasses import dataclass
 from consumer.generation.engine import GenerationJob
 from consumer.output.images import look_up
 from consumer.requests.decision import Stored
+from consumer.stoppable import Backoff
 from schemas import GenerationResult
 from storage import ImageStore, StorageError
 
 log = logging.getLogger(__name__)
 
 MARKER_PREFIX = "_attempt-"
+# A lookup that fails for a passing reason (a connection reset, a 503) is tried this often.
+LOOKUP_TRIES = 3
 # Keys listed per request: its images first (digits sort before "_"), then its markers; past
 # MAX_ATTEMPTS the count no longer matters.
 _LIST_LIMIT = 100
@@ -74,17 +77,18 @@ class AttemptLog:
         """The lookup of one request: one listing of its folder. With `start_now` (a lone
         request on an idle worker: it starts as soon as this returns) its marker is written
         beside the lookup, each on a thread: one store round trip before the engine. Otherwise
-        (a poll of several: the worker is busy or about to be) nothing is written yet. Never
-        raises: a store that is away costs the check, not the request (its upload will wait for
-        the store anyway)."""
+        (a poll of several: the worker is busy or about to be) nothing is written yet. A lookup
+        that fails for a passing reason is tried LOOKUP_TRIES times within about half a second
+        (boto3 does not retry: the worker owns every retry). Never raises: a store that stays
+        away costs the check, not the request (its upload will wait for the store anyway)."""
         request_id = job.request_id
         if start_now:
             # The write first: it takes the store longer than the listing does.
             own, found = await asyncio.gather(
-                asyncio.to_thread(self.record, request_id), asyncio.to_thread(self._lookup, job)
+                asyncio.to_thread(self.record, request_id), self._lookup_tried(job)
             )
         else:
-            found, own = await asyncio.to_thread(self._lookup, job), None
+            found, own = await self._lookup_tried(job), None
         mine = (own,) if own is not None else ()
         if isinstance(found, StorageError):
             log.warning("preflight skipped", extra={"request_id": request_id})
@@ -95,6 +99,17 @@ class AttemptLog:
         earlier = tuple(key for key in listed if key != own)
         attempts = 0 if stored is Stored.SAME else len(earlier)
         return Preflight(attempts, stored, answer, earlier + mine, start_now)
+
+    async def _lookup_tried(
+        self, job: GenerationJob
+    ) -> tuple[Stored, GenerationResult | None, list[str]] | StorageError:
+        backoff, never = Backoff(0.1, 0.4), asyncio.Event()
+        for _ in range(LOOKUP_TRIES - 1):
+            found = await asyncio.to_thread(self._lookup, job)
+            if not isinstance(found, StorageError) or not found.retryable:
+                return found
+            await backoff.wait(never)
+        return await asyncio.to_thread(self._lookup, job)
 
     def _lookup(
         self, job: GenerationJob

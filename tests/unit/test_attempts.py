@@ -117,3 +117,23 @@ async def test_images_stored_for_other_parameters_are_a_conflict_and_their_marke
         (),
     )
     assert theirs in attempts.markers("r-1")
+
+
+async def test_a_lookup_that_fails_for_a_passing_reason_is_tried_again(tmp_path: Path) -> None:
+    """boto3 does not retry (the worker owns retries): a blip costs a second try, not the check."""
+
+    class Blip(LocalImageStore):
+        failures = 2
+
+        def keys_in(self, folder: str, limit: int) -> list[str]:
+            if self.failures:
+                self.failures -= 1
+                raise StorageError("connection reset", retryable=True)
+            return super().keys_in(folder, limit)
+
+    store = Blip(tmp_path)
+    attempts = AttemptLog(store, "images", 3)
+    earlier = attempts.record("r-1")
+    check = await attempts.preflight(job())
+    assert (check.stored, check.attempts, check.markers) == (Stored.NOTHING, 1, (earlier,))
+    assert store.failures == 0

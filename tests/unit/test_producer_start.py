@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaConnectionError, UnknownError, UnsupportedVersi
 
 from consumer.intake import kafka_io
 from consumer.settings import Settings
+from consumer.stoppable import Backoff, StopRequested
 
 
 class StubProducer:
@@ -37,13 +38,11 @@ def scripted(monkeypatch: pytest.MonkeyPatch, errors: list[BaseException | None]
         return producer
 
     monkeypatch.setattr(kafka_io, "_producer", build)
-    monkeypatch.setattr(kafka_io, "wait_or_stop", _no_wait)
     return built
 
 
-async def _no_wait(stop: asyncio.Event, seconds: float) -> None:
-    if stop.is_set():
-        raise kafka_io.StopRequested
+def no_wait() -> Backoff:
+    return Backoff(0.0, 0.0)
 
 
 SETTINGS = Settings(_env_file=None, kafka_enable_idempotence=True)  # type: ignore[call-arg]
@@ -54,7 +53,7 @@ async def test_a_broker_without_init_producer_id_gets_a_plain_producer(
     monkeypatch: pytest.MonkeyPatch, refusal: BaseException
 ) -> None:
     built = scripted(monkeypatch, [refusal, None])
-    producer = await kafka_io.start_producer(SETTINGS, asyncio.Event())
+    producer = await kafka_io.start_producer(SETTINGS, asyncio.Event(), no_wait())
     assert [p.idempotent for p in built] == [True, False] and producer is built[-1]
     assert built[0].stopped
 
@@ -63,7 +62,7 @@ async def test_a_transient_error_is_retried_and_stays_idempotent(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     built = scripted(monkeypatch, [KafkaConnectionError(), KafkaConnectionError(), None])
-    producer = await kafka_io.start_producer(SETTINGS, asyncio.Event())
+    producer = await kafka_io.start_producer(SETTINGS, asyncio.Event(), no_wait())
     assert [p.idempotent for p in built] == [True, True, True] and producer is built[-1]
 
 
@@ -71,5 +70,5 @@ async def test_retries_end_when_the_worker_stops(monkeypatch: pytest.MonkeyPatch
     scripted(monkeypatch, [KafkaConnectionError()] * 3)
     stop = asyncio.Event()
     stop.set()
-    with pytest.raises(kafka_io.StopRequested):
-        await kafka_io.start_producer(SETTINGS, stop)
+    with pytest.raises(StopRequested):
+        await kafka_io.start_producer(SETTINGS, stop, no_wait())

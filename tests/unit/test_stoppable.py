@@ -1,4 +1,4 @@
-"""consumer/waiting.py: bounded waits on an event, and work that a stop cuts short."""
+"""consumer/stoppable.py: bounded waits, work that a stop cuts short, and the one backoff."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from consumer.waiting import event_within, unless_set
+from consumer.stoppable import Backoff, StopRequested, event_within, unless_set
 
 
 async def test_event_within_says_whether_the_event_came_in_time() -> None:
@@ -40,3 +40,16 @@ async def test_unless_set_raises_what_the_work_raised() -> None:
 
     with pytest.raises(ValueError, match="the join failed"):
         await unless_set(broken(), asyncio.Event())
+
+
+async def test_backoff_doubles_up_to_its_cap_and_ends_on_stop() -> None:
+    backoff = Backoff(0.01, 0.03)
+    delays = []
+    for _ in range(4):
+        delays.append(backoff.delay)
+        await backoff.wait(asyncio.Event())
+    assert delays == [0.01, 0.02, 0.03, 0.03]
+    stop = asyncio.Event()
+    stop.set()
+    with pytest.raises(StopRequested):
+        await backoff.wait(stop)
