@@ -15,7 +15,7 @@ from typing import NoReturn
 from consumer.generation.engine import Engine, EngineConfig, build_engine
 from consumer.generation.engine.starting import StartingEngine
 from consumer.ops import startup_gc
-from consumer.ops.sidecar import start_sidecar
+from consumer.ops.sidecar import SidecarConfig, start_sidecar
 from consumer.settings import Settings
 from consumer.worker import Worker
 from storage import ImageStore, build_store
@@ -48,7 +48,11 @@ async def serve(
         loop.add_signal_handler(sig, worker.request_stop)
     # The sidecar starts before the consumer: consumer.start() returns only once partitions are
     # assigned, and health must answer meanwhile.
-    runner = await start_sidecar(settings, worker) if settings.app_port else None
+    runner = (
+        await start_sidecar(SidecarConfig.from_settings(settings), worker)
+        if settings.app_port
+        else None
+    )
     try:
         await worker.run()
         await worker.health.linger()

@@ -29,16 +29,19 @@ from consumer.generation.engine import Engine
 from consumer.generation.inflight import InFlight
 from consumer.generation.processing import BatchProcessor
 from consumer.intake import kafka_io
+from consumer.intake.config import ControlConfig, KafkaConfig, PollingConfig
 from consumer.intake.control import ControlListener, StopBoard
 from consumer.intake.polling import Poller
 from consumer.intake.rebalance import RebalanceListener
-from consumer.ops.health import Health
+from consumer.ops.health import Health, HealthConfig
 from consumer.ops.metrics import WorkerMetrics
 from consumer.output.acknowledgement import Acknowledger
 from consumer.output.answers import Answers
+from consumer.output.config import OutputConfig
 from consumer.output.progress import ProgressReporter
 from consumer.output.publishing import BrokerGaveUp, Publisher, Unpublishable
 from consumer.requests.attempts import AttemptLog
+from consumer.requests.config import TriageConfig
 from consumer.requests.triage import Triage, Work
 from consumer.settings import Settings
 from consumer.stoppable import StopRequested, event_within, unless_set
@@ -60,9 +63,12 @@ class Worker:
         clients: tuple[AIOKafkaConsumer, AIOKafkaProducer] | None = None,
         engine_thread: ThreadPoolExecutor | None = None,
     ) -> None:
-        """`clients`: a consumer and a started producer to use instead of building them (tests).
-        `engine_thread`: the one thread that runs `engine` (one already building it: app.py)."""
+        """`clients`: a consumer and a started producer to use instead of building them.
+        `engine_thread`: the one thread that runs `engine` (one already building it: app.py).
+        The worker is the composition root: each part gets its own small config, cut from
+        `settings` here."""
         self.settings = settings
+        self._kafka = KafkaConfig.from_settings(settings)
         self.engine = engine
         self.metrics = metrics or WorkerMetrics()
         self.metrics.watch_cache(lambda: engine.stats)
@@ -96,7 +102,11 @@ class Worker:
         self._last_model: str | None = None  # of the batch started last
         self.draining = False
         self.health = Health(
-            settings, engine, store, on_fail=self._stopping.set, draining=lambda: self.draining
+            HealthConfig.from_settings(settings),
+            engine,
+            store,
+            on_fail=self._stopping.set,
+            draining=lambda: self.draining,
         )
         self.revocations = 0  # rebalances that took partitions away from this worker
 
@@ -158,8 +168,9 @@ class Worker:
     async def run(self) -> None:
         """Serve until a stop request, idleness (when asked) or the watchdog; see exit_code."""
         watchers = self.health.start(self._engine_thread)
-        if self.settings.control_topic and self._clients is None:
-            listener = ControlListener(self.settings, self._stops, self._stopping)
+        if self.settings.control_topic:  # CONTROL_TOPIC empty: no cancels
+            control = ControlConfig.from_settings(self.settings)
+            listener = ControlListener(control, self._kafka, self._stops, self._stopping)
             watchers.append(asyncio.create_task(listener.run()))
         consumer: AIOKafkaConsumer | None = None
         producer: AIOKafkaProducer | None = None
@@ -181,12 +192,14 @@ class Worker:
 
     def _wire(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         settings = self.settings
+        output = OutputConfig.from_settings(settings)
         publisher = Publisher(producer, self.metrics, on_retry=self.health.step)
-        acks = self._acks = Acknowledger(settings, publisher, consumer, self.metrics)
+        acks = self._acks = Acknowledger(output, publisher, consumer, self.metrics)
         attempts = AttemptLog(self._store, settings.s3_key_prefix, settings.max_attempts)
-        progress = ProgressReporter(settings, producer, self.metrics)
+        progress = ProgressReporter(output, producer, self.metrics)
         answers = Answers(acks, self.metrics, progress, attempts, settings.log_prompts)
-        self._triage = Triage(settings, acks, answers, attempts, self._stops.due, progress)
+        triage = TriageConfig.from_settings(settings)
+        self._triage = Triage(triage, acks, answers, attempts, self._stops.due, progress)
         self._runner = BatchRunner(
             answers, self.metrics, attempts, progress, self._processor, self._abandoning, self.fail
         )
@@ -196,8 +209,8 @@ class Worker:
     async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
         if self._clients is not None:
             return self._clients
-        producer = await kafka_io.start_producer(self.settings, self._stopping)
-        return kafka_io.build_consumer(self.settings), producer
+        producer = await kafka_io.start_producer(self._kafka, self._stopping)
+        return kafka_io.build_consumer(self._kafka), producer
 
     async def _drain_and_close(
         self, consumer: AIOKafkaConsumer | None, producer: AIOKafkaProducer | None
@@ -225,7 +238,7 @@ class Worker:
     # --- intake ---------------------------------------------------------------------------------
 
     async def _intake(self, consumer: AIOKafkaConsumer) -> None:
-        poller = Poller(consumer, self.settings, self.metrics)
+        poller = Poller(consumer, PollingConfig.from_settings(self.settings), self.metrics)
         idle_since = time.monotonic()
         while not self._stopping.is_set():
             self.health.step()

@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from consumer.intake import kafka_io
+from consumer.intake.config import KafkaConfig
 from consumer.settings import Settings
 from consumer.stoppable import StopRequested
 from schemas import CancelCommand, GenerationRequest, GenerationResult, ProgressEvent
@@ -90,7 +91,9 @@ class GenerationClient:
         give_up = asyncio.Event()
         timer = asyncio.get_running_loop().call_later(self._connect_timeout, give_up.set)
         try:
-            self._producer = await kafka_io.start_producer(self.settings, give_up)
+            self._producer = await kafka_io.start_producer(
+                KafkaConfig.from_settings(self.settings), give_up
+            )
         except StopRequested:
             raise BrokerUnavailable(
                 f"no broker at {self.settings.kafka_bootstrap_servers} "
@@ -204,7 +207,7 @@ class GenerationClient:
             enable_auto_commit=False,
             client_id=_CLIENT_ID,
             fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
-            **kafka_io.security_options(self.settings),
+            **kafka_io.security_options(KafkaConfig.from_settings(self.settings)),
         )
         await consumer.start()
         self._consumer = consumer

@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 
 from consumer.generation.engine import GenerationJob
 from consumer.intake import kafka_io
-from consumer.settings import Settings
+from consumer.intake.config import ControlConfig, KafkaConfig
 from consumer.stoppable import Backoff, StopRequested
 from schemas import ErrorCode
 from schemas.control import CancelCommand, parse_control
@@ -73,8 +73,11 @@ class StopBoard:
 class ControlListener:
     """Reads CONTROL_TOPIC into a StopBoard until the worker stops."""
 
-    def __init__(self, settings: Settings, board: StopBoard, stop: asyncio.Event) -> None:
-        self._settings = settings
+    def __init__(
+        self, control: ControlConfig, kafka: KafkaConfig, board: StopBoard, stop: asyncio.Event
+    ) -> None:
+        self._control = control
+        self._kafka = kafka
         self._board = board
         self._stop = stop
 
@@ -91,14 +94,14 @@ class ControlListener:
                 return
 
     async def _listen(self) -> None:
-        settings = self._settings
+        kafka = self._kafka
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            bootstrap_servers=kafka.bootstrap_servers,
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=max(100, settings.kafka_fetch_max_wait_ms),
+            fetch_max_wait_ms=max(100, kafka.fetch_max_wait_ms),
             client_id="sdxl-worker-control",
-            **kafka_io.security_options(settings),
+            **kafka_io.security_options(kafka),
         )
         await consumer.start()
         try:
@@ -115,14 +118,14 @@ class ControlListener:
 
     async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
         """Assign every partition and start CANCEL_RETENTION_SECONDS back."""
-        topic = self._settings.control_topic
+        topic = self._control.topic
         await consumer.topics()  # metadata for every topic
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             raise KafkaError(f"control topic {topic!r} not found")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
-        since = int((time.time() - self._settings.cancel_retention_seconds) * 1000)
+        since = int((time.time() - self._control.retention_seconds) * 1000)
         found = await consumer.offsets_for_times(dict.fromkeys(tps, since))
         for tp in tps:
             position = found.get(tp)

@@ -1,4 +1,4 @@
-"""aiokafka clients built from the settings, and the records the worker writes (bounded)."""
+"""aiokafka clients built from the Kafka config, and the records the worker writes (bounded)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError, UnknownError, UnsupportedVersionError
 
-from consumer.settings import Settings
+from consumer.intake.config import KafkaConfig
 from consumer.stoppable import Backoff
 from schemas import ErrorInfo, GenerationResult, bounded
 from schemas.cloudevents import DEAD_LETTER_TYPE, RESULT_TYPE, cloudevent_headers
@@ -21,38 +21,38 @@ from schemas.request import CONTRACT_VERSION
 log = logging.getLogger(__name__)
 
 
-def security_options(settings: Settings) -> dict[str, Any]:
+def security_options(kafka: KafkaConfig) -> dict[str, Any]:
     """SASL/TLS options shared by every client. The password never leaves this dict."""
-    options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    options: dict[str, Any] = {"security_protocol": kafka.security_protocol}
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        cafile = str(kafka.ssl_cafile) if kafka.ssl_cafile else None
         options["ssl_context"] = ssl.create_default_context(cafile=cafile)
-    if settings.kafka_security_protocol.startswith("SASL"):
-        options["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
-        options["sasl_plain_username"] = settings.kafka_sasl_username
-        password = settings.kafka_sasl_password
+    if kafka.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = kafka.sasl_username
+        password = kafka.sasl_password
         options["sasl_plain_password"] = password.get_secret_value() if password else None
     return options
 
 
-def build_consumer(settings: Settings) -> AIOKafkaConsumer:
+def build_consumer(kafka: KafkaConfig) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.group_id,
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=kafka.group_id,
         enable_auto_commit=False,  # offsets are committed only after the result is published
         auto_offset_reset="earliest",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=max(1000, settings.kafka_session_timeout_ms // 4),
+        session_timeout_ms=kafka.session_timeout_ms,
+        heartbeat_interval_ms=max(1000, kafka.session_timeout_ms // 4),
         max_poll_interval_ms=300_000,
         # A broker that holds a fetch until this passes (Tansu does, even when records arrive)
         # would add it to every request's latency; Kafka answers as soon as records arrive.
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         # Fetch limits well above what a producer may write: a record over them could not be
         # fetched at all, so it could not even be dead-lettered.
-        fetch_max_bytes=settings.kafka_max_fetch_bytes * 2,
-        max_partition_fetch_bytes=settings.kafka_max_fetch_bytes,
+        fetch_max_bytes=kafka.max_fetch_bytes * 2,
+        max_partition_fetch_bytes=kafka.max_fetch_bytes,
         client_id="sdxl-worker",
-        **security_options(settings),
+        **security_options(kafka),
     )
 
 
@@ -63,15 +63,15 @@ IDEMPOTENCE_UNSUPPORTED = (UnsupportedVersionError, UnknownError)
 
 
 async def start_producer(
-    settings: Settings, stop: asyncio.Event, backoff: Backoff | None = None
+    kafka: KafkaConfig, stop: asyncio.Event, backoff: Backoff | None = None
 ) -> AIOKafkaProducer:
     """An idempotent producer where the broker supports it; a plain one (with a warning) only
     where the broker says it does not. Transient start-up errors are retried until `stop`
     (StopRequested), with `backoff` (default: 0.5 s, doubling up to 10 s)."""
-    idempotent = settings.kafka_enable_idempotence
+    idempotent = kafka.enable_idempotence
     backoff = backoff or Backoff(0.5, 10.0)
     while True:
-        producer = _producer(settings, idempotent)
+        producer = _producer(kafka, idempotent)
         try:
             await producer.start()
             return producer
@@ -91,16 +91,16 @@ async def start_producer(
             await backoff.wait(stop)
 
 
-def _producer(settings: Settings, idempotent: bool) -> AIOKafkaProducer:
+def _producer(kafka: KafkaConfig, idempotent: bool) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        bootstrap_servers=kafka.bootstrap_servers,
         acks="all",
         enable_idempotence=idempotent,
-        max_request_size=settings.kafka_max_request_size,
+        max_request_size=kafka.max_request_size,
         linger_ms=0,
         request_timeout_ms=30_000,
         client_id="sdxl-worker",
-        **security_options(settings),
+        **security_options(kafka),
     )
 
 

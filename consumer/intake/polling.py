@@ -11,18 +11,18 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from consumer.intake.config import PollingConfig
 from consumer.ops.metrics import WorkerMetrics
-from consumer.settings import Settings
 
 Records = list[ConsumerRecord[Any, Any]]
 
 
 class Poller:
     def __init__(
-        self, consumer: AIOKafkaConsumer, settings: Settings, metrics: WorkerMetrics
+        self, consumer: AIOKafkaConsumer, config: PollingConfig, metrics: WorkerMetrics
     ) -> None:
         self._consumer = consumer
-        self._settings = settings
+        self._config = config
         self._metrics = metrics
         self._last_poll = time.monotonic()
 
@@ -33,8 +33,8 @@ class Poller:
         got = await self._consumer.getmany(timeout_ms=200, max_records=limit)
         self._last_poll = time.monotonic()
         records = _flat(got)
-        wait_ms = self._settings.max_batch_wait_ms
-        batching = self._settings.max_batch_size > 1 and wait_ms > 0
+        wait_ms = self._config.max_batch_wait_ms
+        batching = self._config.max_batch_size > 1 and wait_ms > 0
         if records and len(records) < limit and batching and self._backlog(records):
             more = await self._consumer.getmany(
                 timeout_ms=wait_ms, max_records=limit - len(records)
@@ -48,9 +48,9 @@ class Poller:
         max_poll_interval needs a poll. Not more often: each poll of a paused partition throws
         away the records aiokafka had prefetched for it, which are then fetched again. A poll can
         still return records (a partition assigned meanwhile starts unpaused)."""
-        if time.monotonic() - self._last_poll <= self._settings.keepalive_poll_seconds:
+        if time.monotonic() - self._last_poll <= self._config.keepalive_poll_seconds:
             return []
-        got = await self._consumer.getmany(timeout_ms=0, max_records=self._settings.max_batch_size)
+        got = await self._consumer.getmany(timeout_ms=0, max_records=self._config.max_batch_size)
         self._last_poll = time.monotonic()
         return _flat(got)
 

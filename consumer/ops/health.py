@@ -14,19 +14,44 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from consumer.generation.engine import Engine, warmup_job
-from consumer.ops.watchdog import check_store, watch
-from consumer.settings import Settings
+from consumer.ops.watchdog import WatchdogLimits, check_store, watch
 from storage import ImageStore
 
+if TYPE_CHECKING:
+    from consumer.settings import Settings
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    default_model: str  # loaded and warmed up at start
+    warmup: bool  # warm up at 512² (kernels chosen, compiled) rather than 64²
+    ready_requires_model: bool  # /ready waits for the default model
+    store_check_interval_seconds: float
+    unhealthy_exit_grace_seconds: float  # how long an unhealthy worker answers before exiting
+    limits: WatchdogLimits
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HealthConfig:
+        return cls(
+            default_model=settings.default_model,
+            warmup=settings.warmup,
+            ready_requires_model=settings.ready_requires_model,
+            store_check_interval_seconds=settings.store_check_interval_seconds,
+            unhealthy_exit_grace_seconds=settings.unhealthy_exit_grace_seconds,
+            limits=WatchdogLimits.from_settings(settings),
+        )
 
 
 class Health:
     def __init__(
         self,
-        settings: Settings,
+        config: HealthConfig,
         engine: Engine,
         store: ImageStore,
         on_fail: Callable[[], None],
@@ -34,7 +59,7 @@ class Health:
     ) -> None:
         """`draining`: whether the worker is stopping; its intake loop then stands still on
         purpose, and only the engine is watched."""
-        self._settings = settings
+        self._config = config
         self._engine = engine
         self._store = store
         self._on_fail = on_fail
@@ -59,9 +84,7 @@ class Health:
         has passed since the failure, even when nothing was left to drain: probes and
         operators see why the process is about to exit."""
         if self.unhealthy is not None:
-            left = self._settings.unhealthy_exit_grace_seconds - (
-                time.monotonic() - self._failed_at
-            )
+            left = self._config.unhealthy_exit_grace_seconds - (time.monotonic() - self._failed_at)
             await asyncio.sleep(max(0.0, left))
 
     def step(self) -> None:
@@ -73,7 +96,7 @@ class Health:
         await self._model_ready.wait()
 
     def readiness_problem(self) -> str | None:
-        if self._settings.ready_requires_model:
+        if self._config.ready_requires_model:
             if not self._model_ready.is_set():
                 return "loading the default model"
             if self.model_problem:
@@ -81,10 +104,10 @@ class Health:
         return self.store_problem
 
     def start(self, engine_thread: Executor) -> list[asyncio.Task[None]]:
-        interval = self._settings.store_check_interval_seconds
+        interval = self._config.store_check_interval_seconds
         return [
             asyncio.create_task(
-                watch(self._settings, self._engine, self._last_intake_step, self.fail)
+                watch(self._config.limits, self._engine, self._last_intake_step, self.fail)
             ),
             asyncio.create_task(check_store(self._store, interval, self._store_checked)),
             asyncio.create_task(self._preload(engine_thread)),
@@ -104,9 +127,9 @@ class Health:
     def _warm_up(self) -> None:
         """On the engine thread (where the engine is built first: engine/starting.py): a 512²
         image on CUDA or with WARMUP (kernels chosen, compiled), else a 64² one."""
-        settings = self._settings
-        warm = settings.warmup or self._engine.describe().get("device") == "cuda"
-        self._engine.generate([warmup_job(settings.default_model, 512 if warm else 64)], 0)
+        config = self._config
+        warm = config.warmup or self._engine.describe().get("device") == "cuda"
+        self._engine.generate([warmup_job(config.default_model, 512 if warm else 64)], 0)
 
     async def _preload(self, engine_thread: Executor) -> None:
         """The default model loaded and warmed up on the engine thread, so that the first
@@ -114,7 +137,7 @@ class Health:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(engine_thread, self._warm_up)
-            log.info("default model ready", extra={"model": self._settings.default_model})
+            log.info("default model ready", extra={"model": self._config.default_model})
         except Exception as exc:  # EngineError or worse: its requests will say so; we go on
             log.warning("default model failed to load: %s", exc)
             self.model_problem = "the default model failed to load"

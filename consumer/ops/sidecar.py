@@ -10,8 +10,8 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 from aiokafka import TopicPartition
@@ -20,7 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from consumer.generation.engine import Engine
 from consumer.generation.engine.catalog import describe_models
 from consumer.ops.metrics import WorkerMetrics
-from consumer.settings import Settings
+
+if TYPE_CHECKING:
+    from consumer.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,37 @@ class WorkerStatus(Protocol):
 
 
 WORKER: web.AppKey[WorkerStatus] = web.AppKey("worker", WorkerStatus)
-SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    host: str
+    port: int  # 0: no sidecar
+    allowed_models: tuple[str, ...]
+    default_model: str
+    max_request_cost: float
+    metrics_enabled: bool
+    require_api_key: bool
+    # The accepted purge keys: compared as digests, never logged, never in a response.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    purge_min_interval_seconds: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SidecarConfig:
+        return cls(
+            host=settings.app_host,
+            port=settings.app_port,
+            allowed_models=tuple(settings.allowed_models),
+            default_model=settings.default_model,
+            max_request_cost=settings.max_request_cost,
+            metrics_enabled=settings.metrics_enabled,
+            require_api_key=settings.require_api_key,
+            api_keys=tuple(settings.valid_api_keys()),
+            purge_min_interval_seconds=settings.purge_min_interval_seconds,
+        )
+
+
+CONFIG: web.AppKey[SidecarConfig] = web.AppKey("config", SidecarConfig)
 
 
 @dataclass
@@ -59,16 +91,16 @@ class PurgeState:
 PURGE_STATE: web.AppKey[PurgeState] = web.AppKey("purge_state", PurgeState)
 
 
-def build_app(settings: Settings, worker: WorkerStatus) -> web.Application:
+def build_app(config: SidecarConfig, worker: WorkerStatus) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[WORKER] = worker
-    app[SETTINGS] = settings
+    app[CONFIG] = config
     app[PURGE_STATE] = PurgeState()
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/models/purge", purge)
-    if settings.metrics_enabled:
+    if config.metrics_enabled:
         app.router.add_get("/metrics", metrics)
     return app
 
@@ -95,7 +127,7 @@ async def health(request: web.Request) -> web.Response:
             "broker_connected": worker.broker_connected,
             "partitions": [f"{tp.topic}:{tp.partition}" for tp in worker.assignment()],
             "models_loaded": worker.engine.loaded_models(),
-            "default_model": request.app[SETTINGS].default_model,
+            "default_model": request.app[CONFIG].default_model,
             "engine": worker.engine.describe(),
             "completed": worker.completed,
         },
@@ -113,15 +145,15 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
+    config = request.app[CONFIG]
     loaded = request.app[WORKER].engine.loaded_models()
     return web.json_response(
         {
-            "models": list(settings.allowed_models),
-            "default_model": settings.default_model,
+            "models": list(config.allowed_models),
+            "default_model": config.default_model,
             "loaded": loaded,
-            "max_request_cost": settings.max_request_cost,
-            "details": describe_models(list(settings.allowed_models), loaded),
+            "max_request_cost": config.max_request_cost,
+            "details": describe_models(list(config.allowed_models), loaded),
         }
     )
 
@@ -132,8 +164,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def purge(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    refusal = _purge_refusal(request, settings)
+    config = request.app[CONFIG]
+    refusal = _purge_refusal(request, config)
     if refusal is not None:
         return refusal
     model_id = await _purge_target(request)
@@ -146,17 +178,17 @@ async def purge(request: web.Request) -> web.Response:
     return web.json_response(result.as_dict())
 
 
-def _purge_refusal(request: web.Request, settings: Settings) -> web.Response | None:
+def _purge_refusal(request: web.Request, config: SidecarConfig) -> web.Response | None:
     """401 without a valid key (REQUIRE_API_KEY); 403 when the sidecar listens beyond loopback
     with no key required: anyone on the network could empty the cache and make every next
     request pay a model load; 429 more often than once per PURGE_MIN_INTERVAL_SECONDS."""
-    if settings.require_api_key:
-        if not key_is_valid(request.headers.get("X-API-Key"), settings.valid_api_keys()):
+    if config.require_api_key:
+        if not key_is_valid(request.headers.get("X-API-Key"), list(config.api_keys)):
             return _error(401, "unauthorized", "missing or invalid X-API-Key")
-    elif not is_loopback(settings.app_host):
+    elif not is_loopback(config.host):
         message = "purge needs REQUIRE_API_KEY when the sidecar listens beyond loopback"
         return _error(403, "forbidden", message)
-    wait = request.app[PURGE_STATE].last + settings.purge_min_interval_seconds - time.monotonic()
+    wait = request.app[PURGE_STATE].last + config.purge_min_interval_seconds - time.monotonic()
     if wait > 0:
         response = _error(429, "too_many_requests", "purge was called moments ago; retry later")
         response.headers["Retry-After"] = str(math.ceil(wait))
@@ -202,10 +234,10 @@ def key_is_valid(given: str | None, valid: list[str]) -> bool:
     return any(matches)
 
 
-async def start_sidecar(settings: Settings, worker: WorkerStatus) -> web.AppRunner:
-    runner = web.AppRunner(build_app(settings, worker), access_log=None)
+async def start_sidecar(config: SidecarConfig, worker: WorkerStatus) -> web.AppRunner:
+    runner = web.AppRunner(build_app(config, worker), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.app_host, settings.app_port)
+    site = web.TCPSite(runner, config.host, config.port)
     await site.start()
-    log.info("sidecar listening", extra={"host": settings.app_host, "port": settings.app_port})
+    log.info("sidecar listening", extra={"host": config.host, "port": config.port})
     return runner

@@ -12,11 +12,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from consumer.generation.engine import Engine
 from consumer.generation.engine.activity import LOADING, Phase
-from consumer.settings import Settings
 from storage import ImageStore, StorageError
+
+if TYPE_CHECKING:
+    from consumer.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +66,12 @@ def verdict(
 
 
 async def watch(
-    settings: Settings,
+    limits: WatchdogLimits,
     engine: Engine,
     last_intake_step: Callable[[], float],
     fail: Callable[[str], None],
 ) -> None:
     """Every second, the verdict on the engine's phases and the intake loop; `fail` on one."""
-    limits = WatchdogLimits.from_settings(settings)
     while True:
         await asyncio.sleep(1.0)
         now = time.monotonic()

@@ -22,8 +22,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumer.intake.kafka_io import OutRecord, dead_letter_record, result_record
 from consumer.ops.metrics import WorkerMetrics
+from consumer.output.config import OutputConfig
 from consumer.output.publishing import Delivery, Publisher
-from consumer.settings import Settings
 from schemas import ErrorCode, ErrorInfo, GenerationResult
 from schemas.cloudevents import ce_source, trace_headers
 
@@ -111,13 +111,13 @@ class OffsetTracker:
 class Acknowledger:
     def __init__(
         self,
-        settings: Settings,
+        config: OutputConfig,
         publisher: Publisher,
         consumer: AIOKafkaConsumer,
         metrics: WorkerMetrics,
     ) -> None:
-        self._settings = settings
-        self._source = ce_source(settings.group_id)  # ce_source of every record we write
+        self._config = config
+        self._source = ce_source(config.group_id)  # ce_source of every record we write
         self._publisher = publisher
         self._consumer = consumer
         self._metrics = metrics
@@ -182,7 +182,7 @@ class Acknowledger:
         return False
 
     def _result_delivery(self, record: Record, result: GenerationResult) -> Delivery:
-        topic, request_id = self._settings.result_topic, result.request_id or ""
+        topic, request_id = self._config.result_topic, result.request_id or ""
         minimal = GenerationResult.failed(request_id, ErrorCode.RESULT_REFUSED)
         refused = ErrorInfo.public(ErrorCode.RESULT_REFUSED)
         trace = trace_headers(record.headers)
@@ -201,8 +201,8 @@ class Acknowledger:
         return Delivery(f"{record.topic}:{record.partition}@{record.offset}", (letter, bare))
 
     def _dead_letter(self, record: Record, error: ErrorInfo) -> OutRecord:
-        limit = self._settings.kafka_max_request_size
-        return dead_letter_record(self._settings.dlq_topic, record, error, limit, self._source)
+        limit = self._config.max_record_bytes
+        return dead_letter_record(self._config.dlq_topic, record, error, limit, self._source)
 
     async def _done(self, records: list[Record]) -> None:
         touched = set()

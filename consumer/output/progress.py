@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError
 
 from consumer.intake.kafka_io import OutRecord, send
 from consumer.ops.metrics import WorkerMetrics
-from consumer.settings import Settings
+from consumer.output.config import OutputConfig
 from schemas.cloudevents import PROGRESS_TYPE, ce_source, cloudevent_headers
 from schemas.progress import Stage, progress_event
 
@@ -33,10 +33,10 @@ Headers = list[tuple[str, bytes]]
 
 class ProgressReporter:
     def __init__(
-        self, settings: Settings, producer: AIOKafkaProducer, metrics: WorkerMetrics
+        self, config: OutputConfig, producer: AIOKafkaProducer, metrics: WorkerMetrics
     ) -> None:
-        self._topic = settings.progress_topic
-        self._source = ce_source(settings.group_id)
+        self._topic = config.progress_topic
+        self._source = ce_source(config.group_id)
         self._producer = producer
         self._metrics = metrics
         self._loop = asyncio.get_running_loop()

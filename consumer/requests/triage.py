@@ -27,8 +27,8 @@ from consumer.output.answers import Answer, Answers
 from consumer.output.images import request_digest
 from consumer.output.progress import ProgressReporter
 from consumer.requests.attempts import AttemptLog, Preflight
+from consumer.requests.config import TriageConfig
 from consumer.requests.decision import Action, Decision, Facts, Stored, decide
-from consumer.settings import Settings
 from schemas import (
     Accepted,
     ErrorCode,
@@ -89,15 +89,15 @@ class _Poll:
 class Triage:
     def __init__(
         self,
-        settings: Settings,
+        config: TriageConfig,
         acks: Acknowledger,
         answers: Answers,
         attempts: AttemptLog,
         stops: StopCheck,
         progress: ProgressReporter,
     ) -> None:
-        self._settings = settings
-        self._limits = settings.request_limits()
+        self._config = config
+        self._limits = config.limits
         self._acks = acks
         self._answers = answers
         self._attempts = attempts
@@ -161,7 +161,7 @@ class Triage:
 
     def _facts(self, check: Preflight, stop: ErrorCode | None, conflict: bool) -> Facts:
         stored = check.stored
-        if stored is Stored.SAME and stop is None and not self._settings.reuse_stored_images:
+        if stored is Stored.SAME and stop is None and not self._config.reuse_stored_images:
             stored = Stored.NOTHING  # REUSE_STORED_IMAGES=false: generated again (same bytes)
         return Facts(
             duplicate_conflict=conflict,
@@ -195,15 +195,15 @@ class Triage:
             [work for work in works if not work.attempts],
             key=lambda w: w.job.batch_key,
             size=lambda w: w.job.num_images,
-            max_images=self._settings.max_batch_size,
+            max_images=self._config.max_batch_size,
             cost=lambda w: w.job.cost,
-            max_cost=self._settings.max_batch_cost,
+            max_cost=self._config.max_batch_cost,
         )
 
     def _add_work(self, poll: _Poll, record: Record, accepted: Accepted, taken_at: float) -> None:
         """One work per request_id: a record with the same id and parameters joins it
         (generated once, answered alike); one with other parameters is a conflict."""
-        job = plan_job(accepted.request, self._settings.default_negative_prompt)
+        job = plan_job(accepted.request, self._config.default_negative_prompt)
         job = replace(job, deadline=self._deadline(job, record))
         work = Work(record, job, taken_at=taken_at)
         first = poll.works.get(job.request_id)
@@ -216,7 +216,7 @@ class Triage:
 
     def _deadline(self, job: GenerationJob, record: Record) -> float | None:
         """The request's own deadline, or MAX_REQUEST_AGE_SECONDS after its record, if sooner."""
-        max_age = self._settings.max_request_age_seconds
+        max_age = self._config.max_request_age_seconds
         aged = record.timestamp / 1000 + max_age if max_age and record.timestamp else None
         candidates = [d for d in (job.deadline, aged) if d is not None]
         return min(candidates) if candidates else None

@@ -32,10 +32,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 async def scrape_after_one_request(settings: Settings) -> str:
-    from consumer.ops.sidecar import start_sidecar
+    from consumer.ops.sidecar import SidecarConfig, start_sidecar
 
     async with running_worker(settings) as worker, aiohttp.ClientSession() as http:
-        runner = await start_sidecar(settings, worker)
+        runner = await start_sidecar(SidecarConfig.from_settings(settings), worker)
         try:
             await wait_until(lambda: worker.ready, 60, "partitions assigned")
             bootstrap = settings.kafka_bootstrap_servers

@@ -22,11 +22,11 @@ async def test_sidecar_routes_and_purge_auth(make_settings: Callable[..., Settin
         api_keys=["key-one", "key-two"],
         purge_min_interval_seconds=0,
     )
-    from consumer.ops.sidecar import start_sidecar
+    from consumer.ops.sidecar import SidecarConfig, start_sidecar
 
     base = f"http://127.0.0.1:{port}"
     async with running_worker(settings) as worker, aiohttp.ClientSession() as http:
-        runner = await start_sidecar(settings, worker)
+        runner = await start_sidecar(SidecarConfig.from_settings(settings), worker)
         try:
             await wait_until(lambda: worker.ready, 60, "partitions assigned")
             await produce(

@@ -40,6 +40,7 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
         "kafka_session_timeout_ms": 1000,  # revoke bound: 0.5 s
         "drain_timeout_seconds": 5,
         "store_check_interval_seconds": 0.2,
+        "control_topic": "",  # no cancels: the in-memory broker has no control topic
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

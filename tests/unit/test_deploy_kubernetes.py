@@ -415,4 +415,5 @@ def test_the_topic_job_script_compiles() -> None:
     python, flag, script = job["command"]
     assert (python, flag) == ("python", "-c")
     compile(script, "create-topics", "exec")
-    assert "security_options(settings)" in script  # the worker's own SASL/TLS options
+    # the worker's own SASL/TLS options
+    assert "security_options(KafkaConfig.from_settings(settings))" in script

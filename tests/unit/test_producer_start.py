@@ -10,6 +10,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, UnknownError, UnsupportedVersionError
 
 from consumer.intake import kafka_io
+from consumer.intake.config import KafkaConfig
 from consumer.settings import Settings
 from consumer.stoppable import Backoff, StopRequested
 
@@ -32,7 +33,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch, errors: list[BaseException | None]
     """Each producer built takes the next error (None: it starts)."""
     built: list[StubProducer] = []
 
-    def build(settings: Settings, idempotent: bool) -> StubProducer:
+    def build(kafka: KafkaConfig, idempotent: bool) -> StubProducer:
         producer = StubProducer(idempotent, errors.pop(0))
         built.append(producer)
         return producer
@@ -45,7 +46,9 @@ def no_wait() -> Backoff:
     return Backoff(0.0, 0.0)
 
 
-SETTINGS = Settings(_env_file=None, kafka_enable_idempotence=True)  # type: ignore[call-arg]
+SETTINGS = KafkaConfig.from_settings(
+    Settings(_env_file=None, kafka_enable_idempotence=True)  # type: ignore[call-arg]
+)
 
 
 @pytest.mark.parametrize("refusal", [UnknownError(), UnsupportedVersionError()])

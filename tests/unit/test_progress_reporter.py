@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from consumer.ops.metrics import WorkerMetrics
+from consumer.output.config import OutputConfig
 from consumer.output.progress import ProgressReporter
 from consumer.settings import Settings
 from tests.unit.fake_kafka import FakeBroker, FakeProducer
@@ -20,7 +21,7 @@ def reporter(topic: str = "progress") -> tuple[ProgressReporter, FakeBroker]:
     broker = FakeBroker()
     settings = Settings(_env_file=None, progress_topic=topic)  # type: ignore[call-arg]
     producer: Any = FakeProducer(broker)
-    return ProgressReporter(settings, producer, WorkerMetrics()), broker
+    return ProgressReporter(OutputConfig.from_settings(settings), producer, WorkerMetrics()), broker
 
 
 async def settle() -> None:

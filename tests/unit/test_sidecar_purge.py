@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 from consumer.generation.engine import Engine
 from consumer.generation.engine.fake import FakeEngine
 from consumer.ops.metrics import WorkerMetrics
-from consumer.ops.sidecar import build_app, is_loopback
+from consumer.ops.sidecar import SidecarConfig, build_app, is_loopback
 from consumer.settings import Settings
 
 
@@ -36,7 +36,9 @@ class IdleWorker:
 
 async def client_for(**overrides: Any) -> TestClient[Any, Any]:
     settings = Settings(_env_file=None, default_model="fake", **overrides)
-    client: TestClient[Any, Any] = TestClient(TestServer(build_app(settings, IdleWorker())))
+    client: TestClient[Any, Any] = TestClient(
+        TestServer(build_app(SidecarConfig.from_settings(settings), IdleWorker()))
+    )
     await client.start_server()
     return client
 

@@ -19,7 +19,7 @@ from aiokafka.errors import (
 )
 
 from consumer.generation.engine.fake import FakeEngine
-from consumer.ops.sidecar import build_app
+from consumer.ops.sidecar import SidecarConfig, build_app
 from consumer.worker import EXIT_UNHEALTHY
 from tests.unit.harness import P0, P1, TOPIC, Harness, event, running
 
@@ -159,7 +159,7 @@ async def test_a_hung_engine_makes_health_503_and_the_worker_exit_unhealthy(
         unhealthy_exit_grace_seconds=0.5,
     )
     h.broker.append(TOPIC, 0, event("hangs"))
-    client = TestClient(TestServer(build_app(h.settings, h.worker)))
+    client = TestClient(TestServer(build_app(SidecarConfig.from_settings(h.settings), h.worker)))
     await client.start_server()
     try:
         async with running(h) as task:

@@ -1,0 +1,32 @@
+"""The small config of the triage, cut from the settings by the worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from schemas import RequestLimits
+
+if TYPE_CHECKING:
+    from consumer.settings import Settings
+
+
+@dataclass(frozen=True)
+class TriageConfig:
+    limits: RequestLimits  # what validation admits
+    default_negative_prompt: str  # for requests without one (audit policy `standard`)
+    max_request_age_seconds: float  # a record older than this is expired; 0: no limit
+    reuse_stored_images: bool  # answer a request from its stored images (REUSE_STORED_IMAGES)
+    max_batch_size: int  # images per engine call
+    max_batch_cost: float  # cost per engine call; 0: no bound
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TriageConfig:
+        return cls(
+            limits=settings.request_limits(),
+            default_negative_prompt=settings.default_negative_prompt,
+            max_request_age_seconds=settings.max_request_age_seconds,
+            reuse_stored_images=settings.reuse_stored_images,
+            max_batch_size=settings.max_batch_size,
+            max_batch_cost=settings.max_batch_cost,
+        )
