@@ -108,7 +108,6 @@ class Worker:
             on_fail=self._stopping.set,
             draining=lambda: self.draining,
         )
-        self.revocations = 0  # rebalances that took partitions away from this worker
 
     # --- status ---------------------------------------------------------------------------------
 
@@ -298,7 +297,7 @@ class Worker:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Drop work not started, let running work finish within a bound, commit what is done."""
-        self.revocations += 1
+        self.metrics.partition_revocations.inc()
         self._release(self._pending.take_if(lambda b: any(w.on(revoked) for w in b)))
         for tp in revoked:  # another member reports these partitions now
             with contextlib.suppress(KeyError):

@@ -117,6 +117,11 @@ class WorkerMetrics:
             "Redelivered requests answered from images already stored (no generation).",
             registry=r,
         )
+        self.partition_revocations = Counter(
+            "partition_revocations",
+            "Rebalances that took partitions away from this worker.",
+            registry=r,
+        )
         self.progress_dropped = Counter(
             "progress_dropped",
             "Progress events not sent (broker away, too many in flight).",
