@@ -256,6 +256,15 @@ class Settings(BaseSettings):
             "(deadline_exceeded), like one past its deadline; 0 = off."
         ),
     )
+    clock_skew_seconds: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "How far behind a producer's clock may be: record ages (MAX_REQUEST_AGE_SECONDS, "
+            "CANCEL_RETENTION_SECONDS) measured from a producer's CreateTime count from this "
+            "much later; none is needed on topics with LogAppendTime (the broker's clock)."
+        ),
+    )
     group_id: str = Field(
         "image-workers", description="Consumer group; all workers of a pool share it."
     )

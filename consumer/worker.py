@@ -76,7 +76,7 @@ class Worker:
         self._store = store
         self._exit_when_idle = exit_when_idle
         self._clients = clients
-        self._stops = StopBoard(settings.cancel_retention_seconds)
+        self._stops = StopBoard(settings.cancel_retention_seconds, holds=self._holds)
         self._engine_thread = engine_thread or ThreadPoolExecutor(1, thread_name_prefix="engine")
         self._io_threads = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
         self._processor = BatchProcessor(
@@ -169,7 +169,8 @@ class Worker:
         watchers = self.health.start(self._engine_thread)
         if self.settings.control_topic:  # CONTROL_TOPIC empty: no cancels
             control = ControlConfig.from_settings(self.settings)
-            listener = ControlListener(control, self._kafka, self._stops, self._stopping)
+            cancelled = self.metrics.cancels_received.inc
+            listener = ControlListener(control, self._kafka, self._stops, self._stopping, cancelled)
             watchers.append(asyncio.create_task(listener.run()))
         consumer: AIOKafkaConsumer | None = None
         producer: AIOKafkaProducer | None = None
@@ -288,6 +289,11 @@ class Worker:
             self._last_model = batch[0].job.model
             assert self._runner is not None
             self._in_flight.start(batch, partial(self._runner.run, batch))
+
+    def _holds(self, request_id: str) -> bool:
+        """The request is queued or running here: its cancel must outlast a flood of others."""
+        batches = [*self._pending, *self._in_flight.tasks.values()]
+        return any(work.job.request_id == request_id for batch in batches for work in batch)
 
     def _release(self, batches: Iterable[list[Work]]) -> None:
         if self._acks is not None:

@@ -118,19 +118,18 @@ class BatchRunner:
         except Abandoned:
             log.warning("abandoned %d request(s); they will be delivered again", len(batch))
             await asyncio.gather(*early.values())
+            left = [w for w in batch if w.job.request_id not in early]
+            await self._forget_own(left, markers)
             return
         except Exception:
             generated = self._internal_errors(batch)
         countdown = _Countdown(len(batch), stored)
         finishing = []
         for work, outcome in zip(batch, generated, strict=True):
-            request_id = work.job.request_id
-            if request_id in early:  # answered at its step; its images (if any) dropped
+            if work.job.request_id in early:  # answered at its step; its images (if any) dropped
                 countdown.tick()
                 continue
-            finishing.append(
-                self._finish(work, outcome, clock, countdown.tick, markers[request_id])
-            )
+            finishing.append(self._finish(work, outcome, clock, countdown.tick, markers))
         await asyncio.gather(*early.values(), *finishing)
 
     async def _finish(
@@ -139,19 +138,20 @@ class BatchRunner:
         outcome: JobOutput | GenerationResult,
         clock: Stages,
         stored_one: Callable[[], None],
-        markers: list[str],
+        markers: dict[str, list[str]],
     ) -> None:
         """Store and publish one request's outcome."""
         try:
             result = await self._processor.finish(outcome)
         except Abandoned:
             log.warning("abandoned %s; it will be delivered again", work.job.request_id)
+            await self._forget_own([work], markers)
             return
         except Exception:
             (result,) = self._internal_errors([work])
         finally:
             stored_one()
-        await self._publish(self._answer(work, result, markers, clock))
+        await self._publish(self._answer(work, result, markers[work.job.request_id], clock))
 
     def _answer(
         self, work: Work, result: GenerationResult, markers: list[str], clock: Stages
@@ -176,6 +176,13 @@ class BatchRunner:
         self._metrics.internal_errors.inc()
         return [GenerationResult.failed(i, ErrorCode.INTERNAL_ERROR) for i in ids]
 
+    async def _forget_own(self, works: list[Work], markers: dict[str, list[str]]) -> None:
+        """Work given up at shutdown (the drain's deadline) did not crash a worker: its
+        attempt leaves no marker (markers count crashes only; earlier ones stay)."""
+        own = [key for w in works for key in markers[w.job.request_id][_earlier(w) :]]
+        if own:
+            await asyncio.to_thread(self._attempts.clear, own)
+
     async def _record_attempts(self, batch: list[Work]) -> dict[str, list[str]]:
         """Each request's attempt markers, this attempt's written now unless it was already:
         side by side, each on a thread (one after another, a batch of four waited four store
@@ -189,3 +196,8 @@ class BatchRunner:
             w.job.request_id: [*w.markers, *([k] if (k := own.get(w.job.request_id)) else [])]
             for w in batch
         }
+
+
+def _earlier(work: Work) -> int:
+    """How many of a request's markers are earlier attempts' (not this delivery's)."""
+    return len(work.markers) - (1 if work.marked else 0)

@@ -65,7 +65,10 @@ class PollingConfig:
 class ControlConfig:
     topic: str  # CONTROL_TOPIC
     retention_seconds: float  # how far back a worker reads cancels, and how long it keeps them
+    clock_skew_seconds: float = 0.0  # allowance for a producer's clock (clocks.py)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ControlConfig:
-        return cls(settings.control_topic, settings.cancel_retention_seconds)
+        return cls(
+            settings.control_topic, settings.cancel_retention_seconds, settings.clock_skew_seconds
+        )

@@ -15,13 +15,15 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumer.generation.engine import GenerationJob
 from consumer.intake import kafka_io
+from consumer.intake.clocks import record_time
 from consumer.intake.config import ControlConfig, KafkaConfig
 from consumer.stoppable import Backoff, StopRequested
 from schemas import ErrorCode
@@ -33,15 +35,27 @@ MAX_CANCELS = 100_000
 
 
 class StopBoard:
-    """Thread-safe: filled on the event loop, read by the engine thread."""
+    """Thread-safe: filled on the event loop, read by the engine thread.
 
-    def __init__(self, retention_seconds: float, max_entries: int = MAX_CANCELS) -> None:
+    A cancel counts for CANCEL_RETENTION_SECONDS from its record's time, checked when it is
+    read (a quiet worker must not honour one for ever that a newer worker would ignore). At
+    most `max_entries` are kept; a flood of cancels for unknown ids evicts the oldest of them,
+    never one for a request this worker holds (`holds`: queued or running here)."""
+
+    def __init__(
+        self,
+        retention_seconds: float,
+        max_entries: int = MAX_CANCELS,
+        holds: Callable[[str], bool] = lambda request_id: False,
+    ) -> None:
         self._retention = retention_seconds
         self._max = max_entries
+        self._holds = holds
         self._cancelled: OrderedDict[str, float] = OrderedDict()  # request_id -> when (wall)
         self._lock = threading.Lock()
 
     def cancel(self, request_id: str, at: float | None = None) -> None:
+        """Called on the event loop (`holds` reads the worker's queues there)."""
         with self._lock:
             self._cancelled[request_id] = time.time() if at is None else at
             self._cancelled.move_to_end(request_id)
@@ -50,10 +64,12 @@ class StopBoard:
     def due(self, jobs: Iterable[GenerationJob], now: float | None = None) -> dict[str, ErrorCode]:
         """The requests among `jobs` that must stop now, and why."""
         now = time.time() if now is None else now
+        horizon = now - self._retention
         stops = {}
         with self._lock:
             for job in jobs:
-                if job.request_id in self._cancelled:
+                cancelled_at = self._cancelled.get(job.request_id)
+                if cancelled_at is not None and cancelled_at >= horizon:
                     stops[job.request_id] = ErrorCode.CANCELLED
                 elif job.deadline is not None and now >= job.deadline:
                     stops[job.request_id] = ErrorCode.DEADLINE_EXCEEDED
@@ -64,21 +80,30 @@ class StopBoard:
 
     def _forget_old(self) -> None:
         horizon = time.time() - self._retention
-        while self._cancelled and (
-            len(self._cancelled) > self._max or next(iter(self._cancelled.values())) < horizon
-        ):
+        while self._cancelled and next(iter(self._cancelled.values())) < horizon:
             self._cancelled.popitem(last=False)
+        while len(self._cancelled) > self._max:  # the oldest first, each found in O(held)
+            victim = next((rid for rid in self._cancelled if not self._holds(rid)), None)
+            if victim is None:
+                break
+            del self._cancelled[victim]
 
 
 class ControlListener:
     """Reads CONTROL_TOPIC into a StopBoard until the worker stops."""
 
     def __init__(
-        self, control: ControlConfig, kafka: KafkaConfig, board: StopBoard, stop: asyncio.Event
+        self,
+        control: ControlConfig,
+        kafka: KafkaConfig,
+        board: StopBoard,
+        stop: asyncio.Event,
+        on_cancel: Callable[[], None] = lambda: None,
     ) -> None:
         self._control = control
         self._kafka = kafka
         self._board = board
+        self._on_cancel = on_cancel  # counts cancels read (a metric)
         self._stop = stop
 
     async def run(self) -> None:
@@ -111,10 +136,18 @@ class ControlListener:
                 for record in (r for records in got.values() for r in records):
                     command = parse_control(record.value)
                     if isinstance(command, CancelCommand):
-                        self._board.cancel(command.request_id, record.timestamp / 1000)
-                        log.info("cancel received", extra={"request_id": command.request_id})
+                        self._take_cancel(command.request_id, record)
         finally:
             await kafka_io.close_quietly(consumer.stop(), "close control consumer")
+
+    def _take_cancel(self, request_id: str, record: ConsumerRecord[Any, Any]) -> None:
+        """Every worker reads every cancel: at debug level and counted, so that a flood of
+        them costs no log volume."""
+        skew = self._control.clock_skew_seconds
+        at = record_time(record.timestamp, record.timestamp_type, skew, time.time())
+        self._board.cancel(request_id, at)
+        self._on_cancel()
+        log.debug("cancel received", extra={"request_id": request_id})
 
     async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
         """Assign every partition and start CANCEL_RETENTION_SECONDS back."""

@@ -117,6 +117,11 @@ class WorkerMetrics:
             "Redelivered requests answered from images already stored (no generation).",
             registry=r,
         )
+        self.cancels_received = Counter(
+            "cancels_received",
+            "Cancel commands read from CONTROL_TOPIC (every worker reads every one).",
+            registry=r,
+        )
         self.partition_revocations = Counter(
             "partition_revocations",
             "Rebalances that took partitions away from this worker.",

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import replace
 from enum import Enum
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -29,7 +29,14 @@ from schemas.cloudevents import ce_source, trace_headers
 
 log = logging.getLogger(__name__)
 
+# A commit waits at most this long for the broker (aiokafka retries a commit for as long as the
+# group coordinator is away), then it counts as failed and is made again with the next one; once
+# the caller stops (`until`), at most LAST_COMMIT_SECONDS more.
+COMMIT_TIMEOUT_SECONDS = 10.0
+LAST_COMMIT_SECONDS = 2.0
+
 Record: TypeAlias = ConsumerRecord[Any, Any]
+T = TypeVar("T")
 
 
 class _State(Enum):
@@ -125,6 +132,7 @@ class Acknowledger:
         self._commit_lock = asyncio.Lock()
         self._to_commit: set[TopicPartition] = set()  # done offsets waiting for a commit
         self._failed_commits: dict[TopicPartition, int] = {}  # retried with the next commit
+        self._landed: dict[TopicPartition, int] = {}  # the last offset each commit made
         self.completed = 0
         metrics.in_flight.set_function(self.in_flight)
 
@@ -143,12 +151,13 @@ class Acknowledger:
 
     async def publish_then_commit(
         self, records: list[Record], results: list[GenerationResult], until: asyncio.Event
-    ) -> None:
-        """Publish each request's result, then commit. Raises BrokerGaveUp when `until` is set
-        while the broker is away (nothing committed)."""
+    ) -> bool:
+        """Publish each request's result, then commit; True once a commit covering every record
+        has landed (False: it failed or was refused, and the records may be delivered again).
+        Raises BrokerGaveUp when `until` is set while the broker is away (nothing committed)."""
         pairs = [(r, res) for r, res in zip(records, results, strict=True) if self._first(r)]
         if not pairs:
-            return
+            return self.committed(records)
         records = [record for record, _ in pairs]
         deliveries = [self._result_delivery(record, result) for record, result in pairs]
         await self._publisher.deliver(deliveries, until)
@@ -157,7 +166,8 @@ class Acknowledger:
             if record.timestamp:
                 self._metrics.request_seconds.observe(max(0.0, now - record.timestamp / 1000))
         self.completed += len(records)
-        await self._done(records)
+        await self._done(records, until)
+        return self.committed(records)
 
     async def dead_letters(
         self, letters: list[tuple[Record, ErrorInfo]], until: asyncio.Event
@@ -170,7 +180,7 @@ class Acknowledger:
         deliveries = [self._dead_letter_delivery(record, error) for record, error in letters]
         await self._publisher.deliver(deliveries, until)
         self._metrics.dead_letters.inc(len(letters))
-        await self._done([record for record, _ in letters])
+        await self._done([record for record, _ in letters], until)
 
     def _first(self, record: Record) -> bool:
         """One outcome per record: a second answer for a record already answered is a bug,
@@ -204,15 +214,23 @@ class Acknowledger:
         limit = self._config.max_record_bytes
         return dead_letter_record(self._config.dlq_topic, record, error, limit, self._source)
 
-    async def _done(self, records: list[Record]) -> None:
+    async def _done(self, records: list[Record], until: asyncio.Event | None = None) -> None:
         touched = set()
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             self._tracker(record).done([record.offset])
             touched.add(tp)
-        await self.commit(touched)
+        await self.commit(touched, until)
 
-    async def commit(self, partitions: Iterable[TopicPartition]) -> None:
+    def committed(self, records: list[Record]) -> bool:
+        """True once commits made by this member cover every record."""
+        return all(
+            self._landed.get(TopicPartition(r.topic, r.partition), -1) > r.offset for r in records
+        )
+
+    async def commit(
+        self, partitions: Iterable[TopicPartition], until: asyncio.Event | None = None
+    ) -> None:
         """Commit what is done on the given partitions that this member still owns; returns once
         a commit that covers it has been made (or has failed and waits for the next one).
 
@@ -221,9 +239,9 @@ class Acknowledger:
         one another (four per batch of four requests)."""
         self._to_commit.update(partitions)
         async with self._commit_lock:
-            await self._commit_pending()
+            await self._commit_pending(until)
 
-    async def _commit_pending(self) -> None:
+    async def _commit_pending(self, until: asyncio.Event | None) -> None:
         partitions, self._to_commit = self._to_commit, set()
         owned = self._consumer.assignment()
         offsets = {tp: o for tp, o in self._failed_commits.items() if tp in owned}
@@ -235,11 +253,13 @@ class Acknowledger:
                 offsets[tp] = position
         if offsets:
             try:
-                await self._consumer.commit(offsets)
+                await bounded(self._consumer.commit(offsets), until)
+                for tp, offset in offsets.items():
+                    self._landed[tp] = max(offset, self._landed.get(tp, 0))
             except (CommitFailedError, IllegalStateError) as exc:
                 # Another member owns the partition now and will redeliver: keys are deterministic.
                 log.warning("commit refused after a rebalance: %s", exc)
-            except KafkaError as exc:  # the broker away: retried with the next commit
+            except (KafkaError, TimeoutError) as exc:  # the broker away: tried with the next one
                 log.warning("commit failed (%s); retried with the next one", type(exc).__name__)
                 for tp, offset in offsets.items():
                     self._failed_commits[tp] = max(offset, self._failed_commits.get(tp, 0))
@@ -266,8 +286,8 @@ class Acknowledger:
 
     async def _committed(self, tp: TopicPartition) -> int | None:
         try:
-            offset = await self._consumer.committed(tp)
-        except KafkaError as exc:
+            offset = await bounded(self._consumer.committed(tp), None)
+        except (KafkaError, TimeoutError) as exc:
             log.warning("could not read the committed offset of %s: %s", tp, exc)
             return None
         return offset if isinstance(offset, int) else None
@@ -275,3 +295,26 @@ class Acknowledger:
     def _tracker(self, record: Record) -> OffsetTracker:
         tp = TopicPartition(record.topic, record.partition)
         return self._trackers.setdefault(tp, OffsetTracker())
+
+
+async def bounded(call: Awaitable[T], until: asyncio.Event | None) -> T:
+    """`call` awaited for at most COMMIT_TIMEOUT_SECONDS, and once `until` is set at most
+    LAST_COMMIT_SECONDS more: then cancelled, and TimeoutError raised. Every wait on the broker
+    ends: a stopping worker drains and exits even while the coordinator is away."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(call)
+    deadline = loop.time() + COMMIT_TIMEOUT_SECONDS
+    if until is not None:
+        stopper = asyncio.ensure_future(until.wait())
+        await asyncio.wait(
+            {task, stopper}, timeout=COMMIT_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED
+        )
+        stopper.cancel()
+        if not task.done():
+            deadline = min(deadline, loop.time() + LAST_COMMIT_SECONDS)
+    if not task.done():
+        await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+    if not task.done():
+        task.cancel()
+        raise TimeoutError("the broker did not answer in time")
+    return task.result()

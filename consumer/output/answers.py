@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
 from aiokafka import ConsumerRecord
@@ -40,6 +41,9 @@ class Answer:
     markers: tuple[str, ...] = ()  # attempt markers to forget once it is published
     from_store: bool = False  # the images of an earlier delivery, not generated now
     stages: StageClock | None = None
+    # Markers that are the answer's evidence (attempts_exhausted): forgotten only once the
+    # answer's commit has landed, or the next owner would run the poison request again.
+    evidence: tuple[str, ...] = ()
 
 
 class Answers:
@@ -57,6 +61,8 @@ class Answers:
         self._attempts = attempts
         self._log_prompts = log_prompts
         self._forgetting: list[str] = []  # markers of published answers, not deleted yet
+        # Evidence of answers whose commit has not landed yet (attempts_exhausted: rare).
+        self._evidence: deque[tuple[list[Record], tuple[str, ...]]] = deque(maxlen=1000)
         self._forget_lock = asyncio.Lock()
 
     async def publish(self, answers: Sequence[Answer], until: asyncio.Event) -> None:
@@ -75,9 +81,17 @@ class Answers:
         for answer in answers:
             self._count(answer)
             self._log(answer, published)
-        markers = [key for answer in answers for key in answer.markers]
+        self._evidence.extend((a.records, a.evidence) for a in answers if a.evidence)
+        markers = [key for answer in answers for key in answer.markers] + self._settled()
         if markers:
             await self._forget(markers)
+
+    def _settled(self) -> list[str]:
+        """The evidence whose commit has landed since (with this answer's or a later one)."""
+        settled = [entry for entry in self._evidence if self._acks.committed(entry[0])]
+        for entry in settled:
+            self._evidence.remove(entry)
+        return [key for _, keys in settled for key in keys]
 
     async def _forget(self, markers: list[str]) -> None:
         """Delete the attempt markers of published answers; returns once they are deleted.
@@ -99,7 +113,7 @@ class Answers:
             return answer
         if result.status is Status.COMPLETED and time.time() > job.deadline:
             late = result.model_copy(update={"late": True})
-            return Answer(answer.records, late, job, answer.markers, False, answer.stages)
+            return replace(answer, result=late)
         return answer
 
     def _count(self, answer: Answer) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 
 MIN_STEP_INTERVAL_SECONDS = 0.25  # at most four step events a second per request
 MAX_SENDS_IN_FLIGHT = 1000
+# Requests followed at once (their trace context, their last step event). A request released by
+# a rebalance or abandoned at shutdown never gets its `finished`: the oldest are forgotten past
+# this, so the bookkeeping stays bounded (a forgotten one only loses its trace headers).
+MAX_TRACKED = 10_000
 
 Headers = list[tuple[str, bytes]]
 
@@ -40,13 +46,15 @@ class ProgressReporter:
         self._producer = producer
         self._metrics = metrics
         self._loop = asyncio.get_running_loop()
-        self._trace: dict[str, Headers] = {}  # request_id -> traceparent/tracestate to carry
-        self._last_step: dict[str, float] = {}
+        # request_id -> traceparent/tracestate to carry; oldest first
+        self._trace: OrderedDict[str, Headers] = OrderedDict()
+        self._last_step: OrderedDict[str, float] = OrderedDict()
         self._sends: set[asyncio.Future[None]] = set()
 
     def queued(self, request_id: str, trace: Headers) -> None:
         if self._topic:
             self._trace[request_id] = trace
+            _bound(self._trace)
             self._emit(request_id, "queued")
 
     def started(self, request_ids: Iterable[str], total_steps: int) -> None:
@@ -72,6 +80,7 @@ class ProgressReporter:
             last = self._last_step.get(request_id, -1.0)
             if step in (1, total) or now - last >= MIN_STEP_INTERVAL_SECONDS:
                 self._last_step[request_id] = now
+                _bound(self._last_step)
                 self._emit(request_id, "step", step, total)
 
     def _emit(
@@ -100,3 +109,8 @@ class ProgressReporter:
         except KafkaError as exc:
             self._metrics.progress_dropped.inc()
             log.debug("progress event dropped: %s", type(exc).__name__)
+
+
+def _bound(entries: OrderedDict[str, Any]) -> None:
+    while len(entries) > MAX_TRACKED:
+        entries.popitem(last=False)

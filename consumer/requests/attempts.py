@@ -56,7 +56,7 @@ class Preflight:
     stored: Stored  # what the store holds under the request's id
     answer: GenerationResult | None = None  # the stored outcome, when stored is Stored.SAME
     markers: tuple[str, ...] = ()  # marker keys on record, this attempt's own among them
-    marked: bool = False  # this attempt's marker is written (preflight with start_now)
+    marked: bool = False  # this attempt's marker is written, last of `markers` (start_now)
 
 
 class AttemptLog:
@@ -92,13 +92,13 @@ class AttemptLog:
         mine = (own,) if own is not None else ()
         if isinstance(found, StorageError):
             log.warning("preflight skipped", extra={"request_id": request_id})
-            return Preflight(0, Stored.UNKNOWN, None, mine, start_now)
+            return Preflight(0, Stored.UNKNOWN, None, mine, own is not None)
         stored, answer, listed = found
         if stored is Stored.OTHER:  # another request's folder: its markers are not ours
-            return Preflight(0, stored, None, mine, start_now)
+            return Preflight(0, stored, None, mine, own is not None)
         earlier = tuple(key for key in listed if key != own)
         attempts = 0 if stored is Stored.SAME else len(earlier)
-        return Preflight(attempts, stored, answer, earlier + mine, start_now)
+        return Preflight(attempts, stored, answer, earlier + mine, own is not None)
 
     async def _lookup_tried(
         self, job: GenerationJob

@@ -16,6 +16,7 @@ class TriageConfig:
     limits: RequestLimits  # what validation admits
     default_negative_prompt: str  # for requests without one (audit policy `standard`)
     max_request_age_seconds: float  # a record older than this is expired; 0: no limit
+    clock_skew_seconds: float  # allowance for a producer's clock (intake/clocks.py)
     reuse_stored_images: bool  # answer a request from its stored images (REUSE_STORED_IMAGES)
     max_batch_size: int  # images per engine call
     max_batch_cost: float  # cost per engine call; 0: no bound
@@ -26,6 +27,7 @@ class TriageConfig:
             limits=settings.request_limits(),
             default_negative_prompt=settings.default_negative_prompt,
             max_request_age_seconds=settings.max_request_age_seconds,
+            clock_skew_seconds=settings.clock_skew_seconds,
             reuse_stored_images=settings.reuse_stored_images,
             max_batch_size=settings.max_batch_size,
             max_batch_cost=settings.max_batch_cost,

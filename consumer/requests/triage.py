@@ -22,6 +22,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from consumer.generation.batch_queue import group_batches
 from consumer.generation.engine import GenerationJob, plan_job
 from consumer.generation.processing import StopCheck
+from consumer.intake.clocks import record_time
 from consumer.output.acknowledgement import Acknowledger
 from consumer.output.answers import Answer, Answers
 from consumer.output.images import request_digest
@@ -182,9 +183,12 @@ class Triage:
             log.error("attempts exhausted: workers died running this request", extra=extra)
         else:
             log.info("request answered without running", extra=extra)
+        own = work.markers[-1:] if work.marked else ()  # this delivery's, written at preflight
+        earlier = work.markers[: len(work.markers) - len(own)]
         if code is ErrorCode.REQUEST_ID_CONFLICT:  # the markers on record are another's
-            own = work.markers[-1:] if work.marked else ()
             return Answer(work.records, result, job, own)
+        if code is ErrorCode.ATTEMPTS_EXHAUSTED:  # the crashes on record are the evidence
+            return Answer(work.records, result, job, own, evidence=earlier)
         return Answer(work.records, result, job, work.markers)
 
     def _batches(self, works: list[Work]) -> list[list[Work]]:
@@ -216,8 +220,11 @@ class Triage:
 
     def _deadline(self, job: GenerationJob, record: Record) -> float | None:
         """The request's own deadline, or MAX_REQUEST_AGE_SECONDS after its record, if sooner."""
-        max_age = self._config.max_request_age_seconds
-        aged = record.timestamp / 1000 + max_age if max_age and record.timestamp else None
+        max_age, skew = self._config.max_request_age_seconds, self._config.clock_skew_seconds
+        aged = None
+        if max_age and record.timestamp:
+            written = record_time(record.timestamp, record.timestamp_type, skew, time.time())
+            aged = written + max_age
         candidates = [d for d in (job.deadline, aged) if d is not None]
         return min(candidates) if candidates else None
 

@@ -29,14 +29,16 @@ class FakeBroker:
         value: bytes | None,
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        timestamp: int | None = None,
     ) -> ConsumerRecord[bytes, bytes]:
+        """`timestamp`: the record's CreateTime in ms (default: now)."""
         tp = TopicPartition(topic, partition)
         log = self.logs.setdefault(tp, [])
         record = ConsumerRecord(
             topic=topic,
             partition=partition,
             offset=len(log),
-            timestamp=int(time.time() * 1000),
+            timestamp=int(time.time() * 1000) if timestamp is None else timestamp,
             timestamp_type=0,
             key=key,
             value=value,

@@ -57,3 +57,14 @@ async def test_an_empty_progress_topic_sends_nothing() -> None:
     progress.finished("r1")
     await settle()
     assert not broker.logs
+
+
+async def test_requests_that_never_finish_do_not_grow_the_bookkeeping() -> None:
+    """A request released by a rebalance or abandoned at shutdown never gets its `finished`."""
+    from consumer.output.progress import MAX_TRACKED
+
+    progress, _ = reporter()
+    for index in range(MAX_TRACKED + 500):
+        progress.queued(f"r{index}", TRACE)
+        progress._step([f"r{index}"], 1, 2)
+    assert len(progress._trace) == MAX_TRACKED and len(progress._last_step) == MAX_TRACKED

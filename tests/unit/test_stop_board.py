@@ -33,3 +33,22 @@ def test_cancels_older_than_the_retention_or_past_the_bound_are_forgotten() -> N
     board.cancel("b")
     board.cancel("c")
     assert len(board) == 2 and not board.due([replace(JOB, request_id="a")])
+
+
+def test_a_cancel_is_checked_for_age_when_read() -> None:
+    """A quiet worker (no new cancel to trigger the clean-up) must not honour a cancel for
+    ever that a newer worker, reading the topic back CANCEL_RETENTION_SECONDS, would ignore."""
+    board = StopBoard(retention_seconds=60)
+    board.cancel("r1")
+    assert board.due([JOB]) == {"r1": "cancelled"}
+    assert board.due([JOB], now=time.time() + 61) == {}
+
+
+def test_a_flood_of_cancels_does_not_evict_one_for_a_request_held_here() -> None:
+    held = {"r1"}
+    board = StopBoard(retention_seconds=60, max_entries=10, holds=held.__contains__)
+    board.cancel("r1")
+    for index in range(1000):
+        board.cancel(f"bogus-{index}")
+    assert len(board) == 10
+    assert board.due([JOB]) == {"r1": "cancelled"}
