@@ -14,13 +14,13 @@ import logging
 import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import replace
-from enum import Enum
 from typing import Any, TypeAlias, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumer.intake.kafka_io import OutRecord, dead_letter_record, result_record
+from consumer.intake.offsets import OffsetTracker
 from consumer.ops.metrics import WorkerMetrics
 from consumer.output.config import OutputConfig
 from consumer.output.publishing import Delivery, Publisher
@@ -37,82 +37,6 @@ LAST_COMMIT_SECONDS = 2.0
 
 Record: TypeAlias = ConsumerRecord[Any, Any]
 T = TypeVar("T")
-
-
-class _State(Enum):
-    TAKEN = "taken"  # being worked on by this member
-    DONE = "done"  # outcome published
-    RELEASED = "released"  # dropped before it started; must be taken again before a commit
-
-
-class OffsetTracker:
-    """Offsets of one partition in flight; commits only up to the lowest unfinished one.
-
-    With several batches in flight, batch k+1 may finish before batch k: its offsets are done but
-    must not be committed until everything below them is done too.
-    """
-
-    def __init__(self) -> None:
-        self._states: dict[int, _State] = {}
-        self._committed: int | None = None
-
-    def take(self, offset: int) -> bool:
-        """False when the offset is already taken, done or committed (a re-fetch after a
-        rebalance, which resets the fetch position to the group's committed offset)."""
-        if self._committed is not None and offset < self._committed:
-            return False
-        if self._states.get(offset) in (_State.TAKEN, _State.DONE):
-            return False
-        self._states[offset] = _State.TAKEN
-        return True
-
-    def answered(self, offset: int) -> bool:
-        """True once the offset's outcome is published (or committed)."""
-        committed = self._committed is not None and offset < self._committed
-        return committed or self._states.get(offset) is _State.DONE
-
-    def done(self, offsets: Iterable[int]) -> None:
-        for offset in offsets:
-            if offset in self._states:
-                self._states[offset] = _State.DONE
-
-    def release(self, offsets: Iterable[int]) -> None:
-        for offset in offsets:
-            if self._states.get(offset) is _State.TAKEN:
-                self._states[offset] = _State.RELEASED
-
-    def forget_below(self, position: int) -> int | None:
-        """The group's committed offset is `position`: what lies below is settled. Returns this
-        member's own position when it is further (a commit refused while the partition was
-        away, for results already published): the caller commits it again."""
-        for offset in [o for o in self._states if o < position]:
-            del self._states[offset]
-        ahead = (
-            self._committed if self._committed is not None and self._committed > position else None
-        )
-        self._committed = max(self._committed or 0, position)
-        return ahead
-
-    def committable(self) -> int | None:
-        """The next offset to commit (Kafka commits 'next to read'), or None if nothing new."""
-        position = None
-        for offset in sorted(self._states):
-            if self._states[offset] is not _State.DONE:
-                break
-            position = offset + 1
-            del self._states[offset]
-        if position is None or position == self._committed:
-            return None
-        self._committed = position
-        return position
-
-    @property
-    def in_flight(self) -> int:
-        return sum(state is _State.TAKEN for state in self._states.values())
-
-    @property
-    def idle(self) -> bool:
-        return self.in_flight == 0
 
 
 class Acknowledger:

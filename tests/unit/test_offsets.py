@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumer.output.acknowledgement import OffsetTracker
+from consumer.intake.offsets import OffsetTracker
 
 
 def tracker_with(*offsets: int) -> OffsetTracker:
