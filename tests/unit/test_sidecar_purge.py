@@ -15,6 +15,8 @@ from consumer.ops.metrics import WorkerMetrics
 from consumer.ops.sidecar import SidecarConfig, build_app, is_loopback
 from consumer.settings import Settings
 
+KEY = "purge-key-0123456789"
+
 
 class IdleWorker:
     """The slice of a worker the sidecar reads (its WorkerStatus protocol)."""
@@ -70,10 +72,10 @@ async def test_purge_on_loopback_without_a_key_works_once_per_interval() -> None
 
 
 async def test_a_key_opens_purge_on_any_interface() -> None:
-    client = await client_for(app_host="0.0.0.0", require_api_key=True, api_key="k")
+    client = await client_for(app_host="0.0.0.0", require_api_key=True, api_key=KEY)
     try:
         assert (await client.post("/v1/models/purge")).status == 401
-        assert (await client.post("/v1/models/purge", headers={"X-API-Key": "k"})).status == 200
+        assert (await client.post("/v1/models/purge", headers={"X-API-Key": KEY})).status == 200
     finally:
         await client.close()
 
