@@ -60,6 +60,7 @@ async def test_sidecar_routes_and_purge_auth(make_settings: Callable[..., Settin
                 "model_load_seconds",
                 "model_cache_hits_total",
                 "model_cache_evictions_total",
+                "purge_auth_failures_total",
             ):
                 assert name in text, name
 
@@ -83,6 +84,8 @@ async def test_sidecar_routes_and_purge_auth(make_settings: Callable[..., Settin
                 }
             async with http.post(purge, headers={"X-API-Key": "key-one-0123456789"}) as response:
                 assert await response.json() == {"model_id": None, "removed": [], "remaining": []}
+            async with http.get(f"{base}/metrics") as response:
+                assert "purge_auth_failures_total 2.0" in await response.text()
 
             worker.request_stop()
             await wait_until(lambda: worker.draining, 10, "draining")
