@@ -62,7 +62,11 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(Path("data"), description="Models built here, local images, stack data.")
     base_url: str | None = Field(
-        None, description="Public URL prefix of stored images (BASE_URL/<key>); unset: presigned."
+        None,
+        description=(
+            "Public URL prefix of stored images (BASE_URL/<key>), which caches may keep for a "
+            "day (Cache-Control max-age=86400); unset: presigned URLs."
+        ),
     )
     default_model: str = Field(
         "stabilityai/sdxl-turbo",
@@ -390,7 +394,13 @@ class Settings(BaseSettings):
         description="Prefix of object keys (<prefix>/<request_id>/<index>.png, .jpg or .webp).",
     )
     s3_presign_expiry_seconds: int = Field(
-        3600, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned URLs."
+        3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description=(
+            "Lifetime of presigned URLs; without BASE_URL also the images' Cache-Control max-age "
+            "(at most a day), so no cache keeps an image longer than its URL works."
+        ),
     )
     aws_access_key_id: SecretStr | None = Field(
         None,
