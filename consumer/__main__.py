@@ -138,12 +138,19 @@ def _submit(settings: Settings, args: argparse.Namespace) -> int:
         print(f"no result within {args.wait:.0f}s: is a worker running?", file=sys.stderr)
         return 2
     print(result.model_dump_json(indent=2))
+    saved = True
     for index, image in enumerate(result.images):
         print(f"image {image.image_id} (seed {image.seed}): {image.url}", file=sys.stderr)
         if args.save is not None:
             target = args.save if index == 0 else args.save.with_stem(f"{args.save.stem}-{index}")
-            print(f"saved to {download(image.url, target)}", file=sys.stderr)
+            try:
+                print(f"saved to {download(image.url, target)}", file=sys.stderr)
+            except (ValueError, OSError) as exc:  # DownloadRefused; a failed fetch or write
+                print(f"error: image {image.image_id}: {exc}", file=sys.stderr)
+                saved = False
     _warn_if_noise(result)
+    if not saved:
+        return 2
     return 0 if result.status == "completed" else 1
 
 

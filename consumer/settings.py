@@ -23,6 +23,16 @@ log = logging.getLogger(__name__)
 CommaList = Annotated[list[str], NoDecode]
 
 
+# A purge key is a password that anyone who reaches the sidecar may guess at (five guesses a
+# minute per address): short ones are refused at start. The message names the setting only.
+MIN_API_KEY_LENGTH = 16
+_SHORT_KEY = (
+    "{name} is shorter than "
+    + str(MIN_API_KEY_LENGTH)
+    + " characters: use a long random key (e.g. `openssl rand -hex 24`)"
+)
+
+
 def _split_commas(value: object) -> object:
     """Accept `a,b,c` (the seed's format) as well as a real list."""
     if isinstance(value, str):
@@ -34,7 +44,13 @@ class Settings(BaseSettings):
     """Every knob of the worker. Field names map to upper-case environment variables."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        # A validation error would otherwise print what it was given: a refused API_KEY, or the
+        # whole input (secrets included) for a check across settings.
+        hide_input_in_errors=True,
     )
 
     # --- seed variables -------------------------------------------------------------------------
@@ -46,7 +62,11 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(Path("data"), description="Models built here, local images, stack data.")
     base_url: str | None = Field(
-        None, description="Public URL prefix of stored images (BASE_URL/<key>); unset: presigned."
+        None,
+        description=(
+            "Public URL prefix of stored images (BASE_URL/<key>), which caches may keep for a "
+            "day (Cache-Control max-age=86400); unset: presigned URLs."
+        ),
     )
     default_model: str = Field(
         "stabilityai/sdxl-turbo",
@@ -84,9 +104,19 @@ class Settings(BaseSettings):
     require_api_key: bool = Field(
         False, description="Protect POST /v1/models/purge with API_KEY or API_KEYS."
     )
-    api_key: SecretStr | None = Field(None, description="An accepted API key (never logged).")
+    api_key: SecretStr | None = Field(
+        None,
+        description=(
+            f"An accepted API key (never logged); at least {MIN_API_KEY_LENGTH} characters, "
+            "else the worker does not start."
+        ),
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="More accepted API keys (never logged)."
+        default_factory=list,
+        description=(
+            f"More accepted API keys (never logged), comma-separated; each at least "
+            f"{MIN_API_KEY_LENGTH} characters."
+        ),
     )
     purge_min_interval_seconds: float = Field(
         10.0,
@@ -373,7 +403,13 @@ class Settings(BaseSettings):
         description="Prefix of object keys (<prefix>/<request_id>/<index>.png, .jpg or .webp).",
     )
     s3_presign_expiry_seconds: int = Field(
-        3600, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned URLs."
+        3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description=(
+            "Lifetime of presigned URLs; without BASE_URL also the images' Cache-Control max-age "
+            "(at most a day), so no cache keeps an image longer than its URL works."
+        ),
     )
     aws_access_key_id: SecretStr | None = Field(
         None,
@@ -414,6 +450,22 @@ class Settings(BaseSettings):
     @classmethod
     def _keys_from_csv(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and 0 < len(value.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ValueError(_SHORT_KEY.format(name="API_KEY"))
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys_are_long_enough(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for position, key in enumerate(value, start=1):
+            if 0 < len(key.get_secret_value()) < MIN_API_KEY_LENGTH:
+                name = f"API_KEYS (key {position} of {len(value)})"
+                raise ValueError(_SHORT_KEY.format(name=name))
+        return value
 
     @model_validator(mode="after")
     def _resolve_models(self) -> Settings:

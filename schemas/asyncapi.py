@@ -14,7 +14,14 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from schemas import examples
-from schemas.cloudevents import PROGRESS_TYPE, RESULT_TYPE, SPEC_VERSION
+from schemas.cloudevents import (
+    MAX_TRACESTATE_BYTES,
+    MAX_TRACESTATE_MEMBERS,
+    PROGRESS_TYPE,
+    RESULT_TYPE,
+    SPEC_VERSION,
+    TRACEPARENT_BYTES,
+)
 from schemas.control import CancelCommand
 from schemas.progress import ProgressEvent
 from schemas.request import CONTRACT_VERSION, REQUEST_ID_PATTERN, GenerationRequest
@@ -216,12 +223,27 @@ def _cloudevents(event_type: str | None, json_content: bool = True) -> dict[str,
     }
 
 
-_TRACE = {
+_TRACE_IN = {
     "traceparent": _string(
         "W3C trace context of the request, carried onto what it causes.",
         pattern="^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$",
     ),
-    "tracestate": _string("W3C tracestate, with a valid traceparent only.", maxLength=512),
+    "tracestate": _string(
+        "W3C tracestate, with a valid traceparent only (carried cut to 512 bytes)."
+    ),
+}
+# What the worker carries: rebuilt from the request's fields, never copied (a later version's
+# extra fields are dropped), and a tracestate of at most 32 members cut to 512 bytes.
+_TRACE_OUT = {
+    "traceparent": _string(
+        "The request's W3C trace context, as version 00.",
+        pattern="^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+        maxLength=TRACEPARENT_BYTES,
+    ),
+    "tracestate": _string(
+        f"The request's W3C tracestate: at most {MAX_TRACESTATE_MEMBERS} members.",
+        maxLength=MAX_TRACESTATE_BYTES,
+    ),
 }
 
 
@@ -233,19 +255,19 @@ def _header_schemas() -> dict[str, Any]:
     return {
         "RequestHeaders": _headers(
             "All optional: CloudEvents attributes are accepted, not required.",
-            {**_cloudevents(None), **_TRACE},
+            {**_cloudevents(None), **_TRACE_IN},
         ),
         "ResultHeaders": _headers(
             "CloudEvents attributes (ce_type generation.result.v1) and the trace context.",
             {
                 **_cloudevents(RESULT_TYPE),
-                **_TRACE,
+                **_TRACE_OUT,
                 "contract-version": _string("Major version of the contract.", const="1"),
             },
         ),
         "ProgressHeaders": _headers(
             "CloudEvents attributes (ce_type generation.progress.v1) and the trace context.",
-            {**_cloudevents(PROGRESS_TYPE), **_TRACE},
+            {**_cloudevents(PROGRESS_TYPE), **_TRACE_OUT},
         ),
         "DeadLetterHeaders": _headers(
             "The original record's headers (up to 16 KiB), then these.",

@@ -7,6 +7,7 @@ CloudEvents read the same values as before. Pure functions; the caller attaches 
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from collections.abc import Iterable
@@ -27,11 +28,16 @@ CONTROL_TYPE = "generation.control.v1"  # ... and on control commands
 SOURCE_PREFIX = "urn:sdxl-worker:"
 
 _URN_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
-# W3C Trace Context level 1: version-traceid-parentid-flags, lowercase hex. A later version may
-# append fields after a "-"; version ff is forbidden, all-zero ids are invalid.
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
-_MAX_TRACESTATE_BYTES = 512
-_MAX_TRACESTATE_MEMBERS = 32
+# W3C Trace Context: version-traceid-parentid-flags, lowercase hex, 55 bytes. A later version may
+# append fields after a "-" (any length: they are never read, never carried); version ff is
+# forbidden, all-zero ids are invalid.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+TRACEPARENT_BYTES = 55
+MAX_TRACESTATE_BYTES = 512
+MAX_TRACESTATE_MEMBERS = 32
+# A member this long goes first when the list must be cut to MAX_TRACESTATE_BYTES (W3C 3.3.1.5).
+_LONG_TRACESTATE_MEMBER = 128
+_LIST_ITEM = re.compile(r"[^,]+")
 _TRACESTATE_MEMBER = re.compile(
     r"[a-z0-9][a-z0-9_*/@-]{0,255}=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
 )
@@ -75,7 +81,12 @@ def trace_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> Headers
 
     `traceparent` (or the CloudEvents tracing extension's `ce_traceparent`) when exactly one
     valid value is present, and then `tracestate` when it is well-formed; [] otherwise. Names
-    are matched without regard to case and returned in lowercase. Never raises."""
+    are matched without regard to case and returned in lowercase. Never raises.
+
+    Nothing is copied raw, so a request cannot make what it causes larger than this: the
+    traceparent is rebuilt from its four fields as version 00 (55 bytes, whatever version and
+    extra fields came in), the tracestate is at most MAX_TRACESTATE_MEMBERS well-formed members
+    and MAX_TRACESTATE_BYTES bytes."""
     found: dict[str, list[bytes]] = {}
     for name, value in headers or ():
         key = name.lower() if isinstance(name, str) else ""
@@ -94,29 +105,56 @@ def trace_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> Headers
 
 
 def _traceparent(raw: bytes) -> str | None:
-    text = _ascii(raw)
-    match = _TRACEPARENT.fullmatch(text.strip()) if text is not None else None
+    """The traceparent to carry, re-serialised from its fields as version 00; None if invalid.
+
+    Version 00 is exactly the four fields. A later version is read as W3C says: its first four
+    fields must be valid and, when more follows, the 56th character is a "-"; what follows is
+    ignored (never decoded, never carried), and the fields go on as version 00 (the version
+    this worker speaks), flags as they came."""
+    if not isinstance(raw, bytes):
+        return None
+    value = raw.strip(b" ")  # optional white space around a header value
+    head = _ascii(value[:TRACEPARENT_BYTES])
+    match = _TRACEPARENT.fullmatch(head) if head is not None else None
     if match is None:
         return None
-    version, trace_id, parent_id, _flags, rest = match.groups()
-    if version == "ff" or (version == "00" and rest is not None):
+    version, trace_id, parent_id, flags = match.groups()
+    rest = value[TRACEPARENT_BYTES:]
+    if version == "ff" or (version == "00" and rest) or (rest and not rest.startswith(b"-")):
         return None
     if trace_id == "0" * 32 or parent_id == "0" * 16:
         return None
-    return match.group(0)
+    return f"00-{trace_id}-{parent_id}-{flags}"
 
 
 def _tracestate(values: list[bytes]) -> str | None:
-    """Several tracestate headers join into one list, as HTTP would join them."""
+    """The tracestate to carry, None when there is none or it is malformed.
+
+    Several tracestate headers join into one list, as HTTP would join them. A list may hold
+    MAX_TRACESTATE_MEMBERS members: later ones are dropped unread (W3C puts the newest members
+    first, so the oldest go). Each member kept must be well-formed (key=value), else the whole
+    tracestate is dropped. A list longer than MAX_TRACESTATE_BYTES is truncated by whole
+    members, never mid-member, as W3C 3.3.1.5 says: members over 128 bytes go first, then
+    members from the end."""
     texts = [_ascii(value) for value in values]
     if not texts or any(text is None for text in texts):
         return None
-    members = [m.strip() for text in texts if text for m in text.split(",") if m.strip()]
-    joined = ",".join(members)
-    valid = all(_TRACESTATE_MEMBER.fullmatch(member) for member in members)
-    if not members or not valid or len(members) > _MAX_TRACESTATE_MEMBERS:
+    # Lazily: members past the 32nd are never split off, stripped or parsed.
+    listed = (m.group().strip(" ") for text in texts for m in _LIST_ITEM.finditer(text or ""))
+    members = list(
+        itertools.islice((member for member in listed if member), MAX_TRACESTATE_MEMBERS)
+    )
+    if not members or not all(_TRACESTATE_MEMBER.fullmatch(member) for member in members):
         return None
-    return joined if len(joined) <= _MAX_TRACESTATE_BYTES else None
+    if _joined_length(members) > MAX_TRACESTATE_BYTES:
+        members = [member for member in members if len(member) <= _LONG_TRACESTATE_MEMBER]
+    while members and _joined_length(members) > MAX_TRACESTATE_BYTES:
+        members.pop()
+    return ",".join(members) or None
+
+
+def _joined_length(members: list[str]) -> int:
+    return sum(len(member) for member in members) + len(members) - 1
 
 
 def _ascii(raw: bytes) -> str | None:

@@ -18,8 +18,10 @@ from botocore.exceptions import (
 from storage.base import StorageError, check_metadata
 
 # A later request may reuse a request_id with other parameters and rewrite its keys with new
-# content, so objects are cacheable but not "immutable".
-DEFAULT_CACHE_CONTROL = "public, max-age=86400"
+# content, so objects are cacheable but not "immutable". A day behind BASE_URL (a public gateway,
+# whose URLs do not expire); with presigned URLs, no longer than they are valid.
+PUBLIC_MAX_AGE_SECONDS = 86400
+DEFAULT_CACHE_CONTROL = f"public, max-age={PUBLIC_MAX_AGE_SECONDS}"
 _RETRYABLE_CODES = frozenset(
     {
         "Throttling",
@@ -55,6 +57,15 @@ class _S3Client(Protocol):
     ) -> str: ...
 
 
+def cache_control_for(base_url: str | None, presign_expiry_seconds: int) -> str:
+    """The Cache-Control stored with each object. Behind BASE_URL a day; with presigned URLs at
+    most their lifetime (S3_PRESIGN_EXPIRY_SECONDS), so that no cache keeps an image for longer
+    than the URL that fetched it was meant to work."""
+    if base_url:
+        return DEFAULT_CACHE_CONTROL
+    return f"public, max-age={max(0, min(PUBLIC_MAX_AGE_SECONDS, presign_expiry_seconds))}"
+
+
 def _client_config() -> Config:
     # boto3 >= 1.36 sends CRC checksums that some S3-compatible stores reject: only when required.
     return Config(
@@ -88,13 +99,13 @@ class S3ImageStore:
         secret_access_key: str | None = None,
         base_url: str | None = None,
         presign_expiry_seconds: int = 3600,
-        cache_control: str = DEFAULT_CACHE_CONTROL,
+        cache_control: str | None = None,
     ) -> None:
         self.bucket = bucket
         self.endpoint_url = endpoint_url
         self.base_url = base_url
         self.presign_expiry_seconds = presign_expiry_seconds
-        self.cache_control = cache_control
+        self.cache_control = cache_control or cache_control_for(base_url, presign_expiry_seconds)
         # Kept only to scrub them out of error text; never printed (see __repr__).
         self._secrets = tuple(s for s in (access_key_id, secret_access_key) if s)
         creds: dict[str, Any] = {}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
 import time
 import urllib.request
+from http.client import HTTPMessage
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
 from urllib.parse import urlparse
 
 from consumer.client.generation_client import BrokerUnavailable, GenerationClient
@@ -117,17 +117,64 @@ async def cancel(settings: Settings, request_id: str, connect_timeout: float = 3
     return True
 
 
+_DOWNLOADABLE = ("http", "https")
+
+
+class DownloadRefused(ValueError):
+    """A URL --save does not fetch: a result names whatever its producer wrote, and only a
+    worker's image URLs (presigned or BASE_URL, http(s)) are worth a download."""
+
+
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) only; urllib's own handler also follows them to ftp://."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        _check_scheme(newurl, "a redirect to")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _check_scheme(url: str, what: str) -> None:
+    scheme = urlparse(url).scheme.lower()
+    if scheme not in _DOWNLOADABLE:
+        raise DownloadRefused(
+            f"not saved: {what} a {scheme or 'relative'!r} URL; --save downloads http(s) URLs only"
+        )
+
+
+def _http_opener() -> urllib.request.OpenerDirector:
+    """An opener that knows http and https and nothing else (no file:, ftp: or data: handler,
+    as urllib.request.build_opener would add)."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.UnknownHandler(),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        _HttpRedirectsOnly(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
 def download(url: str, target: Path) -> Path:
-    """Fetch an image URL (http(s) presigned or BASE_URL, or file://) to `target`."""
-    parsed = urlparse(url)
+    """Fetch an image's http(s) URL (presigned or BASE_URL) to `target`. Any other URL (a
+    file:// of a local store included) raises DownloadRefused, and so does a redirect to one,
+    before anything is read or written."""
+    _check_scheme(url, "the result names")
+    with _http_opener().open(url, timeout=30) as response:
+        data = response.read()
     target.parent.mkdir(parents=True, exist_ok=True)
-    if parsed.scheme == "file":
-        shutil.copyfile(urllib.request.url2pathname(parsed.path), target)
-    elif parsed.scheme in ("http", "https"):
-        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - scheme checked
-            target.write_bytes(response.read())
-    else:
-        raise ValueError(f"cannot download a {parsed.scheme!r} URL")
+    target.write_bytes(data)
     return target
 
 

@@ -135,6 +135,11 @@ class WorkerMetrics:
         self.internal_errors = Counter(
             "internal_errors", "Batches that raised unexpectedly (failed results).", registry=r
         )
+        self.purge_auth_failures = Counter(
+            "purge_auth_failures",
+            "POST /v1/models/purge calls refused for a missing or invalid X-API-Key.",
+            registry=r,
+        )
 
     def count_result(self, result: GenerationResult, model: str) -> None:
         self.generations.labels(result.status.value, model).inc()

@@ -10,6 +10,8 @@ import json
 import logging
 import math
 import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -64,6 +66,9 @@ class SidecarConfig:
     # The accepted purge keys: compared as digests, never logged, never in a response.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     purge_min_interval_seconds: float = 0.0
+    # Failed keys per peer address: after this many within the window, 429 without a key check.
+    purge_failure_limit: int = 5
+    purge_failure_window_seconds: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SidecarConfig:
@@ -83,8 +88,63 @@ class SidecarConfig:
 CONFIG: web.AppKey[SidecarConfig] = web.AppKey("config", SidecarConfig)
 
 
+class FailureLimiter:
+    """Failed purge keys per peer address, in a sliding window: at `limit` failures a peer waits
+    until the oldest of them is `window_seconds` old. Remembers at most `max_peers` peers (the
+    one that failed longest ago is forgotten first), so a scan from many addresses cannot grow
+    it without end."""
+
+    def __init__(
+        self,
+        limit: int,
+        window_seconds: float,
+        *,
+        max_peers: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window_seconds = window_seconds
+        self.max_peers = max_peers
+        self._clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def retry_after(self, peer: str) -> int | None:
+        """Whole seconds until `peer` may try a key again; None when it may now."""
+        failures = self._recent(peer)
+        if failures is None or len(failures) < self.limit:
+            return None
+        return max(1, math.ceil(failures[0] + self.window_seconds - self._clock()))
+
+    def record(self, peer: str) -> int:
+        """Count one failed key of `peer`; how many it has within the window, this one too."""
+        failures = self._recent(peer)
+        if failures is None:
+            failures = self._failures[peer] = deque(maxlen=max(self.limit, 1))
+            while len(self._failures) > self.max_peers:
+                self._failures.popitem(last=False)
+        failures.append(self._clock())
+        self._failures.move_to_end(peer)
+        return len(failures)
+
+    def _recent(self, peer: str) -> deque[float] | None:
+        failures = self._failures.get(peer)
+        if failures is None:
+            return None
+        horizon = self._clock() - self.window_seconds
+        while failures and failures[0] <= horizon:
+            failures.popleft()
+        if not failures:
+            del self._failures[peer]
+            return None
+        return failures
+
+
 @dataclass
 class PurgeState:
+    failures: FailureLimiter
     last: float = -math.inf  # time.monotonic() of the last purge
 
 
@@ -95,7 +155,9 @@ def build_app(config: SidecarConfig, worker: WorkerStatus) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[WORKER] = worker
     app[CONFIG] = config
-    app[PURGE_STATE] = PurgeState()
+    app[PURGE_STATE] = PurgeState(
+        FailureLimiter(config.purge_failure_limit, config.purge_failure_window_seconds)
+    )
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/v1/models", models)
@@ -171,7 +233,13 @@ async def purge(request: web.Request) -> web.Response:
     model_id = await _purge_target(request)
     if isinstance(model_id, web.Response):
         return model_id
-    request.app[PURGE_STATE].last = time.monotonic()
+    # The interval is checked and taken in one step, with no await between them: requests that
+    # held back their bodies (and so passed any earlier check together) cannot both purge.
+    state = request.app[PURGE_STATE]
+    wait = state.last + config.purge_min_interval_seconds - time.monotonic()
+    if wait > 0:
+        return _too_many(wait, "purge was called moments ago; retry later")
+    state.last = time.monotonic()
     engine = request.app[WORKER].engine
     result = await asyncio.get_running_loop().run_in_executor(None, engine.purge, model_id)
     log.info("purge", extra={"model_id": model_id, "removed": result.removed})
@@ -179,21 +247,39 @@ async def purge(request: web.Request) -> web.Response:
 
 
 def _purge_refusal(request: web.Request, config: SidecarConfig) -> web.Response | None:
-    """401 without a valid key (REQUIRE_API_KEY); 403 when the sidecar listens beyond loopback
-    with no key required: anyone on the network could empty the cache and make every next
-    request pay a model load; 429 more often than once per PURGE_MIN_INTERVAL_SECONDS."""
+    """401 without a valid key (REQUIRE_API_KEY), and 429 without looking at the key once its
+    peer failed purge_failure_limit times within purge_failure_window_seconds; 403 when the
+    sidecar listens beyond loopback with no key required: anyone on the network could empty the
+    cache and make every next request pay a model load; 429 more often than once per
+    PURGE_MIN_INTERVAL_SECONDS (checked here too, so that a caller need not send its body)."""
+    state = request.app[PURGE_STATE]
     if config.require_api_key:
+        peer = request.remote or "unknown"
+        retry_after = state.failures.retry_after(peer)
+        if retry_after is not None:
+            return _too_many(retry_after, "too many failed keys; retry later")
         if not key_is_valid(request.headers.get("X-API-Key"), list(config.api_keys)):
+            failures = state.failures.record(peer)
+            request.app[WORKER].metrics.purge_auth_failures.inc()
+            # The peer, never the key: a near miss in a log would be half a secret.
+            log.warning(
+                "purge refused: missing or invalid X-API-Key",
+                extra={"peer": peer, "failures_in_window": failures},
+            )
             return _error(401, "unauthorized", "missing or invalid X-API-Key")
     elif not is_loopback(config.host):
         message = "purge needs REQUIRE_API_KEY when the sidecar listens beyond loopback"
         return _error(403, "forbidden", message)
-    wait = request.app[PURGE_STATE].last + config.purge_min_interval_seconds - time.monotonic()
+    wait = state.last + config.purge_min_interval_seconds - time.monotonic()
     if wait > 0:
-        response = _error(429, "too_many_requests", "purge was called moments ago; retry later")
-        response.headers["Retry-After"] = str(math.ceil(wait))
-        return response
+        return _too_many(wait, "purge was called moments ago; retry later")
     return None
+
+
+def _too_many(wait: float, message: str) -> web.Response:
+    response = _error(429, "too_many_requests", message)
+    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
 
 
 def is_loopback(host: str) -> bool:
@@ -229,7 +315,13 @@ def key_is_valid(given: str | None, valid: list[str]) -> bool:
     """Constant time over digests, so neither the key nor its length leaks through timing."""
     if not given or not valid:
         return False
-    digest = hashlib.sha256(given.encode()).digest()
+    try:
+        # aiohttp decodes header bytes that are not UTF-8 as lone surrogates (surrogateescape):
+        # a strict encode() raised on them, and the purge answered 500 instead of 401.
+        raw = given.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no header decoding produces: malformed all the same
+        return False
+    digest = hashlib.sha256(raw).digest()
     matches = [hmac.compare_digest(digest, hashlib.sha256(k.encode()).digest()) for k in valid]
     return any(matches)
 

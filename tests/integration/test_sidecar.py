@@ -19,7 +19,7 @@ async def test_sidecar_routes_and_purge_auth(make_settings: Callable[..., Settin
     settings = make_settings(
         app_port=port,
         require_api_key=True,
-        api_keys=["key-one", "key-two"],
+        api_keys=["key-one-0123456789", "key-two-0123456789"],
         purge_min_interval_seconds=0,
     )
     from consumer.ops.sidecar import SidecarConfig, start_sidecar
@@ -60,6 +60,7 @@ async def test_sidecar_routes_and_purge_auth(make_settings: Callable[..., Settin
                 "model_load_seconds",
                 "model_cache_hits_total",
                 "model_cache_evictions_total",
+                "purge_auth_failures_total",
             ):
                 assert name in text, name
 
@@ -69,11 +70,11 @@ async def test_sidecar_routes_and_purge_auth(make_settings: Callable[..., Settin
             async with http.post(purge, headers={"X-API-Key": "wrong"}) as response:
                 assert response.status == 401
             async with http.post(
-                purge, headers={"X-API-Key": "key-two"}, json={"model_id": 5}
+                purge, headers={"X-API-Key": "key-two-0123456789"}, json={"model_id": 5}
             ) as response:
                 assert response.status == 400
             async with http.post(
-                purge, headers={"X-API-Key": "key-two"}, json={"model_id": "tiny-sdxl"}
+                purge, headers={"X-API-Key": "key-two-0123456789"}, json={"model_id": "tiny-sdxl"}
             ) as response:
                 assert response.status == 200
                 assert await response.json() == {
@@ -81,8 +82,10 @@ async def test_sidecar_routes_and_purge_auth(make_settings: Callable[..., Settin
                     "removed": ["tiny-sdxl"],
                     "remaining": [],
                 }
-            async with http.post(purge, headers={"X-API-Key": "key-one"}) as response:
+            async with http.post(purge, headers={"X-API-Key": "key-one-0123456789"}) as response:
                 assert await response.json() == {"model_id": None, "removed": [], "remaining": []}
+            async with http.get(f"{base}/metrics") as response:
+                assert "purge_auth_failures_total 2.0" in await response.text()
 
             worker.request_stop()
             await wait_until(lambda: worker.draining, 10, "draining")

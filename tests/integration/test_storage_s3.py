@@ -45,9 +45,12 @@ def put_and_read_back(store: S3ImageStore, client: Any) -> None:
     stored = client.get_object(Bucket=store.bucket, Key=key)
     assert stored["Body"].read() == data
     assert stored["ContentType"] == "image/png"
-    assert stored.get("CacheControl")
+    assert stored.get("CacheControl") == store.cache_control
     with urllib.request.urlopen(url, timeout=10) as response:  # presigned GET
         assert response.read() == data
+        # No cache may keep the image longer than the presigned URL works.
+        max_age = response.headers["Cache-Control"].split("max-age=", 1)[1].split(",")[0]
+        assert 0 < int(max_age) <= store.presign_expiry_seconds
 
 
 def _store(endpoint: S3Endpoint, **kwargs: Any) -> S3ImageStore:

@@ -100,9 +100,81 @@ def test_invalid_traceparents_are_dropped_with_their_tracestate(value: bytes | N
     assert trace_headers([("traceparent", value), ("tracestate", b"congo=x")]) == []  # type: ignore[list-item]
 
 
-def test_a_later_version_may_append_fields() -> None:
+def test_a_later_version_may_append_fields_which_are_not_carried() -> None:
     later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-cafe"
-    assert trace_headers([("traceparent", later.encode())]) == [("traceparent", later.encode())]
+    assert trace_headers([("traceparent", later.encode())]) == [("traceparent", PARENT.encode())]
+
+
+def test_a_megabyte_traceparent_of_a_later_version_comes_out_as_55_bytes() -> None:
+    """A later version may append fields of any length: they would ride on every progress event
+    and the result. Only the four fields are carried, re-serialised as version 00."""
+    huge = b"01" + PARENT[2:].encode() + b"-" + b"x" * 1_000_000
+    carried = trace_headers([("traceparent", huge), ("tracestate", b"congo=x")])
+    assert carried == [("traceparent", PARENT.encode()), ("tracestate", b"congo=x")]
+    assert len(carried[0][1]) <= 55
+    assert trace_headers([("traceparent", b"cc" + PARENT[2:].encode())]) == [
+        ("traceparent", PARENT.encode())  # no extra fields: the version is still 00 on the way out
+    ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"01" + PARENT[2:].encode() + b"x-extra",  # the 56th character must be a "-"
+        b"01-" + b"4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7".upper() + b"-01-x",
+        b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",  # a field short
+    ],
+)
+def test_a_later_version_needs_valid_first_fields(value: bytes) -> None:
+    assert trace_headers([("traceparent", value)]) == []
+
+
+def test_the_traceparent_is_rebuilt_not_copied() -> None:
+    """White space around the value is optional white space: it is not carried either."""
+    assert trace_headers([("traceparent", b"  " + PARENT.encode() + b" ")]) == [
+        ("traceparent", PARENT.encode())
+    ]
+
+
+def _state(members: list[str]) -> list[tuple[str, bytes]]:
+    return [("traceparent", PARENT.encode()), ("tracestate", ",".join(members).encode())]
+
+
+def test_a_megabyte_tracestate_is_cut_by_whole_members_to_512_bytes() -> None:
+    members = [f"vendor{i}=value{i:08d}" for i in range(60_000)]  # ~1.3 MB, every member valid
+    headers = dict(trace_headers(_state(members)))
+    state = headers["tracestate"]
+    assert len(state) <= 512
+    kept = state.decode().split(",")
+    assert kept == members[: len(kept)] and len(kept) <= 32  # the first ones, whole
+
+
+def test_a_tracestate_keeps_at_most_32_members_from_its_start() -> None:
+    members = [f"k{i}=v" for i in range(40)]
+    assert dict(trace_headers(_state(members)))["tracestate"] == ",".join(members[:32]).encode()
+
+
+def test_long_members_go_first_when_the_tracestate_is_too_long() -> None:
+    """W3C 3.3.1.5: entries over 128 characters are removed first, then from the end."""
+    long = ["big=" + "x" * 200, "huge=" + "y" * 256]  # with the short ones: 516 bytes
+    short = [f"s{i}=v" for i in range(10)]
+    state = dict(trace_headers(_state([long[0], *short, long[1]])))["tracestate"]
+    assert state == ",".join(short).encode()
+    fits = ["big=" + "x" * 200, *short]  # 512 bytes or fewer: nothing is cut
+    assert dict(trace_headers(_state(fits)))["tracestate"] == ",".join(fits).encode()
+
+
+def test_a_tracestate_of_exactly_32_members_and_512_bytes_passes_unchanged() -> None:
+    members = [f"k{i:02d}=" + "v" * 11 for i in range(32)]  # 15 bytes each
+    members[0] += "w" * (512 - (15 * 32 + 31))  # the whole list: exactly 512 bytes
+    value = ",".join(members).encode()
+    assert len(value) == 512
+    assert dict(trace_headers(_state(members)))["tracestate"] == value
+
+
+def test_an_invalid_member_among_the_first_32_drops_the_whole_tracestate() -> None:
+    members = [f"k{i}=v" for i in range(31)] + ["NOT VALID"]
+    assert trace_headers(_state(members)) == [("traceparent", PARENT.encode())]
 
 
 def test_two_traceparents_contradict_each_other() -> None:

@@ -36,7 +36,7 @@ REQUIRED_WORKER_ENV = {
     "APP_PORT",
 }
 # Values for the variables the compose file requires (`${VAR:?...}`) when it is interpolated here.
-REQUIRED_COMPOSE_VARS = {"API_KEY": "test-key"}
+REQUIRED_COMPOSE_VARS = {"API_KEY": "test-key-0123456789"}
 
 
 def settings_env_names() -> set[str]:
@@ -165,7 +165,7 @@ def test_worker_environment_builds_valid_settings(
     assert settings.kafka_bootstrap_servers == "kafka:9092"
     assert settings.s3_endpoint_url == "http://minio:9000"
     assert settings.require_api_key
-    assert settings.valid_api_keys() == ["test-key"]
+    assert settings.valid_api_keys() == ["test-key-0123456789"]
     assert str(settings.data_dir) == "/data"
 
 

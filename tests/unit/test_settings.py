@@ -45,14 +45,46 @@ def test_default_model_wins_over_model_id(monkeypatch: pytest.MonkeyPatch) -> No
 def test_api_keys_and_requirement(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="REQUIRE_API_KEY"):
         make(require_api_key=True)
-    monkeypatch.setenv("API_KEYS", "a,b")
-    monkeypatch.setenv("API_KEY", "c")
+    a, b, c = ("a" * 16, "b" * 20, "c" * 32)
+    monkeypatch.setenv("API_KEYS", f"{a},{b}")
+    monkeypatch.setenv("API_KEY", c)
     settings = Settings(_env_file=None, require_api_key=True)  # type: ignore[call-arg]
-    assert sorted(settings.valid_api_keys()) == ["a", "b", "c"]
+    assert sorted(settings.valid_api_keys()) == [a, b, c]
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"api_key": "fifteen-chars!!"}, "API_KEY is shorter than 16"),
+        ({"api_keys": "long-enough-key-0001,fifteen-chars!!"}, "API_KEYS (key 2 of 2)"),
+        ({"api_keys": ["fifteen-chars!!"], "require_api_key": True}, "API_KEYS (key 1 of 1)"),
+    ],
+)
+def test_short_api_keys_are_refused_at_start_without_showing_them(
+    values: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        make(**values)
+    assert named in str(refused.value)
+    assert "fifteen-chars" not in str(refused.value)
+
+
+def test_keys_of_16_characters_and_empty_keys_are_accepted() -> None:
+    settings = make(api_key="", api_keys="sixteen-chars!!!")
+    assert settings.valid_api_keys() == ["sixteen-chars!!!"]
+
+
+def test_a_refused_setting_does_not_print_the_other_settings_secrets() -> None:
+    """A check across settings fails on the whole input; its message must not echo it."""
+    with pytest.raises(ValidationError) as refused:
+        make(require_api_key=True, aws_secret_access_key="s3cr3t")
+    assert "REQUIRE_API_KEY" in str(refused.value) and "s3cr3t" not in str(refused.value)
 
 
 def test_secrets_stay_out_of_repr() -> None:
-    settings = make(api_key="hunter2", aws_secret_access_key="s3cr3t", kafka_sasl_password="pw")
+    settings = make(
+        api_key="hunter2-hunter2-hunter2", aws_secret_access_key="s3cr3t", kafka_sasl_password="pw"
+    )
     text = repr(settings) + str(settings) + settings.model_dump_json()
     assert "hunter2" not in text and "s3cr3t" not in text and "pw'" not in text
 

@@ -184,6 +184,38 @@ def test_s3_base_url_form() -> None:
     assert store.url_for("images/r/0.png") == "https://cdn.example.com/media/images/r/0.png"
 
 
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, "public, max-age=3600"),  # presigned, S3_PRESIGN_EXPIRY_SECONDS' default
+        ({"presign_expiry_seconds": 60}, "public, max-age=60"),
+        ({"presign_expiry_seconds": 7 * 24 * 3600}, "public, max-age=86400"),  # at most a day
+        ({"base_url": "https://cdn.example.com/media/"}, "public, max-age=86400"),
+        (
+            {"presign_expiry_seconds": 60, "base_url": "https://cdn.example.com"},
+            "public, max-age=86400",
+        ),
+    ],
+)
+def test_s3_images_are_not_cached_longer_than_their_presigned_urls_work(
+    options: dict[str, object], expected: str
+) -> None:
+    store = _s3(**options)
+    assert store.cache_control == expected
+    with Stubber(store._client) as stub:  # type: ignore[arg-type]
+        sent = {
+            "Bucket": "images",
+            "Key": "r/0.png",
+            "Body": b"png",
+            "ContentType": "image/png",
+            "CacheControl": expected,
+            "Metadata": {},
+        }
+        stub.add_response("put_object", {}, sent)
+        store.put("r/0.png", b"png")
+        stub.assert_no_pending_responses()
+
+
 def test_s3_presigned_url_uses_public_endpoint() -> None:
     url = urlparse(_s3(public_endpoint_url="http://localhost:9000").url_for("images/r/0.png"))
     assert url.netloc == "localhost:9000"
