@@ -35,7 +35,11 @@ from tests.unit.test_compose import dockerfile_instructions, settings_env_names
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
 TREES = ("base", "overlays/gpu", "monitoring")
+# The trees that run the pool (the worker and the topic Job).
+POOLS = ("base", "overlays/gpu")
 SECRET_EXAMPLE = KUBE / "base" / "secret.example.yaml"
+# Every example Secret (placeholders, never rendered): the pods' secret references resolve to these.
+SECRET_EXAMPLES = (SECRET_EXAMPLE,)
 KEDA_SCHEMA = ROOT / "deploy" / "keda" / "scaledobject.schema.json"
 # The oldest Kubernetes the manifests are meant for (PodDisruptionBudget's
 # unhealthyPodEvictionPolicy is GA since 1.31) and the newest that kubernetes-validate knows.
@@ -43,6 +47,8 @@ KUBERNETES_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
 # Variables the pods set that are not Settings: library paths, and the topic Job's own inputs.
 NON_SETTINGS_ENV = {"HF_HOME", "HOME"}
 TOPIC_JOB_ENV = {"REQUEST_PARTITIONS", "REPLICATION_FACTOR"}
+# All the topic Job may take from a Secret: it talks to Kafka, and to nothing else.
+TOPIC_JOB_SECRET_ENV = {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"}
 # KEDA's Kafka scaler reads these trigger metadata keys (KEDA v2.20, pkg/scalers/kafka_scaler.go,
 # the `keda:"name=...,order=triggerMetadata..."` fields; `<name>FromEnv` where it resolves env).
 # Anything else is ignored by KEDA, i.e. a typo would silently fall back to a default.
@@ -111,10 +117,16 @@ def find(docs: tuple[dict[str, Any], ...], kind: str, name: str | None = None) -
     return matches[0]
 
 
-def secret_example() -> dict[str, Any]:
-    data = yaml.safe_load(SECRET_EXAMPLE.read_text())
+def secret_example(path: Path = SECRET_EXAMPLE) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
     assert isinstance(data, dict)
     return data
+
+
+def example_secrets() -> dict[str, dict[str, str]]:
+    """The example Secrets' data by Secret name: what the pods read from the real ones."""
+    secrets = (secret_example(path) for path in SECRET_EXAMPLES)
+    return {secret["metadata"]["name"]: dict(secret["stringData"]) for secret in secrets}
 
 
 def container(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
@@ -126,16 +138,47 @@ def worker_pod(tree: str = "overlays/gpu") -> dict[str, Any]:
     return spec
 
 
+def job_pod(tree: str = "overlays/gpu") -> dict[str, Any]:
+    spec: dict[str, Any] = find(render(tree), "Job")["spec"]["template"]["spec"]
+    return spec
+
+
 def config(tree: str = "overlays/gpu") -> dict[str, str]:
     data: dict[str, str] = find(render(tree), "ConfigMap", "sdxl-worker-config")["data"]
     return data
 
 
-def settings_from(tree: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The Settings a worker pod of `tree` builds from its ConfigMap, the Secret and its env."""
-    env = {**config(tree), **secret_example()["stringData"]}
-    for item in container(worker_pod(tree)["spec"], "worker")["env"]:
-        env[item["name"]] = item["value"]
+def container_env(tree: str, pod_spec: dict[str, Any], name: str) -> dict[str, str]:
+    """The environment container `name` of a pod of `tree` starts with, as the kubelet builds it:
+    `envFrom` first (the ConfigMap, whole Secrets), then `env` over it (values, and secretKeyRefs
+    resolved from the example Secrets; a missing optional key sets nothing)."""
+    secrets = example_secrets()
+    main = container(pod_spec, name)
+    env: dict[str, str] = {}
+    for source in main.get("envFrom", []):
+        if "configMapRef" in source:
+            assert source["configMapRef"]["name"] == "sdxl-worker-config"
+            env.update(config(tree))
+        else:
+            env.update(secrets[source["secretRef"]["name"]])
+    for item in main.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        ref = item["valueFrom"]["secretKeyRef"]
+        if ref["key"] in secrets[ref["name"]]:
+            env[item["name"]] = secrets[ref["name"]][ref["key"]]
+        else:
+            assert ref.get("optional"), f"{item['name']}: no key {ref['key']} in {ref['name']}"
+    return env
+
+
+def settings_from(tree: str, monkeypatch: pytest.MonkeyPatch, job: bool = False) -> Settings:
+    """The Settings a worker pod (or the topic Job) of `tree` builds from its environment."""
+    if job:
+        env = container_env(tree, job_pod(tree), "create-topics")
+    else:
+        env = container_env(tree, worker_pod(tree)["spec"], "worker")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return Settings(_env_file=None)  # type: ignore[call-arg]
@@ -182,8 +225,9 @@ def test_every_rendered_object_validates(tree: str) -> None:
                 validate_builtin(doc, version)
 
 
-def test_the_secret_example_validates_and_is_never_rendered() -> None:
-    secret = secret_example()
+@pytest.mark.parametrize("path", SECRET_EXAMPLES, ids=lambda path: path.name)
+def test_the_secret_examples_validate_and_are_never_rendered(path: Path) -> None:
+    secret = secret_example(path)
     for version in KUBERNETES_VERSIONS:
         validate_builtin(secret, version)
     assert all(value.startswith("REPLACE-ME") for value in secret["stringData"].values())
@@ -227,7 +271,7 @@ def test_the_keda_schema_is_a_valid_json_schema() -> None:
 # --- the environment is the worker's settings ----------------------------------------------------
 
 
-@pytest.mark.parametrize("tree", ["base", "overlays/gpu"])
+@pytest.mark.parametrize("tree", POOLS)
 def test_every_variable_is_a_setting(tree: str) -> None:
     known = settings_env_names()
     assert not set(config(tree)) - known, f"not Settings (typo?): {set(config(tree)) - known}"
@@ -248,19 +292,42 @@ def test_the_gpu_pool_builds_valid_settings(monkeypatch: pytest.MonkeyPatch) -> 
     assert str(settings.data_dir) == "/data"
 
 
-def test_pods_read_the_configmap_and_the_secret() -> None:
+@pytest.mark.parametrize("tree", POOLS)
+def test_pods_read_the_configmap_and_the_secret(tree: str) -> None:
     secret_name = secret_example()["metadata"]["name"]
-    for tree in ("base", "overlays/gpu"):
-        docs = render(tree)
-        job = find(docs, "Job")["spec"]["template"]["spec"]
-        for pod in (worker_pod(tree)["spec"], job):
-            (main,) = pod["containers"]
-            refs = main["envFrom"]
-            assert {"configMapRef": {"name": "sdxl-worker-config"}} in refs
-            assert {"secretRef": {"name": secret_name}} in refs
-        assert (
-            job["containers"][0]["image"] == container(worker_pod(tree)["spec"], "worker")["image"]
-        )
+    worker = container(worker_pod(tree)["spec"], "worker")
+    assert {"configMapRef": {"name": "sdxl-worker-config"}} in worker["envFrom"]
+    assert {"secretRef": {"name": secret_name}} in worker["envFrom"]
+    (job,) = job_pod(tree)["containers"]
+    assert job["envFrom"] == [{"configMapRef": {"name": "sdxl-worker-config"}}]
+    assert job["image"] == worker["image"]
+
+
+@pytest.mark.parametrize("tree", POOLS)
+def test_the_topic_job_sees_only_the_kafka_credentials(tree: str) -> None:
+    """Not the whole Secret: the API key and the S3 keys are the worker's alone."""
+    pod = job_pod(tree)
+    (job,) = pod["containers"]
+    assert not [source for source in job.get("envFrom", []) if "secretRef" in source]
+    from_secrets = {
+        item["name"] for item in job.get("env", []) if "secretKeyRef" in item.get("valueFrom", {})
+    }
+    assert from_secrets <= TOPIC_JOB_SECRET_ENV
+    for volume in pod.get("volumes", []):  # a Secret mounted as files: only a CA bundle
+        if "secret" in volume:
+            assert [item["key"] for item in volume["secret"]["items"]] == ["ca.crt"], volume
+    env = container_env(tree, pod, "create-topics")
+    worker_only = set(secret_example()["stringData"]) - TOPIC_JOB_SECRET_ENV
+    assert {"API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= worker_only
+    assert not worker_only & env.keys()
+
+
+@pytest.mark.parametrize("tree", POOLS)
+def test_the_topic_job_builds_valid_settings(tree: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its script starts with load_settings(): without the API key that REQUIRE_API_KEY wants."""
+    settings = settings_from(tree, monkeypatch, job=True)
+    assert settings.kafka_bootstrap_servers == config(tree)["KAFKA_BOOTSTRAP_SERVERS"]
+    assert settings.valid_api_keys() == []
 
 
 # --- probes, grace, security ----------------------------------------------------------------------
@@ -307,11 +374,11 @@ def test_pods_run_unprivileged_with_a_read_only_root(monkeypatch: pytest.MonkeyP
         assert context["capabilities"]["drop"] == ["ALL"]
         mounted = {m["mountPath"] for m in main["volumeMounts"]}
         assert "/tmp" in mounted
-        env = {item["name"]: item["value"] for item in main["env"]}
+        env = {item["name"]: item.get("value") for item in main["env"]}
         assert any(env["HOME"].startswith(m) for m in mounted)
     worker = container(worker_pod()["spec"], "worker")
     mounted = {m["mountPath"] for m in worker["volumeMounts"]}
-    env = {item["name"]: item["value"] for item in worker["env"]}
+    env = {item["name"]: item.get("value") for item in worker["env"]}
     for writable in (str(settings.data_dir), env["HF_HOME"]):
         assert any(writable == m or writable.startswith(m + "/") for m in mounted), writable
 
