@@ -5,8 +5,8 @@ Rendering is kustomize itself: `kubectl kustomize` of the kubectl that the dev e
 `kubectl apply -k` will. It needs no cluster. Validation:
 - built-in kinds: `kubernetes-validate` (the Kubernetes API's JSON schemas, strict: an unknown
   field fails), for the oldest and the newest Kubernetes version we claim;
-- the ScaledObject: KEDA's CRD schema (deploy/keda/scaledobject.schema.json, derived from KEDA's
-  CRD, see its $comment), KEDA's CEL rule, and the Kafka scaler's parameters;
+- the ScaledObject and the TriggerAuthentication: KEDA's CRD schemas (deploy/keda/*.schema.json,
+  derived from KEDA's CRDs, see their $comment), KEDA's CEL rule, and the Kafka scaler's parameters;
 - the PodMonitor (Prometheus Operator CRD, no schema here): its selector, port and job label are
   checked against the pods it must find.
 Then the settings: every environment variable is a Settings name and the whole set builds valid
@@ -34,13 +34,20 @@ from tests.unit.test_compose import dockerfile_instructions, settings_env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
-TREES = ("base", "overlays/gpu", "monitoring")
-# The trees that run the pool (the worker and the topic Job).
-POOLS = ("base", "overlays/gpu")
+TREES = ("base", "overlays/gpu", "overlays/production", "monitoring")
+# The trees that run the pool (the worker and the topic Job), and those with KEDA.
+POOLS = ("base", "overlays/gpu", "overlays/production")
+SCALED_POOLS = ("overlays/gpu", "overlays/production")
+PRODUCTION = "overlays/production"
 SECRET_EXAMPLE = KUBE / "base" / "secret.example.yaml"
+KAFKA_SECRET_EXAMPLE = KUBE / "overlays" / "production" / "secret-kafka.example.yaml"
 # Every example Secret (placeholders, never rendered): the pods' secret references resolve to these.
-SECRET_EXAMPLES = (SECRET_EXAMPLE,)
+SECRET_EXAMPLES = (SECRET_EXAMPLE, KAFKA_SECRET_EXAMPLE)
 KEDA_SCHEMA = ROOT / "deploy" / "keda" / "scaledobject.schema.json"
+KEDA_SCHEMAS = {
+    "ScaledObject": KEDA_SCHEMA,
+    "TriggerAuthentication": ROOT / "deploy" / "keda" / "triggerauthentication.schema.json",
+}
 # The oldest Kubernetes the manifests are meant for (PodDisruptionBudget's
 # unhealthyPodEvictionPolicy is GA since 1.31) and the newest that kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
@@ -75,6 +82,30 @@ KAFKA_SCALER_PARAMETERS = {
     "saslTokenProvider",
     "awsRegion",
 }
+# The Kafka scaler's parameters that a TriggerAuthentication may give (the `order=authParams` fields
+# of the same file); `ca` is the certificate's PEM text.
+KAFKA_SCALER_AUTH_PARAMETERS = {
+    "tls",
+    "ca",
+    "cert",
+    "key",
+    "keyPassword",
+    "sasl",
+    "username",
+    "password",
+    "saslTokenProvider",
+    "scopes",
+    "oauthTokenEndpointUri",
+    "oauthExtensions",
+    "keytab",
+    "realm",
+    "kerberosConfig",
+    "kerberosServiceName",
+    "kerberosDisableFAST",
+}
+# KAFKA_SASL_MECHANISM (aiokafka's names) in the words of the Kafka scaler's `sasl`.
+KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
+KAFKA_CREDENTIALS = ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD")
 # What the worker needs past DRAIN_TIMEOUT_SECONDS (docs/operations.md, "Probes, shutdown and
 # disruptions").
 WORKER_EXIT_BOUND_SECONDS = 10
@@ -193,7 +224,9 @@ def validate_builtin(doc: dict[str, Any], version: str) -> None:
 
 
 def keda_errors(doc: dict[str, Any]) -> list[str]:
-    schema = json.loads(KEDA_SCHEMA.read_text())
+    if doc.get("kind") not in KEDA_SCHEMAS:
+        return [f"no schema here for KEDA's {doc.get('kind')}"]
+    schema = json.loads(KEDA_SCHEMAS[doc["kind"]].read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(doc)]
     spec = doc.get("spec", {})
@@ -204,6 +237,11 @@ def keda_errors(doc: dict[str, Any]) -> list[str]:
         if trigger.get("type") == "kafka":
             unknown = set(trigger.get("metadata", {})) - KAFKA_SCALER_PARAMETERS
             errors += [f"kafka trigger: unknown parameter {key!r}" for key in sorted(unknown)]
+    # This project's only triggers are Kafka's: a TriggerAuthentication gives the Kafka scaler's
+    # parameters, and a misspelt one would be ignored.
+    for ref in spec.get("secretTargetRef", []):
+        if ref.get("parameter") not in KAFKA_SCALER_AUTH_PARAMETERS:
+            errors.append(f"kafka trigger: unknown auth parameter {ref.get('parameter')!r}")
     return errors
 
 
@@ -258,13 +296,24 @@ def test_validation_fails_on_a_typo() -> None:
     ):
         assert expected in errors, errors
 
+    auth = json.loads(json.dumps(find(render(PRODUCTION), "TriggerAuthentication")))
+    refs = auth["spec"]["secretTargetRef"]
+    refs[0]["parameter"] = "usename"
+    refs[1]["secretName"] = refs[1].pop("name")
+    errors = "\n".join(keda_errors(auth))
+    for expected in ("'secretName' was unexpected", "unknown auth parameter 'usename'"):
+        assert expected in errors, errors
 
-def test_the_keda_schema_is_a_valid_json_schema() -> None:
-    schema = json.loads(KEDA_SCHEMA.read_text())
+
+@pytest.mark.parametrize("kind", KEDA_SCHEMAS)
+def test_the_keda_schemas_are_valid_json_schemas(kind: str) -> None:
+    schema = json.loads(KEDA_SCHEMAS[kind].read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     assert "KEDA v2.20.2" in schema["$comment"]
+    assert schema["properties"]["kind"]["const"] == kind
     spec = schema["properties"]["spec"]
-    assert set(spec["required"]) == {"scaleTargetRef", "triggers"}
+    if kind == "ScaledObject":
+        assert set(spec["required"]) == {"scaleTargetRef", "triggers"}
     assert spec["additionalProperties"] is False
 
 
@@ -355,15 +404,17 @@ def test_grace_period_covers_the_drain(monkeypatch: pytest.MonkeyPatch) -> None:
     assert grace >= settings.drain_timeout_seconds + WORKER_EXIT_BOUND_SECONDS + 10
 
 
-def test_pods_run_unprivileged_with_a_read_only_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = settings_from("overlays/gpu", monkeypatch)
+@pytest.mark.parametrize("tree", SCALED_POOLS)
+def test_pods_run_unprivileged_with_a_read_only_root(
+    tree: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from(tree, monkeypatch)
     uid = next(
         int(match.group(1))
         for keyword, arguments in dockerfile_instructions()
         if keyword == "RUN" and (match := re.search(r"useradd .*--uid (\d+)", arguments))
     )
-    job = find(render("overlays/gpu"), "Job")["spec"]["template"]["spec"]
-    for pod in (worker_pod()["spec"], job):
+    for pod in (worker_pod(tree)["spec"], job_pod(tree)):
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == uid
         assert pod["automountServiceAccountToken"] is False
@@ -372,12 +423,12 @@ def test_pods_run_unprivileged_with_a_read_only_root(monkeypatch: pytest.MonkeyP
         assert context["readOnlyRootFilesystem"] is True
         assert context["allowPrivilegeEscalation"] is False
         assert context["capabilities"]["drop"] == ["ALL"]
-        mounted = {m["mountPath"] for m in main["volumeMounts"]}
+        mounted = {m["mountPath"] for m in main["volumeMounts"] if not m.get("readOnly")}
         assert "/tmp" in mounted
         env = {item["name"]: item.get("value") for item in main["env"]}
         assert any(env["HOME"].startswith(m) for m in mounted)
-    worker = container(worker_pod()["spec"], "worker")
-    mounted = {m["mountPath"] for m in worker["volumeMounts"]}
+    worker = container(worker_pod(tree)["spec"], "worker")
+    mounted = {m["mountPath"] for m in worker["volumeMounts"] if not m.get("readOnly")}
     env = {item["name"]: item.get("value") for item in worker["env"]}
     for writable in (str(settings.data_dir), env["HF_HOME"]):
         assert any(writable == m or writable.startswith(m + "/") for m in mounted), writable
@@ -435,22 +486,23 @@ def test_podmonitor_finds_the_workers() -> None:
 # --- autoscaling and partitions ------------------------------------------------------------------
 
 
-def scaled_object() -> dict[str, Any]:
-    return find(render("overlays/gpu"), "ScaledObject")
+def scaled_object(tree: str = "overlays/gpu") -> dict[str, Any]:
+    return find(render(tree), "ScaledObject")
 
 
-def test_the_scaledobject_reads_the_workers_group_and_topic() -> None:
+@pytest.mark.parametrize("tree", SCALED_POOLS)
+def test_the_scaledobject_reads_the_workers_group_and_topic(tree: str) -> None:
     """KEDA's Kafka scaler reads lag from the brokers, not from Prometheus: what must agree is the
     group, topic and brokers it asks about and those the workers use."""
-    spec = scaled_object()["spec"]
+    spec = scaled_object(tree)["spec"]
     target = spec["scaleTargetRef"]
-    deployment = find(render("overlays/gpu"), "Deployment")
+    deployment = find(render(tree), "Deployment")
     assert (target["apiVersion"], target["kind"]) == (deployment["apiVersion"], "Deployment")
     assert target["name"] == deployment["metadata"]["name"]
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "kafka"
     metadata = trigger["metadata"]
-    settings = config()
+    settings = config(tree)
     assert metadata["consumerGroup"] == settings["GROUP_ID"]
     assert metadata["topic"] == settings["REQUEST_TOPIC"]
     assert metadata["bootstrapServers"] == settings["KAFKA_BOOTSTRAP_SERVERS"]
@@ -460,6 +512,80 @@ def test_the_scaledobject_reads_the_workers_group_and_topic() -> None:
     assert int(metadata["activationLagThreshold"]) >= 0
     if settings.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") != "PLAINTEXT":
         assert "authenticationRef" in trigger, "KEDA needs the SASL/TLS settings too"
+
+
+# --- production: SASL_SSL from Secret references -------------------------------------------------
+
+
+def kafka_secret_refs(pod_spec: dict[str, Any], name: str) -> dict[str, tuple[str, str]]:
+    """(Secret, key) of the container's Kafka credentials, and of its CA bundle under "ca"; fails on
+    a credential given as a literal value or as an optional reference."""
+    main = container(pod_spec, name)
+    refs: dict[str, tuple[str, str]] = {}
+    for item in main["env"]:
+        if item["name"] in KAFKA_CREDENTIALS:
+            assert "value" not in item, f"{item['name']}: a literal value"
+            ref = item["valueFrom"]["secretKeyRef"]
+            assert not ref.get("optional"), f"{item['name']}: an optional reference"
+            refs[item["name"]] = (ref["name"], ref["key"])
+    cafile = Path(config(PRODUCTION)["KAFKA_SSL_CAFILE"])
+    (mount,) = [m for m in main["volumeMounts"] if Path(m["mountPath"]) == cafile.parent]
+    assert mount.get("readOnly") is True
+    (volume,) = [v for v in pod_spec["volumes"] if v["name"] == mount["name"]]
+    items = {item["path"]: item["key"] for item in volume["secret"]["items"]}
+    assert list(items) == [cafile.name], "only the CA becomes a file"
+    refs["ca"] = (volume["secret"]["secretName"], items[cafile.name])
+    return refs
+
+
+def test_production_speaks_sasl_ssl_with_credentials_from_a_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The workers, the topic Job and KEDA's trigger: SASL over TLS, with the same user, password
+    and CA from Secret references, never from the ConfigMap or a literal value."""
+    settings = settings_from(PRODUCTION, monkeypatch)
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.kafka_sasl_mechanism in KEDA_SASL
+    assert settings.kafka_sasl_username and settings.kafka_sasl_password
+    assert settings.kafka_ssl_cafile is not None
+    assert not set(KAFKA_CREDENTIALS) & config(PRODUCTION).keys()
+
+    worker = kafka_secret_refs(worker_pod(PRODUCTION)["spec"], "worker")
+    job = kafka_secret_refs(job_pod(PRODUCTION), "create-topics")
+    assert set(worker) == {*KAFKA_CREDENTIALS, "ca"}
+    assert job == worker
+    (secret_name,) = {name for name, _ in worker.values()}
+    assert secret_name in example_secrets()
+    assert secret_name != secret_example()["metadata"]["name"], "not the worker's whole Secret"
+    assert settings_from(PRODUCTION, monkeypatch, job=True).kafka_security_protocol == "SASL_SSL"
+
+    (trigger,) = scaled_object(PRODUCTION)["spec"]["triggers"]
+    assert trigger["metadata"]["sasl"] == KEDA_SASL[settings.kafka_sasl_mechanism]
+    assert trigger["metadata"]["tls"] == "enable"
+    reference = trigger["authenticationRef"]
+    assert reference.get("kind", "TriggerAuthentication") == "TriggerAuthentication"
+    auth = find(render(PRODUCTION), "TriggerAuthentication", reference["name"])
+    keda = {ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]}
+    assert keda == {
+        "username": worker["KAFKA_SASL_USERNAME"],
+        "password": worker["KAFKA_SASL_PASSWORD"],
+        "ca": worker["ca"],
+    }
+    assert set(auth["spec"]) == {"secretTargetRef"}, "no literal parameters"
+
+
+def test_production_is_the_gpu_pool_plus_kafka_auth_and_network_policies() -> None:
+    gpu = {(d["kind"], d["metadata"]["name"]) for d in render("overlays/gpu")}
+    production = {(d["kind"], d["metadata"]["name"]) for d in render(PRODUCTION)}
+    assert gpu < production
+    assert {kind for kind, _ in production - gpu} <= {"TriggerAuthentication", "NetworkPolicy"}
+    namespace = find(render("overlays/gpu"), "Namespace")["metadata"]["name"]
+    for doc in render(PRODUCTION):
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == namespace, doc["metadata"]["name"]
+    worker = container(worker_pod(PRODUCTION)["spec"], "worker")
+    assert worker["image"] == container(worker_pod()["spec"], "worker")["image"]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 
 def test_partitions_cover_the_largest_pool_and_scaling_is_calm() -> None:
