@@ -15,6 +15,7 @@ Settings; probes, grace period, partitions and autoscaling bounds agree with tho
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -586,6 +587,213 @@ def test_production_is_the_gpu_pool_plus_kafka_auth_and_network_policies() -> No
     worker = container(worker_pod(PRODUCTION)["spec"], "worker")
     assert worker["image"] == container(worker_pod()["spec"], "worker")["image"]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+# --- production: NetworkPolicy ------------------------------------------------------------------
+# A small evaluator of NetworkPolicy's semantics (Kubernetes' API reference): a pod that no policy
+# of a direction selects is open in that direction; one that some policy selects is open only to
+# what one of those policies' rules allows. A rule allows a peer (an empty `from`/`to`: any) on a
+# port (empty `ports`: any). A peer is an ipBlock, or pods: podSelector alone picks pods of the
+# policy's namespace, namespaceSelector alone every pod of those namespaces, both together pods of
+# those namespaces that match. Namespaces carry kubernetes.io/metadata.name (set by the API server).
+
+
+def endpoint(namespace: str | None = None, ip: str | None = None, **labels: str) -> dict[str, Any]:
+    """A pod (namespace and labels) or an address outside the cluster (ip)."""
+    return {"namespace": namespace, "labels": labels, "ip": ip}
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        present = key in labels
+        if operator == "In":
+            matched = present and labels[key] in values
+        elif operator == "NotIn":
+            matched = not present or labels[key] not in values
+        else:
+            matched = present if operator == "Exists" else not present
+        if not matched:
+            return False
+    return True
+
+
+def peer_matches(peer: dict[str, Any], policy_namespace: str, other: dict[str, Any]) -> bool:
+    if "ipBlock" in peer:
+        if other["ip"] is None:
+            return False
+        address = ipaddress.ip_address(other["ip"])
+        block = peer["ipBlock"]
+        excepted = any(address in ipaddress.ip_network(cidr) for cidr in block.get("except", []))
+        return address in ipaddress.ip_network(block["cidr"]) and not excepted
+    if other["namespace"] is None:
+        return False
+    if "namespaceSelector" in peer:
+        namespace_labels = {"kubernetes.io/metadata.name": other["namespace"]}
+        in_namespace = selects(peer["namespaceSelector"], namespace_labels)
+    else:
+        in_namespace = other["namespace"] == policy_namespace
+    return in_namespace and selects(peer.get("podSelector", {}), other["labels"])
+
+
+def port_matches(ports: list[dict[str, Any]], port: int, protocol: str) -> bool:
+    for entry in ports:
+        assert isinstance(entry.get("port", 0), int), "a named port: resolve it here first"
+        if entry.get("protocol", "TCP") != protocol:
+            continue
+        if "port" not in entry or entry["port"] <= port <= entry.get("endPort", entry["port"]):
+            return True
+    return not ports
+
+
+def allowed(
+    policies: list[dict[str, Any]],
+    direction: str,
+    pod: dict[str, Any],
+    other: dict[str, Any],
+    port: int,
+    protocol: str = "TCP",
+) -> bool:
+    """Whether `pod` may receive from (Ingress) or send to (Egress) `other` on `port`."""
+    rules_key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    selecting = [
+        policy
+        for policy in policies
+        if policy["metadata"]["namespace"] == pod["namespace"]
+        and direction in policy["spec"]["policyTypes"]
+        and selects(policy["spec"]["podSelector"], pod["labels"])
+    ]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get(rules_key, []):
+            peers = rule.get(peers_key, [])
+            namespace = policy["metadata"]["namespace"]
+            if (not peers or any(peer_matches(p, namespace, other) for p in peers)) and (
+                port_matches(rule.get("ports", []), port, protocol)
+            ):
+                return True
+    return False
+
+
+def network_policies() -> list[dict[str, Any]]:
+    policies = [doc for doc in render(PRODUCTION) if doc["kind"] == "NetworkPolicy"]
+    for policy in policies:
+        assert policy["spec"]["policyTypes"], "explicit policyTypes"
+    return policies
+
+
+def production_endpoints() -> dict[str, Any]:
+    """The pool's pods, and the brokers' namespace and port from KAFKA_BOOTSTRAP_SERVERS."""
+    namespace = find(render(PRODUCTION), "Namespace")["metadata"]["name"]
+    (bootstrap,) = config(PRODUCTION)["KAFKA_BOOTSTRAP_SERVERS"].split(",")
+    host, _, port = bootstrap.rpartition(":")
+    _service, kafka_namespace, *_ = host.split(".")  # <service>.<namespace>.svc
+    worker = container(worker_pod(PRODUCTION)["spec"], "worker")
+    (sidecar,) = [p["containerPort"] for p in worker["ports"] if p["name"] == "http"]
+    assert sidecar == int(config(PRODUCTION)["APP_PORT"])
+    job_labels = find(render(PRODUCTION), "Job")["spec"]["template"]["metadata"]["labels"]
+    return {
+        "namespace": namespace,
+        "worker": endpoint(namespace, **worker_pod(PRODUCTION)["metadata"]["labels"]),
+        "job": endpoint(namespace, **job_labels),
+        "sidecar": sidecar,
+        "broker": endpoint(kafka_namespace, **{"strimzi.io/kind": "Kafka"}),
+        "kafka_port": int(port),
+        "dns": endpoint("kube-system", **{"k8s-app": "kube-dns"}),
+        "prometheus": endpoint("monitoring", **{"app.kubernetes.io/name": "prometheus"}),
+        "s3": endpoint(ip="52.216.8.80"),  # a public address, in AWS's S3 range 52.216.0.0/15
+    }
+
+
+def test_the_policy_evaluator_tells_peers_apart() -> None:
+    """The evaluator itself, on hand-written policies: the checks below can fail."""
+    web = endpoint("shop", app="web")
+    db = endpoint("shop", app="db")
+    assert allowed([], "Ingress", db, web, 5432), "no policy: open"
+
+    def policy(peer: dict[str, Any]) -> list[dict[str, Any]]:
+        rule = {"from": [peer], "ports": [{"port": 5432}]}
+        spec = {"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"]}
+        return [{"metadata": {"namespace": "shop"}, "spec": {**spec, "ingress": [rule]}}]
+
+    same_namespace = policy({"podSelector": {"matchLabels": {"app": "web"}}})
+    assert allowed(same_namespace, "Ingress", db, web, 5432)
+    assert not allowed(same_namespace, "Ingress", db, web, 5433)
+    assert not allowed(same_namespace, "Ingress", db, endpoint("other", app="web"), 5432)
+    assert allowed(same_namespace, "Egress", db, web, 1), "Egress is not restricted"
+    both = policy(
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "other"}},
+            "podSelector": {
+                "matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]
+            },
+        }
+    )
+    assert allowed(both, "Ingress", db, endpoint("other", app="web"), 5432)
+    assert not allowed(both, "Ingress", db, endpoint("other", app="batch"), 5432)
+    assert not allowed(both, "Ingress", db, web, 5432)
+    block = policy({"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}})
+    assert allowed(block, "Ingress", db, endpoint(ip="10.2.0.1"), 5432)
+    assert not allowed(block, "Ingress", db, endpoint(ip="10.1.0.1"), 5432)
+    assert not allowed(block, "Ingress", db, web, 5432)
+
+
+def test_production_denies_by_default() -> None:
+    policies = network_policies()
+    at = production_endpoints()
+    newcomer = endpoint(at["namespace"], app="debug")
+    for direction in ("Ingress", "Egress"):
+        for other in (at["prometheus"], at["dns"], at["broker"], at["s3"], at["worker"]):
+            for port, protocol in ((at["sidecar"], "TCP"), (53, "UDP"), (443, "TCP")):
+                assert not allowed(policies, direction, newcomer, other, port, protocol)
+
+
+def test_production_sidecar_is_reached_by_prometheus_only() -> None:
+    """The kubelet's probes come from the pod's own node, which NetworkPolicy leaves open (see
+    networkpolicy.yaml): nothing to allow for them here."""
+    policies = network_policies()
+    at = production_endpoints()
+    worker, sidecar = at["worker"], at["sidecar"]
+    assert allowed(policies, "Ingress", worker, at["prometheus"], sidecar)
+    assert not allowed(policies, "Ingress", worker, at["prometheus"], sidecar + 1)
+    assert not allowed(policies, "Ingress", worker, at["prometheus"], sidecar, "UDP")
+    strangers = (
+        endpoint("monitoring", **{"app.kubernetes.io/name": "grafana"}),
+        endpoint("default", **{"app.kubernetes.io/name": "prometheus"}),  # a name is not enough
+        endpoint(at["namespace"], app="debug"),
+        at["worker"],
+        at["job"],
+        at["broker"],
+        endpoint(ip="203.0.113.7"),
+        endpoint(ip="10.0.0.7"),
+    )
+    for stranger in strangers:
+        assert not allowed(policies, "Ingress", worker, stranger, sidecar), stranger
+    for port in (sidecar, 80, 443):
+        assert not allowed(policies, "Ingress", at["job"], at["prometheus"], port)
+
+
+def test_production_pods_reach_dns_kafka_and_the_store_only() -> None:
+    policies = network_policies()
+    at = production_endpoints()
+    worker, job, kafka = at["worker"], at["job"], at["kafka_port"]
+    for pod in (worker, job):
+        assert allowed(policies, "Egress", pod, at["dns"], 53, "UDP")
+        assert allowed(policies, "Egress", pod, at["dns"], 53, "TCP")
+        assert allowed(policies, "Egress", pod, at["broker"], kafka)
+        assert not allowed(policies, "Egress", pod, at["broker"], 9092)  # a PLAINTEXT listener
+        assert not allowed(policies, "Egress", pod, at["dns"], 443)
+        assert not allowed(policies, "Egress", pod, endpoint("default", app="web"), 443)
+        assert not allowed(policies, "Egress", pod, worker, at["sidecar"])
+        assert not allowed(policies, "Egress", pod, at["prometheus"], 9090)
+    assert allowed(policies, "Egress", worker, at["s3"], 443)
+    assert not allowed(policies, "Egress", worker, at["s3"], 80)
+    for inside in ("10.1.2.3", "172.20.0.1", "192.168.1.1", "100.64.0.10"):
+        assert not allowed(policies, "Egress", worker, endpoint(ip=inside), 443), inside
+    assert not allowed(policies, "Egress", job, at["s3"], 443), "the Job needs no store"
 
 
 def test_partitions_cover_the_largest_pool_and_scaling_is_calm() -> None:
