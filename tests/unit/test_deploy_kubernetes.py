@@ -796,6 +796,17 @@ def test_production_pods_reach_dns_kafka_and_the_store_only() -> None:
     assert not allowed(policies, "Egress", job, at["s3"], 443), "the Job needs no store"
 
 
+def test_the_runbook_explains_the_production_overlay() -> None:
+    title = "Production overlay: SASL_SSL and NetworkPolicy"
+    section = docs_section("docs/operations.md", title).split("\n### ")[0]
+    for path in sorted((KUBE / "overlays" / "production").iterdir()):
+        if path.name != "kustomization.yaml":
+            assert f"`{path.name}`" in section, path.name
+    for policy in network_policies():
+        assert f"`{policy['metadata']['name']}`" in section
+    assert "kubelet" in section
+
+
 def test_partitions_cover_the_largest_pool_and_scaling_is_calm() -> None:
     spec = scaled_object()["spec"]
     job = find(render("overlays/gpu"), "Job")["spec"]["template"]["spec"]["containers"][0]
