@@ -1,5 +1,6 @@
-"""The topic Job of deploy/kubernetes runs: its inline script, with the ConfigMap's and the example
-Secret's settings pointed at the session's broker, creates the three topics, is idempotent, and
+"""The topic Job of deploy/kubernetes runs: its inline script, with the environment its pod gets
+(the ConfigMap, its own variables and the Kafka credential of the example Secret, nothing else of
+that Secret) pointed at the session's broker, creates the three topics, is idempotent, and
 raises the partition count of the request and result topics when REQUEST_PARTITIONS grows (where
 the broker implements CreatePartitions: Kafka does, the embedded Tansu does not)."""
 
@@ -16,18 +17,17 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.settings import Settings
-from tests.unit.test_deploy_kubernetes import config, find, render, secret_example
+from tests.unit.test_deploy_kubernetes import container_env, job_pod
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_job(settings: Settings, partitions: int, home: Path) -> subprocess.CompletedProcess[str]:
-    job = find(render("overlays/gpu"), "Job")["spec"]["template"]["spec"]["containers"][0]
+    pod = job_pod("overlays/gpu")
+    (job,) = pod["containers"]
     env: dict[str, Any] = {"PATH": os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1"}
-    env.update(config())
-    env.update(secret_example()["stringData"])
-    env.update({item["name"]: item["value"] for item in job["env"]})
+    env.update(container_env("overlays/gpu", pod, job["name"]))
     env.update(
         {
             "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,

@@ -37,6 +37,12 @@ REQUIRED_WORKER_ENV = {
 }
 # Values for the variables the compose file requires (`${VAR:?...}`) when it is interpolated here.
 REQUIRED_COMPOSE_VARS = {"API_KEY": "test-key-0123456789"}
+# The one variable of the worker that is not a setting: the home directory, moved to the tmpfs
+# because the root filesystem is read-only.
+NON_SETTINGS_ENV = {"HOME"}
+# Services whose image runs as root (MinIO's): they keep Docker's default capabilities; every other
+# service drops them all.
+ROOT_IMAGE_SERVICES = {"minio", "init-bucket"}
 
 
 def settings_env_names() -> set[str]:
@@ -145,7 +151,7 @@ def test_kafka_runs_kraft_without_zookeeper(services: dict[str, Any]) -> None:
 def test_worker_environment_names_are_settings(worker_env: dict[str, str]) -> None:
     known = settings_env_names()
     assert {"APP_PORT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_HUB_OFFLINE"} <= known
-    unknown = sorted(set(worker_env) - known)
+    unknown = sorted(set(worker_env) - known - NON_SETTINGS_ENV)
     assert not unknown, f"not Settings fields (typo?): {unknown}"
 
 
@@ -196,6 +202,37 @@ def test_init_services_create_what_the_worker_uses(
 def test_worker_reserves_a_gpu(services: dict[str, Any]) -> None:
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+
+
+def _mount_targets(service: dict[str, Any]) -> set[str]:
+    """Where the service's volumes and tmpfs mounts land in the container (short syntax)."""
+    targets = {entry.split(":")[1] for entry in service.get("volumes", [])}
+    return targets | {entry.split(":")[0] for entry in service.get("tmpfs", [])}
+
+
+def test_the_worker_runs_read_only_without_privileges(
+    services: dict[str, Any], worker_env: dict[str, str]
+) -> None:
+    worker = services["worker"]
+    assert worker["read_only"] is True
+    assert worker["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in worker["security_opt"]
+    tmpfs = {entry.split(":")[0]: entry.partition(":")[2].split(",") for entry in worker["tmpfs"]}
+    # writable by uid 10001, and executable: torch.compile loads the kernels it builds from /tmp
+    assert {"exec", "mode=1777"} <= set(tmpfs["/tmp"])
+    # Everything the worker writes lies on a volume or a tmpfs: DATA_DIR, HF_HOME (the image's),
+    # HOME (libraries' caches).
+    writable = _mount_targets(worker)
+    for path in (worker_env["DATA_DIR"], dockerfile_env()["HF_HOME"], worker_env["HOME"]):
+        assert any(path == m or path.startswith(m + "/") for m in writable), path
+
+
+def test_every_service_runs_without_new_privileges(services: dict[str, Any]) -> None:
+    assert services.keys() > ROOT_IMAGE_SERVICES
+    for name, service in services.items():
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        if name not in ROOT_IMAGE_SERVICES:
+            assert service.get("cap_drop") == ["ALL"], name
 
 
 def test_published_ports_bind_to_localhost(services: dict[str, Any]) -> None:
