@@ -164,6 +164,29 @@ class Settings(BaseSettings):
     metrics_enabled: bool = Field(True, description="Serve /metrics (Prometheus text).")
 
     # --- engine ---------------------------------------------------------------------------------
+    engine: Literal["diffusers", "simulated"] = Field(
+        "diffusers",
+        description=(
+            "diffusers: the models, with torch. simulated: no model and no torch, for load tests "
+            "and capacity planning without a GPU (operations.md): each engine call sleeps "
+            "SIMULATED_STEP_MS per denoising step for its whole batch and draws synthetic images "
+            "from the seeds; every allowed model is accepted and none loaded; /v1/models and "
+            "each result's audit.note say so."
+        ),
+    )
+    simulated_step_ms: float = Field(
+        50.0,
+        ge=0,
+        description=(
+            "Simulated engine: milliseconds per denoising step of one engine call (a batch of up "
+            "to MAX_BATCH_SIZE images): its rate is MAX_BATCH_SIZE images per steps x this."
+        ),
+    )
+    simulated_load_ms: float = Field(
+        1000.0,
+        ge=0,
+        description="Simulated engine: milliseconds one model load takes (watched as a load).",
+    )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="Where the engine runs; fp16 on CUDA, fp32 elsewhere."
     )
@@ -505,6 +528,7 @@ class Settings(BaseSettings):
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
             models_dir=self.models_dir,
+            engine=self.engine,
             device=self.device,
             torch_threads=self.torch_threads,
             torch_compile=self.torch_compile,
@@ -514,6 +538,8 @@ class Settings(BaseSettings):
             max_models=self.max_models_cache,
             max_cache_bytes=int(self.model_cache_max_bytes),
             model_retry_seconds=self.model_retry_seconds,
+            simulated_step_ms=self.simulated_step_ms,
+            simulated_load_ms=self.simulated_load_ms,
         )
 
     def valid_api_keys(self) -> list[str]:

@@ -119,8 +119,10 @@ def encode_one(
 
 
 def audit_for(output: JobOutput) -> Audit:
+    """The engine's note on the images (a simulated engine's) if it has one, else the model's."""
     job = output.job
-    return _audit(job, f"{output.duration_sec:.3f}", model_note(job.model))
+    note = output.note if output.note is not None else model_note(job.model)
+    return _audit(job, f"{output.duration_sec:.3f}", note)
 
 
 def store_output(

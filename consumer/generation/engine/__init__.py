@@ -39,7 +39,12 @@ __all__ = [
 
 
 def build_engine(config: EngineConfig) -> Engine:
-    """The diffusers engine; imported here so that unit tests never pay for torch/diffusers."""
+    """The engine `config.engine` names: the diffusers engine, imported here so that unit tests
+    never pay for torch/diffusers, or the simulated one, which never imports them."""
+    if config.engine == "simulated":
+        from consumer.generation.engine.simulated import SimulatedEngine
+
+        return SimulatedEngine(config)
     from consumer.generation.engine.diffusers_engine import DiffusersEngine
 
     return DiffusersEngine(config)

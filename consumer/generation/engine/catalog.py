@@ -6,6 +6,8 @@ from pathlib import Path
 
 TINY_MODEL_ID = "tiny-sdxl"
 TINY_MODEL_NOTE = "tiny-sdxl has random weights: it draws noise (for tests and demos only)"
+# What a simulated engine (ENGINE=simulated) says of every model and every image it draws.
+SIMULATED_NOTE = "simulated engine: images are synthetic (ENGINE=simulated), for load tests"
 
 
 def model_note(model_id: str) -> str | None:
@@ -21,9 +23,15 @@ def model_kind(model_id: str) -> str:
     return "hub"
 
 
-def describe_models(allowed: list[str], loaded: list[str]) -> list[dict[str, object]]:
-    """One entry per allowed model for GET /v1/models."""
+def describe_models(
+    allowed: list[str], loaded: list[str], engine: str = "diffusers"
+) -> list[dict[str, object]]:
+    """One entry per allowed model for GET /v1/models. A simulated engine loads none of them
+    for real: each one's note says so instead of the model's own."""
+
+    def note(model_id: str) -> str | None:
+        return SIMULATED_NOTE if engine == "simulated" else model_note(model_id)
+
     return [
-        {"id": m, "kind": model_kind(m), "loaded": m in loaded, "note": model_note(m)}
-        for m in allowed
+        {"id": m, "kind": model_kind(m), "loaded": m in loaded, "note": note(m)} for m in allowed
     ]

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+EngineKind = Literal["diffusers", "simulated"]
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     models_dir: Path  # the built tiny model lives here
+    engine: EngineKind = "diffusers"  # simulated: no model, no torch (simulated.py)
     device: str = "auto"  # auto, cuda, cpu, mps
     torch_threads: int = 0  # 0 = torch's default
     torch_compile: bool = False  # CUDA only
@@ -22,9 +26,13 @@ class EngineConfig:
     max_models: int = 1  # pipelines kept loaded (LRU)
     max_cache_bytes: int = 0  # memory budget of the loaded pipelines; 0 = count only
     model_retry_seconds: float = 60.0  # a failed load is not tried again for this long
+    simulated_step_ms: float = 50.0  # simulated engine: the time of one denoising step
+    simulated_load_ms: float = 1000.0  # simulated engine: the time of one model load
 
     def __post_init__(self) -> None:
         if self.max_models < 1:
             raise ValueError("max_models must be at least 1")
         if self.max_cache_bytes < 0 or self.model_retry_seconds < 0:
             raise ValueError("max_cache_bytes and model_retry_seconds must not be negative")
+        if self.simulated_step_ms < 0 or self.simulated_load_ms < 0:
+            raise ValueError("simulated_step_ms and simulated_load_ms must not be negative")

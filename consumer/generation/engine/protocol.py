@@ -1,4 +1,5 @@
-"""The engine seen by the worker: a small protocol with a diffusers and a fake implementation."""
+"""The engine seen by the worker: a small protocol with a diffusers, a simulated (load tests)
+and a fake (unit tests) implementation."""
 
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ class JobOutput:
     job: GenerationJob
     images: list[Image]  # one per seed, same order
     duration_sec: float  # wall time of the pipeline call that produced it (shared by its batch)
+    # What the engine says of these images, for audit.note in place of the model's own note
+    # (the simulated engine: they are synthetic); None: the model's note, if it has one.
+    note: str | None = None
 
 
 @dataclass(frozen=True)
