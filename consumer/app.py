@@ -40,6 +40,12 @@ async def serve(
         loop.call_later(startup_gc.LONGEST_PAUSE_SECONDS, startup_gc.resume)  # a build that hangs
     if store is None:
         store = await asyncio.to_thread(build_store, settings)
+    if settings.engine == "simulated":
+        log.warning(
+            "ENGINE=simulated: every request on %s (group %s) is answered with synthetic images",
+            settings.request_topic,
+            settings.group_id,
+        )
     worker = Worker(
         settings, engine, store, exit_when_idle=exit_when_idle, engine_thread=engine_thread
     )

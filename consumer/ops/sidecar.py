@@ -69,6 +69,7 @@ class SidecarConfig:
     # Failed keys per peer address: after this many within the window, 429 without a key check.
     purge_failure_limit: int = 5
     purge_failure_window_seconds: float = 60.0
+    engine: str = "diffusers"  # ENGINE: `simulated` is said in /v1/models
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SidecarConfig:
@@ -82,6 +83,7 @@ class SidecarConfig:
             require_api_key=settings.require_api_key,
             api_keys=tuple(settings.valid_api_keys()),
             purge_min_interval_seconds=settings.purge_min_interval_seconds,
+            engine=settings.engine,
         )
 
 
@@ -215,7 +217,8 @@ async def models(request: web.Request) -> web.Response:
             "default_model": config.default_model,
             "loaded": loaded,
             "max_request_cost": config.max_request_cost,
-            "details": describe_models(list(config.allowed_models), loaded),
+            "engine": config.engine,
+            "details": describe_models(list(config.allowed_models), loaded, config.engine),
         }
     )
 
