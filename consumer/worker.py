@@ -23,11 +23,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
 
-from consumer.generation.batch_queue import BatchQueue
 from consumer.generation.batch_runner import BatchRunner
 from consumer.generation.engine import Engine
-from consumer.generation.inflight import InFlight
+from consumer.generation.inflight import BatchRun
 from consumer.generation.processing import BatchProcessor
+from consumer.generation.scheduler import Scheduler
 from consumer.intake import kafka_io
 from consumer.intake.config import ControlConfig, KafkaConfig, PollingConfig
 from consumer.intake.control import ControlListener, StopBoard
@@ -76,7 +76,10 @@ class Worker:
         self._store = store
         self._exit_when_idle = exit_when_idle
         self._clients = clients
-        self._stops = StopBoard(settings.cancel_retention_seconds, holds=self._holds)
+        self._scheduler = Scheduler(
+            settings.max_batches_in_flight, settings.batch_lookahead, engine.loaded_models
+        )
+        self._stops = StopBoard(settings.cancel_retention_seconds, holds=self._scheduler.holds)
         self._engine_thread = engine_thread or ThreadPoolExecutor(1, thread_name_prefix="engine")
         self._io_threads = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
         self._processor = BatchProcessor(
@@ -93,13 +96,10 @@ class Worker:
         )
         self._stopping = asyncio.Event()  # intake stops; retries on the intake path give up
         self._abandoning = asyncio.Event()  # the drain deadline passed; every retry gives up
-        self._pending: BatchQueue[Work] = BatchQueue(model_of=lambda batch: batch[0].job.model)
-        self._in_flight = InFlight(settings.max_batches_in_flight)
         self._consumer: AIOKafkaConsumer | None = None
         self._acks: Acknowledger | None = None
         self._triage: Triage | None = None
         self._runner: BatchRunner | None = None
-        self._last_model: str | None = None  # of the batch started last
         self.draining = False
         self.health = Health(
             HealthConfig.from_settings(settings),
@@ -154,13 +154,7 @@ class Worker:
 
     @property
     def busy(self) -> bool:
-        return self._room() <= 0
-
-    def _room(self) -> int:
-        """Batches to fetch: a free engine slot each, plus BATCH_LOOKAHEAD waiting, so that the
-        next batch can be picked for the model already loaded."""
-        settings = self.settings
-        return self._in_flight.free_slots + settings.batch_lookahead - len(self._pending)
+        return self._scheduler.room() <= 0
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -216,12 +210,13 @@ class Worker:
         self, consumer: AIOKafkaConsumer | None, producer: AIOKafkaProducer | None
     ) -> None:
         self.draining = True
-        self._release(self._pending.take_if(lambda _: True))  # not started: delivered again
+        self._release(self._scheduler.drop_waiting())  # not started: delivered again
         if consumer is not None:
             with contextlib.suppress(IllegalStateError):
                 consumer.pause(*consumer.assignment())
         grace = self.settings.unhealthy_exit_grace_seconds if self.unhealthy else None
-        await self._in_flight.drain(grace or self.settings.drain_timeout_seconds, self._abandon)
+        in_flight = self._scheduler.in_flight
+        await in_flight.drain(grace or self.settings.drain_timeout_seconds, self._abandon)
         if consumer is not None:
             await kafka_io.close_quietly(kafka_io.leave_group(consumer), "leave group")
         closing = [kafka_io.close_quietly(c.stop(), "close") for c in (consumer, producer) if c]
@@ -239,19 +234,20 @@ class Worker:
 
     async def _intake(self, consumer: AIOKafkaConsumer) -> None:
         poller = Poller(consumer, PollingConfig.from_settings(self.settings), self.metrics)
+        in_flight = self._scheduler.in_flight
         idle_since = time.monotonic()
         while not self._stopping.is_set():
             self.health.step()
-            self._in_flight.slot_freed.clear()  # before counting: a slot freed from now wakes us
-            self._start_pending()
+            in_flight.slot_freed.clear()  # before counting: a slot freed from now wakes us
+            self._scheduler.start_ready(self._run)
             if self.busy:
                 consumer.pause(*consumer.assignment())
-                await event_within(self._in_flight.slot_freed, 1.0)
+                await event_within(in_flight.slot_freed, 1.0)
                 await self._take(await poller.keep_alive())
                 continue
             consumer.resume(*consumer.paused())
-            records = await poller.fetch(self._room() * self.settings.max_batch_size)
-            if records or self._in_flight:
+            records = await poller.fetch(self._scheduler.room() * self.settings.max_batch_size)
+            if records or in_flight:
                 idle_since = time.monotonic()
             elif self._idle_for(idle_since):
                 log.info("idle: stopping")
@@ -262,8 +258,8 @@ class Worker:
         """Triage what a poll returned and queue the valid requests as batches."""
         assert self._triage is not None
         try:
-            idle = not self._in_flight and not self._pending
-            self._pending.extend(await self._triage(records, until=self._stopping, idle=idle))
+            idle = self._scheduler.idle
+            self._scheduler.add(await self._triage(records, until=self._stopping, idle=idle))
         except BrokerGaveUp:
             pass  # stopping while the broker is away: left uncommitted
         except Unpublishable as exc:
@@ -274,26 +270,9 @@ class Worker:
 
     # --- batches --------------------------------------------------------------------------------
 
-    def _start_pending(self) -> None:
-        """Fill free slots; a suspect batch (attempts.py) starts only with nothing else in
-        flight, and nothing starts beside it. The engine thread runs batches in the order they
-        start, so the model of the last one started is the one it will have loaded next."""
-        while self._pending and self._in_flight.free_slots > 0:
-            loaded = set(self.engine.loaded_models())
-            if self._last_model is not None:
-                loaded.add(self._last_model)
-            next_exclusive = any(w.exclusive for w in self._pending.peek(loaded))
-            if self._in_flight.exclusive or (next_exclusive and self._in_flight):
-                return
-            batch = self._pending.pop(loaded)
-            self._last_model = batch[0].job.model
-            assert self._runner is not None
-            self._in_flight.start(batch, partial(self._runner.run, batch))
-
-    def _holds(self, request_id: str) -> bool:
-        """The request is queued or running here: its cancel must outlast a flood of others."""
-        batches = [*self._pending, *self._in_flight.tasks.values()]
-        return any(work.job.request_id == request_id for batch in batches for work in batch)
+    def _run(self, batch: list[Work]) -> BatchRun:
+        assert self._runner is not None
+        return partial(self._runner.run, batch)
 
     def _release(self, batches: Iterable[list[Work]]) -> None:
         if self._acks is not None:
@@ -304,14 +283,15 @@ class Worker:
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Drop work not started, let running work finish within a bound, commit what is done."""
         self.metrics.partition_revocations.inc()
-        self._release(self._pending.take_if(lambda b: any(w.on(revoked) for w in b)))
+        self._release(self._scheduler.drop_waiting(revoked))
         for tp in revoked:  # another member reports these partitions now
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(str(tp.partition))
         bound = min(
             self.settings.drain_timeout_seconds, self.settings.kafka_session_timeout_ms / 2000
         )
-        await self._in_flight.wait(bound, self._in_flight.touching(revoked))
+        in_flight = self._scheduler.in_flight
+        await in_flight.wait(bound, in_flight.touching(revoked))
         if self._acks is not None:
             await self._acks.on_revoked(revoked)
 

@@ -93,12 +93,12 @@ async def test_a_suspect_runs_alone_with_nothing_else_in_flight(tmp_path: Path) 
         suspect = jobs[0].request_id == "suspect"
         if suspect:
             recorded.append(markers(h, "suspect"))
-            in_flight.append(len(h.worker._in_flight))
+            in_flight.append(len(h.worker._scheduler.in_flight))
         try:
             return original(jobs, timeout_seconds, *args)
         finally:
             if suspect:
-                in_flight.append(len(h.worker._in_flight))
+                in_flight.append(len(h.worker._scheduler.in_flight))
 
     engine.generate = generate  # type: ignore[method-assign]
     async with running(h):
