@@ -76,9 +76,11 @@ class Settings(BaseSettings):
         60.0,
         ge=0,
         description=(
-            "After a failed load (missing, download failed), requests for that model fail at "
-            "once with model_unavailable for this long instead of trying again (not after a load "
-            "that ran out of memory); 0 = retry at once. POST /v1/models/purge forgets it."
+            "After a failed load (missing, download failed, a corrupt file), requests for that "
+            "model fail at once with model_unavailable for this long instead of trying again (not "
+            "after a load that ran out of memory); 0 = retry at once. POST /v1/models/purge "
+            "forgets it. A default model that failed to load is tried again this often (at "
+            "least every second) until it loads."
         ),
     )
     require_api_key: bool = Field(
@@ -164,14 +166,16 @@ class Settings(BaseSettings):
         description=(
             "Join the consumer group only once the default model is loaded and warm: a new "
             "replica takes partitions (and causes a rebalance) only when it can work, at the cost "
-            "of a slower cold start (the load no longer overlaps the join)."
+            "of a slower cold start (the load no longer overlaps the join); a default model that "
+            "cannot be loaded keeps it out of the group, trying again every MODEL_RETRY_SECONDS."
         ),
     )
     ready_requires_model: bool = Field(
         True,
         description=(
-            "/ready answers 503 until the default model is loaded and warmed up (and while it "
-            "failed to load)."
+            "/ready answers 503 until the default model is loaded and warmed up, with the "
+            "reason of its last failed try; a failed load is tried again every "
+            "MODEL_RETRY_SECONDS, and a request that loads it makes the worker ready too."
         ),
     )
     hf_hub_offline: bool = Field(

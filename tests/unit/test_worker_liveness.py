@@ -240,3 +240,78 @@ async def test_an_intake_loop_that_stops_stepping_makes_the_worker_unhealthy(
         stuck.set()
         await h.wait(lambda: h.worker.unhealthy is not None, "the watchdog", timeout=10)
     assert h.worker.unhealthy is not None and "intake loop stalled" in h.worker.unhealthy
+
+
+async def test_readiness_turns_ready_once_the_default_model_loads_on_a_later_try(
+    tmp_path: Path,
+) -> None:
+    """A first load of the default model that fails leaves the worker not ready only until a
+    later try (every MODEL_RETRY_SECONDS) loads it; the worker stays healthy meanwhile."""
+    broken = {"fake"}
+    engine = FakeEngine(unavailable=broken, model_retry_seconds=1.0)
+    h = Harness(tmp_path, engine, model_retry_seconds=1.0)
+    async with running(h):
+        await h.wait(
+            lambda: (h.worker.not_ready_reason() or "").startswith(
+                "the default model failed to load: model 'fake' is not available"
+            ),
+            "the failed load as the reason",
+        )
+        await h.wait(lambda: len(engine.load_calls) >= 2, "a second try")
+        assert not h.worker.ready and h.worker.unhealthy is None
+        broken.clear()
+        await h.wait(lambda: h.worker.ready, "ready once a try loads the model")
+        assert h.worker.health.model_problem is None
+
+
+async def test_readiness_turns_ready_once_a_request_loads_the_default_model(
+    tmp_path: Path,
+) -> None:
+    """A worker that joined before its warm-up: a request that loads the default model makes it
+    ready at once, without waiting for the next try."""
+    broken = {"fake"}
+    engine = FakeEngine(unavailable=broken, model_retry_seconds=0.5)
+    h = Harness(tmp_path, engine, model_retry_seconds=600)
+    async with running(h):
+        await h.wait(lambda: h.worker.health.model_problem is not None, "the failed load")
+        assert h.worker.not_ready_reason() == h.worker.health.model_problem
+        await asyncio.sleep(0.6)  # past the engine's own memory of the failure
+        broken.clear()
+        h.broker.append(TOPIC, 0, event("loads-it"))
+        await h.wait(lambda: "loads-it" in h.results(), "the request")
+        await h.wait(lambda: h.worker.ready, "ready", timeout=5)
+    assert [r.status for r in h.results()["loads-it"]] == ["completed"]
+
+
+async def test_a_worker_joining_after_warmup_does_not_join_while_its_model_cannot_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JOIN_AFTER_WARMUP: no join (no partitions, no share of the requests answered
+    model_unavailable) while the default model cannot be loaded; /ready and the log say why,
+    /health says it is alive; it keeps trying and joins once the model loads."""
+    broken = {"fake"}
+    engine = FakeEngine(unavailable=broken, model_retry_seconds=0.5)
+    h = Harness(tmp_path, engine, join_after_warmup=True, model_retry_seconds=0.5)
+    h.broker.append(TOPIC, 0, event("waits"))
+    client = TestClient(TestServer(build_app(SidecarConfig.from_settings(h.settings), h.worker)))
+    await client.start_server()
+    try:
+        async with running(h):
+            await h.wait(lambda: len(engine.load_calls) >= 3, "three tries")
+            assert h.consumer.started_at is None  # not joined
+            ready = await client.get("/ready")
+            reason = (await ready.json())["reason"]
+            assert ready.status == 503
+            assert reason.startswith("the default model failed to load: model 'fake'")
+            health = await client.get("/health")
+            assert health.status == 200 and (await health.json())["status"] == "starting"
+            logged = [r.getMessage() for r in caplog.records if r.name == "consumer.ops.health"]
+            assert any("joins its group only once it loads" in line for line in logged)
+            broken.clear()
+            await h.wait(lambda: h.consumer.started_at is not None, "the join")
+            await h.wait(lambda: "waits" in h.results(), "the request")
+            await h.wait(lambda: h.worker.ready, "ready")
+    finally:
+        await client.close()
+    assert [r.status for r in h.results()["waits"]] == ["completed"]
+    assert h.worker.unhealthy is None

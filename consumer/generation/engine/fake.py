@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 
 from PIL import Image
 
@@ -32,7 +32,7 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         capacity: int = 2,
         load_seconds: float = 0.0,
         step_seconds: float = 0.0,
-        unavailable: frozenset[str] = frozenset(),
+        unavailable: Container[str] = frozenset(),
         hang: threading.Event | None = None,
         oom_above_images: int | None = None,
         model_retry_seconds: float = 0.0,
@@ -40,7 +40,9 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         max_bytes: int = 0,
         model_bytes: Mapping[str, int] | None = None,
     ) -> None:
-        """`hang`: every generation blocks until it is set, deaf to timeout and cancel (a CUDA
+        """`unavailable`: models whose loads fail (read at each load: a set the test changes
+        makes a model loadable later).
+        `hang`: every generation blocks until it is set, deaf to timeout and cancel (a CUDA
         hang, a stalled decode), so the watchdog has something to catch.
         `oom_above_images`: a call with more images raises torch's real CUDA OutOfMemoryError,
         mapped to `out_of_memory` by the same code as the diffusers engine.
