@@ -315,3 +315,60 @@ async def test_a_worker_joining_after_warmup_does_not_join_while_its_model_canno
         await client.close()
     assert [r.status for r in h.results()["waits"]] == ["completed"]
     assert h.worker.unhealthy is None
+
+
+async def test_steps_slower_than_the_grace_give_timeout_not_an_unhealthy_exit(
+    tmp_path: Path,
+) -> None:
+    """Steps of 2 s, GENERATION_TIMEOUT_SECONDS=2.2, ENGINE_GRACE_SECONDS=0.3: the second step
+    ends at ~4 s, past the timeout, and the request is answered `timeout`. The watchdog's 2.5 s
+    count from the last step: a call that keeps stepping is never hung (counted from the call's
+    start they made the worker exit 70 before the step boundary came)."""
+    h = Harness(
+        tmp_path,
+        FakeEngine(step_seconds=2.0),
+        generation_timeout_seconds=2.2,
+        engine_grace_seconds=0.3,
+    )
+    h.broker.append(TOPIC, 0, event("slow", steps=4))
+    async with running(h):
+        await h.wait(lambda: "slow" in h.results(), "the result")
+    (result,) = h.results()["slow"]
+    assert result.status == "timeout"
+    assert h.worker.unhealthy is None and h.worker.exit_code == 0
+
+
+async def test_compilations_longer_than_the_generation_limit_are_loads(tmp_path: Path) -> None:
+    """TORCH_COMPILE: the warm-up's compilation, and a new shape's, take longer than
+    GENERATION_TIMEOUT_SECONDS + ENGINE_GRACE_SECONDS: they are judged as loads (within
+    MODEL_LOAD_TIMEOUT_SECONDS), and the timeout counts from the end of their first step."""
+    engine = FakeEngine(compile_seconds=2.5, step_seconds=0.05)
+    h = Harness(
+        tmp_path,
+        engine,
+        join_after_warmup=True,
+        generation_timeout_seconds=0.5,
+        engine_grace_seconds=0.5,
+        model_load_timeout_seconds=30,
+    )
+    h.broker.append(TOPIC, 0, event("new-shape", steps=2, params={"width": 128, "height": 128}))
+    h.broker.append(TOPIC, 0, event("same-shape", steps=2, params={"width": 128, "height": 128}))
+    async with running(h):
+        await h.wait(lambda: len(h.results()) == 2, "both results")
+    assert [rs[0].status for rs in h.results().values()] == ["completed", "completed"]
+    assert h.worker.unhealthy is None
+
+
+async def test_a_compilation_past_the_load_limit_is_a_hang(tmp_path: Path) -> None:
+    h = Harness(
+        tmp_path,
+        FakeEngine(compile_seconds=3.0),
+        join_after_warmup=True,
+        model_load_timeout_seconds=1.0,
+        unhealthy_exit_grace_seconds=0.1,
+    )
+    async with running(h) as task:
+        await h.wait(lambda: h.worker.unhealthy is not None, "the watchdog", timeout=10)
+        await asyncio.wait_for(task, 15)
+    assert (h.worker.unhealthy or "").startswith("engine compiling 'fake'")
+    assert h.worker.exit_code == EXIT_UNHEALTHY
