@@ -96,9 +96,11 @@ class Settings(BaseSettings):
         60.0,
         ge=0,
         description=(
-            "After a failed load (missing, download failed), requests for that model fail at "
-            "once with model_unavailable for this long instead of trying again (not after a load "
-            "that ran out of memory); 0 = retry at once. POST /v1/models/purge forgets it."
+            "After a failed load (missing, download failed, a corrupt file), requests for that "
+            "model fail at once with model_unavailable for this long instead of trying again (not "
+            "after a load that ran out of memory); 0 = retry at once. POST /v1/models/purge "
+            "forgets it. A default model that failed to load is tried again this often (at "
+            "least every second) until it loads."
         ),
     )
     require_api_key: bool = Field(
@@ -126,23 +128,31 @@ class Settings(BaseSettings):
         ),
     )
     generation_timeout_seconds: float = Field(
-        120.0, ge=0, description="Per engine call, checked between denoising steps; 0 = off."
+        120.0,
+        ge=0,
+        description=(
+            "Per engine call, checked between denoising steps (a call that compiles, with "
+            "TORCH_COMPILE: counted from the end of its first step); 0 = off."
+        ),
     )
     # The watchdog: past these, the worker reports unhealthy and exits non-zero (see watchdog.py).
     engine_grace_seconds: float = Field(
         60.0,
         gt=0,
         description=(
-            "Watchdog: an engine call running longer than GENERATION_TIMEOUT_SECONDS + this "
-            "(after its model load) counts as hung."
+            "Watchdog: an engine call without a denoising step for GENERATION_TIMEOUT_SECONDS + "
+            "this (counted from its start, after its model load, then from each step's end) "
+            "counts as hung: a call that keeps stepping ends with timeout, only one step (or the "
+            "decode) that alone takes that long is a hang."
         ),
     )
     model_load_timeout_seconds: float = Field(
         900.0,
         gt=0,
         description=(
-            "Watchdog: a model load (a hub download included) or the engine's build longer "
-            "than this counts as hung."
+            "Watchdog: a model load (a hub download included), the engine's build, or a "
+            "compilation (TORCH_COMPILE: the first call of each shape, until its first step "
+            "ends) longer than this counts as hung."
         ),
     )
     max_poll_age_seconds: float = Field(
@@ -194,7 +204,8 @@ class Settings(BaseSettings):
     torch_compile: bool = Field(
         False,
         description=(
-            "CUDA only: torch.compile the UNet (slow first call, faster after; pair with WARMUP)."
+            "CUDA only: torch.compile the UNet (slow first call, and again for each new image "
+            "size, batch or guidance, watched as a load; faster after; pair with WARMUP)."
         ),
     )
     fp16_vae: str | None = Field(
@@ -217,14 +228,16 @@ class Settings(BaseSettings):
         description=(
             "Join the consumer group only once the default model is loaded and warm: a new "
             "replica takes partitions (and causes a rebalance) only when it can work, at the cost "
-            "of a slower cold start (the load no longer overlaps the join)."
+            "of a slower cold start (the load no longer overlaps the join); a default model that "
+            "cannot be loaded keeps it out of the group, trying again every MODEL_RETRY_SECONDS."
         ),
     )
     ready_requires_model: bool = Field(
         True,
         description=(
-            "/ready answers 503 until the default model is loaded and warmed up (and while it "
-            "failed to load)."
+            "/ready answers 503 until the default model is loaded and warmed up, with the "
+            "reason of its last failed try; a failed load is tried again every "
+            "MODEL_RETRY_SECONDS, and a request that loads it makes the worker ready too."
         ),
     )
     hf_hub_offline: bool = Field(

@@ -145,6 +145,10 @@ class Worker:
             return self.unhealthy
         if self.draining:
             return "draining"
+        if self._consumer is None and self.settings.join_after_warmup:
+            waiting = self.health.model_wait()  # no join before the default model is warm
+            if waiting is not None:
+                return waiting
         if self._consumer is None or not self.assignment():
             return "no partitions assigned yet"
         return self.health.readiness_problem()
@@ -171,7 +175,8 @@ class Worker:
         try:
             consumer, producer = await self._connect()
             self._wire(consumer, producer)
-            if self.settings.join_after_warmup:  # take partitions only once able to work
+            if self.settings.join_after_warmup:  # take partitions only once able to work,
+                # however many tries loading the default model takes (health.py)
                 await unless_set(self.health.model_loaded(), self._stopping)
             if not self._stopping.is_set() and await unless_set(consumer.start(), self._stopping):
                 self._consumer = consumer

@@ -4,7 +4,10 @@
   good, and `fail` stops it (it exits non-zero after a short grace);
 - the image store is checked now and then: a worker that cannot store is not ready;
 - the default model is loaded (and warmed up) on the engine thread while the consumer joins its
-  group: with READY_REQUIRES_MODEL the worker is not ready before that.
+  group (or, with JOIN_AFTER_WARMUP, before it joins): with READY_REQUIRES_MODEL the worker is
+  not ready before that. A load that fails is tried again every MODEL_RETRY_SECONDS (sooner
+  when a request loads the model meanwhile) for as long as the worker runs: readiness follows
+  the model, however late it loads.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from consumer.generation.engine import Engine, warmup_job
+from consumer.generation.engine import Engine, EngineError, warmup_job
 from consumer.ops.watchdog import WatchdogLimits, check_store, watch
 from storage import ImageStore
 
@@ -26,12 +29,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A default model that failed to load is tried again after MODEL_RETRY_SECONDS, but never more
+# often than this (MODEL_RETRY_SECONDS=0 means "at once" to requests).
+MIN_MODEL_RETRY_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class HealthConfig:
     default_model: str  # loaded and warmed up at start
     warmup: bool  # warm up at 512² (kernels chosen, compiled) rather than 64²
     ready_requires_model: bool  # /ready waits for the default model
+    model_retry_seconds: float  # a default model that failed to load is tried again after this
+    join_after_warmup: bool  # the worker joins its group only once the default model is warm
     store_check_interval_seconds: float
     unhealthy_exit_grace_seconds: float  # how long an unhealthy worker answers before exiting
     limits: WatchdogLimits
@@ -42,6 +51,8 @@ class HealthConfig:
             default_model=settings.default_model,
             warmup=settings.warmup,
             ready_requires_model=settings.ready_requires_model,
+            model_retry_seconds=settings.model_retry_seconds,
+            join_after_warmup=settings.join_after_warmup,
             store_check_interval_seconds=settings.store_check_interval_seconds,
             unhealthy_exit_grace_seconds=settings.unhealthy_exit_grace_seconds,
             limits=WatchdogLimits.from_settings(settings),
@@ -66,8 +77,8 @@ class Health:
         self.unhealthy: str | None = None  # why the watchdog gave up on this worker
         self._failed_at = 0.0
         self.store_problem: str | None = None  # why the image store failed its last check
-        self.model_problem: str | None = None
-        self._model_ready = asyncio.Event()  # the default model is loaded (or failed to)
+        self.model_problem: str | None = None  # why the last try to load the default model failed
+        self._model_ready = asyncio.Event()  # the default model is loaded and warm
         self._last_step: float | None = None  # the intake loop's last step; None: not started
         self._draining = draining
 
@@ -92,15 +103,18 @@ class Health:
         self._last_step = time.monotonic()
 
     async def model_loaded(self) -> None:
-        """Until the default model is loaded and warm (or failed to load)."""
+        """Until the default model is loaded and warm, however many tries that takes."""
         await self._model_ready.wait()
 
+    def model_wait(self) -> str | None:
+        """Why the default model is not loaded and warm yet; None once it is."""
+        if self._model_ready.is_set():
+            return None
+        return self.model_problem or "loading the default model"
+
     def readiness_problem(self) -> str | None:
-        if self._config.ready_requires_model:
-            if not self._model_ready.is_set():
-                return "loading the default model"
-            if self.model_problem:
-                return self.model_problem
+        if self._config.ready_requires_model and (waiting := self.model_wait()):
+            return waiting
         return self.store_problem
 
     def start(self, engine_thread: Executor) -> list[asyncio.Task[None]]:
@@ -133,13 +147,43 @@ class Health:
 
     async def _preload(self, engine_thread: Executor) -> None:
         """The default model loaded and warmed up on the engine thread, so that the first
-        request pays neither the imports nor the load."""
+        request pays neither the imports nor the load; tried again until it works."""
         loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(engine_thread, self._warm_up)
-            log.info("default model ready", extra={"model": self._config.default_model})
-        except Exception as exc:  # EngineError or worse: its requests will say so; we go on
-            log.warning("default model failed to load: %s", exc)
-            self.model_problem = "the default model failed to load"
-        finally:
-            self._model_ready.set()
+        while True:
+            try:
+                await loop.run_in_executor(engine_thread, self._warm_up)
+            except Exception as exc:  # EngineError or worse: its requests say so too
+                self._failed_to_load(exc)
+                await self._until_next_try()
+                continue
+            break
+        self.model_problem = None
+        self._model_ready.set()
+        log.info("default model ready", extra={"model": self._config.default_model})
+
+    def _retry_seconds(self) -> float:
+        return max(self._config.model_retry_seconds, MIN_MODEL_RETRY_SECONDS)
+
+    def _failed_to_load(self, exc: Exception) -> None:
+        detail = exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        detail = (detail.strip().splitlines() or [type(exc).__name__])[0][:300]
+        self.model_problem = f"the default model failed to load: {detail}"
+        waits = "; the worker joins its group only once it loads" * self._config.join_after_warmup
+        log.warning(
+            "default model failed to load, next try in %g s%s: %s",
+            self._retry_seconds(),
+            waits,
+            detail,
+            extra={"model": self._config.default_model},
+        )
+
+    async def _until_next_try(self) -> None:
+        """MODEL_RETRY_SECONDS (at least MIN_MODEL_RETRY_SECONDS), or less when a request
+        loads the default model meanwhile (a worker that joined before its warm-up)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retry_seconds()
+        loaded_before = self._config.default_model in self._engine.loaded_models()
+        while (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(left, 1.0))
+            if not loaded_before and self._config.default_model in self._engine.loaded_models():
+                return

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from consumer.generation.engine import Engine
-from consumer.generation.engine.activity import LOADING, Phase
+from consumer.generation.engine.activity import LOAD_PHASES, Phase
 from storage import ImageStore, StorageError
 
 if TYPE_CHECKING:
@@ -26,14 +26,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WatchdogLimits:
-    load_seconds: float  # a model load, downloads included
-    generation_seconds: float | None  # one engine call after its load; None: not watched
+    load_seconds: float  # a model load (downloads included), or a compilation
+    # An engine call without a denoising step (since it began, or since its last step) for
+    # this long is hung; None: generations are not watched.
+    generation_seconds: float | None
     poll_age_seconds: float  # the intake loop must take a step at least this often
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WatchdogLimits:
-        # The soft timeout is checked between denoising steps only: the hard deadline adds a
-        # grace for what no step boundary interrupts (one slow step, the VAE decode).
+        # The soft timeout (GENERATION_TIMEOUT_SECONDS) is checked at denoising step boundaries
+        # only, and ends a call at the first boundary past it with `timeout`. The hard limit is
+        # that timeout plus a grace, counted from the call's start and again from each step's
+        # end: a call that keeps stepping (one CPU step of minutes included) reaches its next
+        # boundary and gets `timeout`, never exit 70; only a step, or the VAE decode after the
+        # last one, that alone takes longer than timeout + grace is taken for a hang.
         timeout = settings.generation_timeout_seconds
         return cls(
             load_seconds=settings.model_load_timeout_seconds,
@@ -43,12 +49,23 @@ class WatchdogLimits:
 
 
 def engine_overdue(phases: Sequence[Phase], now: float, limits: WatchdogLimits) -> str | None:
-    """Why the engine counts as hung, or None while every phase is within its limit."""
+    """Why the engine counts as hung, or None while every phase is within its limit: a load or
+    a compilation by its age, a generation by the time since its last step (or its start)."""
     for phase in phases:
-        limit = limits.load_seconds if phase.name == LOADING else limits.generation_seconds
-        age = now - phase.since
-        if limit is not None and age > limit:
-            return f"engine {phase.name} {phase.model!r} for {age:.0f}s, over its {limit:g}s limit"
+        if phase.name in LOAD_PHASES:
+            limit, age = limits.load_seconds, now - phase.since
+            if age > limit:
+                return (
+                    f"engine {phase.name} {phase.model!r} for {age:.0f}s, over its {limit:g}s limit"
+                )
+        elif limits.generation_seconds is not None:
+            limit, age = limits.generation_seconds, now - phase.moved
+            if age > limit:
+                since = "its start" if phase.last_step is None else "its last denoising step"
+                return (
+                    f"engine {phase.name} {phase.model!r} for {now - phase.since:.0f}s, "
+                    f"{age:.0f}s since {since}: over its {limit:g}s limit"
+                )
     return None
 
 

@@ -223,6 +223,24 @@ def test_a_model_whose_weights_are_cut_short_is_unavailable_and_remembered(
     assert (fresh.stats.failed_loads, fresh.stats.refused_loads) == (1, 1)
 
 
+def test_a_text_encoder_cut_short_is_unavailable_and_remembered(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    """transformers lets safetensors' own error (not an OSError) out of a truncated text
+    encoder: model_unavailable all the same, remembered for MODEL_RETRY_SECONDS."""
+    broken = tmp_path / "broken-text-encoder"
+    shutil.copytree(ensure_tiny_model_copy(engine_settings.models_dir), broken)
+    weights = broken / "text_encoder" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    fresh = DiffusersEngine(engine_settings.engine_config())
+    for _ in range(2):
+        with pytest.raises(EngineError) as info:
+            fresh.generate([job((1,), model=str(broken))], 0)
+        assert info.value.code is ErrorCode.MODEL_UNAVAILABLE
+        assert "cannot be loaded" in info.value.message
+    assert (fresh.stats.failed_loads, fresh.stats.refused_loads) == (1, 1)
+
+
 def test_any_other_load_failure_is_model_unavailable_not_internal_error(
     engine_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -346,3 +346,85 @@ def test_a_model_that_clearly_cannot_load_evicts_nothing() -> None:
     assert cache.loaded() == ["good"] and cache.stats.evictions == 0
     assert loads == ["good"]
     assert (cache.stats.failed_loads, cache.stats.refused_loads) == (1, 1)
+
+
+def _corrupt_weights() -> BaseException:
+    from safetensors import SafetensorError  # what safe_open raises on a truncated header
+
+    return SafetensorError("Error while deserializing header: MetadataIncompleteBuffer")
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        _corrupt_weights,
+        lambda: OSError("Unable to load weights from checkpoint file"),
+        lambda: RuntimeError("Error(s) in loading state_dict: size mismatch for conv_in.weight"),
+        lambda: KeyError("unet"),
+    ],
+    ids=["safetensors", "oserror", "runtimeerror", "keyerror"],
+)
+def test_any_load_failure_is_model_unavailable_and_remembered(
+    raised: Callable[[], BaseException],
+) -> None:
+    """Not only the engine's own EngineError: whatever a loader raises is a fact about the
+    model (a corrupt weights file), answered model_unavailable and not tried again within
+    MODEL_RETRY_SECONDS, instead of internal_error and a new load on every request."""
+    clock = FakeClock()
+    loads: list[str] = []
+
+    def load(model_id: str) -> Pipe:
+        loads.append(model_id)
+        raise raised()
+
+    cache: ModelCache[Pipe] = ModelCache(load, capacity=1, retry_seconds=60, clock=clock)
+    with pytest.raises(EngineError) as first, cache.use("broken"):
+        pass
+    assert first.value.code is ErrorCode.MODEL_UNAVAILABLE and not first.value.transient
+    assert first.value.message.startswith("model 'broken' cannot be loaded: loading it failed")
+    assert type(first.value.__cause__) is type(raised())  # the original, for the log
+    clock.now = 59
+    with pytest.raises(EngineError) as again, cache.use("broken"):
+        pass
+    assert again.value.code is ErrorCode.MODEL_UNAVAILABLE
+    assert loads == ["broken"] and cache.loaded() == []
+    assert (cache.stats.failed_loads, cache.stats.refused_loads) == (1, 1)
+    clock.now = 61
+    with pytest.raises(EngineError), cache.use("broken"):
+        pass
+    assert loads == ["broken", "broken"]
+
+
+def test_a_load_out_of_host_memory_is_unavailable_but_not_remembered() -> None:
+    loads: list[str] = []
+
+    def load(model_id: str) -> Pipe:
+        loads.append(model_id)
+        if len(loads) == 1:
+            raise MemoryError()
+        return Pipe(model_id)
+
+    cache: ModelCache[Pipe] = ModelCache(load, capacity=1, retry_seconds=60)
+    with pytest.raises(EngineError) as info, cache.use("a"):
+        pass
+    assert info.value.code is ErrorCode.MODEL_UNAVAILABLE and info.value.transient
+    with cache.use("a") as pipe:
+        del pipe
+    assert loads == ["a", "a"]
+
+
+def test_an_interrupt_during_a_load_stays_an_interrupt_and_is_not_remembered() -> None:
+    loads: list[str] = []
+
+    def load(model_id: str) -> Pipe:
+        loads.append(model_id)
+        if len(loads) == 1:
+            raise KeyboardInterrupt
+        return Pipe(model_id)
+
+    cache: ModelCache[Pipe] = ModelCache(load, capacity=1, retry_seconds=60)
+    with pytest.raises(KeyboardInterrupt), cache.use("a"):
+        pass
+    with cache.use("a") as pipe:
+        del pipe
+    assert loads == ["a", "a"]

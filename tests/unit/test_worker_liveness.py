@@ -240,3 +240,135 @@ async def test_an_intake_loop_that_stops_stepping_makes_the_worker_unhealthy(
         stuck.set()
         await h.wait(lambda: h.worker.unhealthy is not None, "the watchdog", timeout=10)
     assert h.worker.unhealthy is not None and "intake loop stalled" in h.worker.unhealthy
+
+
+async def test_readiness_turns_ready_once_the_default_model_loads_on_a_later_try(
+    tmp_path: Path,
+) -> None:
+    """A first load of the default model that fails leaves the worker not ready only until a
+    later try (every MODEL_RETRY_SECONDS) loads it; the worker stays healthy meanwhile."""
+    broken = {"fake"}
+    engine = FakeEngine(unavailable=broken, model_retry_seconds=1.0)
+    h = Harness(tmp_path, engine, model_retry_seconds=1.0)
+    async with running(h):
+        await h.wait(
+            lambda: (h.worker.not_ready_reason() or "").startswith(
+                "the default model failed to load: model 'fake' is not available"
+            ),
+            "the failed load as the reason",
+        )
+        await h.wait(lambda: len(engine.load_calls) >= 2, "a second try")
+        assert not h.worker.ready and h.worker.unhealthy is None
+        broken.clear()
+        await h.wait(lambda: h.worker.ready, "ready once a try loads the model")
+        assert h.worker.health.model_problem is None
+
+
+async def test_readiness_turns_ready_once_a_request_loads_the_default_model(
+    tmp_path: Path,
+) -> None:
+    """A worker that joined before its warm-up: a request that loads the default model makes it
+    ready at once, without waiting for the next try."""
+    broken = {"fake"}
+    engine = FakeEngine(unavailable=broken, model_retry_seconds=0.5)
+    h = Harness(tmp_path, engine, model_retry_seconds=600)
+    async with running(h):
+        await h.wait(lambda: h.worker.health.model_problem is not None, "the failed load")
+        assert h.worker.not_ready_reason() == h.worker.health.model_problem
+        await asyncio.sleep(0.6)  # past the engine's own memory of the failure
+        broken.clear()
+        h.broker.append(TOPIC, 0, event("loads-it"))
+        await h.wait(lambda: "loads-it" in h.results(), "the request")
+        await h.wait(lambda: h.worker.ready, "ready", timeout=5)
+    assert [r.status for r in h.results()["loads-it"]] == ["completed"]
+
+
+async def test_a_worker_joining_after_warmup_does_not_join_while_its_model_cannot_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JOIN_AFTER_WARMUP: no join (no partitions, no share of the requests answered
+    model_unavailable) while the default model cannot be loaded; /ready and the log say why,
+    /health says it is alive; it keeps trying and joins once the model loads."""
+    broken = {"fake"}
+    engine = FakeEngine(unavailable=broken, model_retry_seconds=0.5)
+    h = Harness(tmp_path, engine, join_after_warmup=True, model_retry_seconds=0.5)
+    h.broker.append(TOPIC, 0, event("waits"))
+    client = TestClient(TestServer(build_app(SidecarConfig.from_settings(h.settings), h.worker)))
+    await client.start_server()
+    try:
+        async with running(h):
+            await h.wait(lambda: len(engine.load_calls) >= 3, "three tries")
+            assert h.consumer.started_at is None  # not joined
+            ready = await client.get("/ready")
+            reason = (await ready.json())["reason"]
+            assert ready.status == 503
+            assert reason.startswith("the default model failed to load: model 'fake'")
+            health = await client.get("/health")
+            assert health.status == 200 and (await health.json())["status"] == "starting"
+            logged = [r.getMessage() for r in caplog.records if r.name == "consumer.ops.health"]
+            assert any("joins its group only once it loads" in line for line in logged)
+            broken.clear()
+            await h.wait(lambda: h.consumer.started_at is not None, "the join")
+            await h.wait(lambda: "waits" in h.results(), "the request")
+            await h.wait(lambda: h.worker.ready, "ready")
+    finally:
+        await client.close()
+    assert [r.status for r in h.results()["waits"]] == ["completed"]
+    assert h.worker.unhealthy is None
+
+
+async def test_steps_slower_than_the_grace_give_timeout_not_an_unhealthy_exit(
+    tmp_path: Path,
+) -> None:
+    """Steps of 2 s, GENERATION_TIMEOUT_SECONDS=2.2, ENGINE_GRACE_SECONDS=0.3: the second step
+    ends at ~4 s, past the timeout, and the request is answered `timeout`. The watchdog's 2.5 s
+    count from the last step: a call that keeps stepping is never hung (counted from the call's
+    start they made the worker exit 70 before the step boundary came)."""
+    h = Harness(
+        tmp_path,
+        FakeEngine(step_seconds=2.0),
+        generation_timeout_seconds=2.2,
+        engine_grace_seconds=0.3,
+    )
+    h.broker.append(TOPIC, 0, event("slow", steps=4))
+    async with running(h):
+        await h.wait(lambda: "slow" in h.results(), "the result")
+    (result,) = h.results()["slow"]
+    assert result.status == "timeout"
+    assert h.worker.unhealthy is None and h.worker.exit_code == 0
+
+
+async def test_compilations_longer_than_the_generation_limit_are_loads(tmp_path: Path) -> None:
+    """TORCH_COMPILE: the warm-up's compilation, and a new shape's, take longer than
+    GENERATION_TIMEOUT_SECONDS + ENGINE_GRACE_SECONDS: they are judged as loads (within
+    MODEL_LOAD_TIMEOUT_SECONDS), and the timeout counts from the end of their first step."""
+    engine = FakeEngine(compile_seconds=2.5, step_seconds=0.05)
+    h = Harness(
+        tmp_path,
+        engine,
+        join_after_warmup=True,
+        generation_timeout_seconds=0.5,
+        engine_grace_seconds=0.5,
+        model_load_timeout_seconds=30,
+    )
+    h.broker.append(TOPIC, 0, event("new-shape", steps=2, params={"width": 128, "height": 128}))
+    h.broker.append(TOPIC, 0, event("same-shape", steps=2, params={"width": 128, "height": 128}))
+    async with running(h):
+        await h.wait(lambda: len(h.results()) == 2, "both results")
+    assert [rs[0].status for rs in h.results().values()] == ["completed", "completed"]
+    assert h.worker.unhealthy is None
+
+
+async def test_a_compilation_past_the_load_limit_is_a_hang(tmp_path: Path) -> None:
+    h = Harness(
+        tmp_path,
+        FakeEngine(compile_seconds=3.0),
+        join_after_warmup=True,
+        model_load_timeout_seconds=1.0,
+        unhealthy_exit_grace_seconds=0.1,
+    )
+    async with running(h) as task:
+        await h.wait(lambda: h.worker.unhealthy is not None, "the watchdog", timeout=10)
+        await asyncio.wait_for(task, 15)
+    assert (h.worker.unhealthy or "").startswith("engine compiling 'fake'")
+    assert h.worker.exit_code == EXIT_UNHEALTHY

@@ -9,8 +9,10 @@
 - A pipeline in use is never evicted or purged: if every slot is busy the cache briefly holds one
   more and trims itself when a user lets go.
 - A pipeline object is not thread-safe, so each entry has a lock that serialises its calls.
-- A load that failed for good (not a transient lack of memory) is remembered for `retry_seconds`:
-  meanwhile requests for that model fail at once instead of starting one more multi-GB download.
+- Whatever a load raises is `model_unavailable` to its callers (failures.py: a corrupt weights
+  file is a fact about the model, not a bug), and a load that failed for good (not a transient
+  lack of memory) is remembered for `retry_seconds`: meanwhile requests for that model fail at
+  once instead of starting one more multi-GB download.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from consumer.generation.engine.activity import LOADING, EngineActivity
-from consumer.generation.engine.failures import FailedLoads
+from consumer.generation.engine.failures import FailedLoads, load_failure
 from consumer.generation.engine.protocol import CacheStats, PurgeResult
 
 P = TypeVar("P")
@@ -149,12 +151,16 @@ class ModelCache(Generic[P]):
             started = time.perf_counter()
             self._store(model_id, entry, self._loader(model_id), started)
         except BaseException as exc:  # handed to every waiter, re-raised there
-            entry.error = exc
+            error = load_failure(model_id, exc)
+            if error is not exc:
+                log.warning("model %s failed to load", model_id, exc_info=exc)
+                error.__cause__ = exc
+            entry.error = error
             with self._lock:  # no half entry
                 self.stats.failed_loads += 1
                 if self._entries.get(model_id) is entry:
                     del self._entries[model_id]
-                self._failures.remember(model_id, exc)
+                self._failures.remember(model_id, error)
         finally:
             entry.loaded.set()
 

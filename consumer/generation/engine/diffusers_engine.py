@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from consumer.generation.engine.activity import GENERATING, EngineActivity
+from consumer.generation.engine.activity import COMPILING, GENERATING, EngineActivity, PhaseMark
 from consumer.generation.engine.cache import CacheBackedEngine, ModelCache
+from consumer.generation.engine.compiling import CompiledShapes, call_shape
 from consumer.generation.engine.config import EngineConfig
 from consumer.generation.engine.jobs import GenerationJob
 from consumer.generation.engine.loading import (
@@ -49,6 +50,7 @@ class DiffusersEngine(CacheBackedEngine[Any]):
             tuning=Tuning(torch_compile=config.torch_compile, fp16_vae=config.fp16_vae),
         )
         self.activity = EngineActivity()
+        self._compiled_shapes = CompiledShapes()
         self._cache: ModelCache[Any] = ModelCache(
             self._watched(loader),
             config.max_models,
@@ -69,11 +71,18 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         first = jobs[0]
         if any(job.batch_key != first.batch_key for job in jobs):
             raise ValueError("a batch must share model, size, steps and cfg")
-        with self._cache.use(first.model) as pipeline, self.activity.phase(GENERATING, first.model):
-            started = time.perf_counter()
-            guard = _step_guard(started, timeout_seconds, cancel, on_step, first.steps)
-            images = self._run(pipeline, jobs, guard)
-            duration = time.perf_counter() - started
+        shape = call_shape(jobs)
+        with self._cache.use(first.model) as pipeline:
+            compiles = _compiled(pipeline) and self._compiled_shapes.is_new(first.model, shape)
+            with self.activity.phase(COMPILING if compiles else GENERATING, first.model) as phase:
+                started = time.perf_counter()
+
+                def compiled() -> None:
+                    self._compiled_shapes.add(first.model, shape)
+
+                guard = _step_guard(phase, timeout_seconds, cancel, on_step, first.steps, compiled)
+                images = self._run(pipeline, jobs, guard)
+                duration = time.perf_counter() - started
             del pipeline  # leaving the block may unload it: no reference may outlive the block
         outputs, offset = [], 0
         for job in jobs:
@@ -122,23 +131,38 @@ class DiffusersEngine(CacheBackedEngine[Any]):
     def _free(self, model_ids: list[str]) -> None:
         """The cache no longer references these pipelines: give their memory back."""
         log.info("unloaded model(s) %s", ", ".join(model_ids))
+        self._compiled_shapes.forget(model_ids)  # loaded again, they compile again
         free_memory(self._placement.device)
 
 
+def _compiled(pipeline: Any) -> bool:
+    """Whether the pipeline's UNet went through torch.compile (loading.py, TORCH_COMPILE)."""
+    return hasattr(getattr(pipeline, "unet", None), "_orig_mod")
+
+
 def _step_guard(
-    started: float,
+    phase: PhaseMark,
     timeout_seconds: float,
     cancel: threading.Event | None,
     on_step: StepHook | None,
     total: int,
+    compiled: Callable[[], None],
 ) -> Any:
-    """A `callback_on_step_end` that stops the run at the next step boundary when the timeout has
-    passed, the worker abandons the batch, or `on_step` stops some of its requests (it raises
-    RequestsStopped, which ends the pipeline call). Nothing can interrupt the middle of a step."""
+    """A `callback_on_step_end` that reports each step to the watchdog (`phase`) and stops the
+    run at the next step boundary when the timeout has passed, the worker abandons the batch,
+    or `on_step` stops some of its requests (it raises RequestsStopped, which ends the pipeline
+    call). Nothing can interrupt the middle of a step. The timeout counts from the call's start,
+    or, when the call compiles (phase `compiling`), from the end of its first step, where the
+    compilation is over (`compiled` is called there)."""
+    started = time.perf_counter()
 
     def on_step_end(
         pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
     ) -> dict[str, Any]:
+        nonlocal started
+        if phase.step():
+            compiled()
+            started = time.perf_counter()
         if cancel is not None and cancel.is_set():
             raise _Stop(ErrorCode.GENERATION_FAILED, "generation abandoned by the worker")
         elapsed = time.perf_counter() - started

@@ -1,5 +1,6 @@
-"""Failed model loads, remembered for a while: requests for a model that cannot be loaded fail at
-once instead of each starting one more multi-GB download or cache scan."""
+"""Failed model loads: what a failure says, and remembering it for a while, so that requests
+for a model that cannot be loaded fail at once instead of each starting one more multi-GB
+download or cache scan."""
 
 from __future__ import annotations
 
@@ -7,7 +8,34 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from consumer.generation.engine.memory import is_out_of_memory
 from consumer.generation.engine.protocol import EngineError
+from schemas import ErrorCode
+
+
+def unavailable(
+    model_id: str, exc: BaseException, why: str, *, transient: bool = False
+) -> EngineError:
+    """`model_unavailable`, saying why and the first line of what was raised."""
+    detail = str(exc).splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return EngineError(
+        ErrorCode.MODEL_UNAVAILABLE,
+        f"model '{model_id}' cannot be loaded: {why} ({detail})",
+        transient=transient,
+    )
+
+
+def load_failure(model_id: str, exc: BaseException) -> BaseException:
+    """What a failed load raises to its callers: the engine's own EngineError as it is; any
+    other exception (a corrupt safetensors file raises safetensors' own error, a truncated one
+    OSError, weights that do not fit their config RuntimeError) is a fact about the model too,
+    so `model_unavailable` (transient when memory ran out), not `internal_error` on every
+    request that names it. Interrupts (KeyboardInterrupt, SystemExit) stay what they are."""
+    if isinstance(exc, EngineError) or not isinstance(exc, Exception):
+        return exc
+    if is_out_of_memory(exc):
+        return unavailable(model_id, exc, "not enough memory", transient=True)
+    return unavailable(model_id, exc, "loading it failed")
 
 
 @dataclass(frozen=True)
@@ -26,8 +54,9 @@ class FailedLoads:
         self._failures: dict[str, _Failure] = {}
 
     def remember(self, model_id: str, exc: BaseException) -> None:
-        # Only the engine's own verdicts: a bug or an interrupt is no fact about the model, and
-        # a transient failure (not enough memory right now) may not recur.
+        # `exc` went through load_failure: any failed load is an EngineError by now. Not an
+        # interrupt (no fact about the model), nor a transient failure (not enough memory right
+        # now), which may not recur.
         if self._retry_seconds and isinstance(exc, EngineError) and not exc.transient:
             self._failures[model_id] = _Failure(exc, self._clock() + self._retry_seconds)
 

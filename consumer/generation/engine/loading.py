@@ -18,11 +18,10 @@ from urllib.parse import urlparse
 import torch
 
 from consumer.generation.engine.catalog import TINY_MODEL_ID, model_kind
+from consumer.generation.engine.failures import unavailable
 from consumer.generation.engine.memory import guard_load
-from consumer.generation.engine.protocol import EngineError
 from consumer.generation.engine.tiny_model import ensure_tiny_model
 from consumer.ops.logs import route_library_logs
-from schemas import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +73,10 @@ class PipelineLoader:
     def __call__(self, model_id: str) -> Any:
         with _LOAD_LOCK:
             # Out of memory (host or device) while building or moving the pipeline: the half
-            # loaded pipeline is freed before the error goes up.
-            try:
-                return guard_load(lambda: self._load(model_id), self._placement.device, model_id)
-            except EngineError:
-                raise
-            except Exception as exc:
-                # Whatever else a load raises (weights that do not fit the config, a pipeline
-                # class diffusers lacks) is a fact about this model: model_unavailable, which
-                # the cache remembers for MODEL_RETRY_SECONDS, not internal_error on every
-                # request that asks for it.
-                log.warning("model %s failed to load", model_id, exc_info=True)
-                raise _unavailable(model_id, exc, "loading it failed") from exc
+            # loaded pipeline is freed before the error goes up. Whatever else a load raises
+            # (weights that do not fit the config, a pipeline class diffusers lacks) the model
+            # cache turns into model_unavailable (failures.py), remembered like the others.
+            return guard_load(lambda: self._load(model_id), self._placement.device, model_id)
 
     def check(self, model_id: str) -> None:
         """Fail at once, before the cache evicts anything for it, when a model clearly cannot
@@ -95,9 +86,9 @@ class PipelineLoader:
             return  # built on demand
         if model_kind(model_id) == "local":
             if not Path(model_id).expanduser().is_dir():
-                raise _unavailable(model_id, FileNotFoundError(model_id), "no such folder")
+                raise unavailable(model_id, FileNotFoundError(model_id), "no such folder")
         elif self._offline and not _in_hub_cache(model_id):
-            raise _unavailable(
+            raise unavailable(
                 model_id, FileNotFoundError("model_index.json"), "it is not in the local cache"
             )
 
@@ -108,18 +99,18 @@ class PipelineLoader:
             pipeline = self._from_pretrained(source, local_only=True)
         except (OSError, ValueError) as exc:
             if is_local:
-                raise _unavailable(model_id, exc, "its files cannot be loaded") from exc
+                raise unavailable(model_id, exc, "its files cannot be loaded") from exc
             if self._offline:
-                raise _unavailable(model_id, exc, "it is not in the local cache (offline)") from exc
+                raise unavailable(model_id, exc, "it is not in the local cache (offline)") from exc
             if not _hub_reachable(self._probe_timeout):
-                raise _unavailable(
+                raise unavailable(
                     model_id, exc, "it is not in the local cache and the hub is unreachable"
                 ) from exc
             log.info("downloading %s from the hub", model_id)
             try:
                 pipeline = self._from_pretrained(source, local_only=False)
             except (OSError, ValueError) as download_exc:
-                raise _unavailable(model_id, download_exc, "the download failed") from download_exc
+                raise unavailable(model_id, download_exc, "the download failed") from download_exc
         return self._prepare(pipeline)
 
     def _resolve(self, model_id: str) -> tuple[str, bool]:
@@ -191,13 +182,6 @@ def quiet_libraries() -> None:
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()  # huggingface_hub's bars as well
     route_library_logs()
-
-
-def _unavailable(model_id: str, exc: BaseException, why: str) -> EngineError:
-    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-    return EngineError(
-        ErrorCode.MODEL_UNAVAILABLE, f"model '{model_id}' cannot be loaded: {why} ({detail})"
-    )
 
 
 def _in_hub_cache(model_id: str) -> bool:
