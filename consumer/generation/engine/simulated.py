@@ -87,12 +87,16 @@ class SimulatedEngine(CacheBackedEngine[SimulatedModel]):
         first = jobs[0]
         if any(job.batch_key != first.batch_key for job in jobs):
             raise ValueError("a batch must share model, size, steps and cfg")
-        with self._cache.use(first.model) as model, self.activity.phase(GENERATING, first.model):
+        with (
+            self._cache.use(first.model) as model,
+            self.activity.phase(GENERATING, first.model) as phase,
+        ):
             del model  # as the real engine: leaving the block may unload it
             started = time.perf_counter()
             images = [draw(seed, job.width, job.height) for job in jobs for seed in job.seeds]
             for step in range(first.steps):
                 _sleep_until(started + (step + 1) * self._step_seconds)
+                phase.step()  # the watchdog's generation limit counts from the last step
                 _after_step(started, timeout_seconds, cancel, on_step, step, first.steps)
             duration = time.perf_counter() - started
         outputs, offset = [], 0
