@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -64,6 +65,7 @@ class SidecarConfig:
     # The accepted purge keys: compared as digests, never logged, never in a response.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     purge_min_interval_seconds: float = 0.0
+    model_revisions: Mapping[str, str] = field(default_factory=dict)  # pinned hub models
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SidecarConfig:
@@ -77,6 +79,7 @@ class SidecarConfig:
             require_api_key=settings.require_api_key,
             api_keys=tuple(settings.valid_api_keys()),
             purge_min_interval_seconds=settings.purge_min_interval_seconds,
+            model_revisions=settings.pinned_revisions(),
         )
 
 
@@ -153,7 +156,7 @@ async def models(request: web.Request) -> web.Response:
             "default_model": config.default_model,
             "loaded": loaded,
             "max_request_cost": config.max_request_cost,
-            "details": describe_models(list(config.allowed_models), loaded),
+            "details": describe_models(list(config.allowed_models), loaded, config.model_revisions),
         }
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 TINY_MODEL_ID = "tiny-sdxl"
@@ -21,9 +22,19 @@ def model_kind(model_id: str) -> str:
     return "hub"
 
 
-def describe_models(allowed: list[str], loaded: list[str]) -> list[dict[str, object]]:
-    """One entry per allowed model for GET /v1/models."""
+def describe_models(
+    allowed: list[str], loaded: list[str], revisions: Mapping[str, str] | None = None
+) -> list[dict[str, object]]:
+    """One entry per allowed model for GET /v1/models; `revision`: the one it is pinned to
+    (MODEL_REVISIONS), null when it loads the hub's main branch or is no hub model."""
+    revisions = revisions or {}
     return [
-        {"id": m, "kind": model_kind(m), "loaded": m in loaded, "note": model_note(m)}
+        {
+            "id": m,
+            "kind": model_kind(m),
+            "loaded": m in loaded,
+            "note": model_note(m),
+            "revision": revisions.get(m),
+        }
         for m in allowed
     ]

@@ -6,7 +6,8 @@ one-shot command) without a broker, a store or an environment to read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -22,6 +23,8 @@ class EngineConfig:
     max_models: int = 1  # pipelines kept loaded (LRU)
     max_cache_bytes: int = 0  # memory budget of the loaded pipelines; 0 = count only
     model_retry_seconds: float = 60.0  # a failed load is not tried again for this long
+    # Hub model id -> the revision to load (MODEL_REVISIONS); others load the main branch.
+    model_revisions: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_models < 1:
