@@ -15,6 +15,7 @@ from dotenv import load_dotenv
 from pydantic import AliasChoices, ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from consumer.generation.engine.catalog import model_kind
 from consumer.generation.engine.config import EngineConfig
 from schemas import RequestLimits
 
@@ -78,6 +79,16 @@ class Settings(BaseSettings):
     allowed_models: CommaList = Field(
         default_factory=list,
         description="Allowlist of the models requests may name: hub ids, tiny-sdxl, local folders.",
+    )
+    model_revisions: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description=(
+            "Hub models pinned to a revision (a commit sha, a tag, a branch): "
+            "`id=revision,id=revision`, each id one of ALLOWED_MODELS (DEFAULT_MODEL included); "
+            "loaded with from_pretrained(revision=...), shown in /v1/models, embedded in each "
+            "image's parameters and part of the parameter digest. Local folders and tiny-sdxl "
+            "ignore theirs. Unpinned hub models load what the hub's main branch holds."
+        ),
     )
     max_models_cache: int = Field(
         1, ge=1, description="Pipelines kept loaded (LRU; one in use is never evicted)."
@@ -482,6 +493,22 @@ class Settings(BaseSettings):
     def _models_from_csv(cls, value: object) -> object:
         return _split_commas(value)
 
+    @field_validator("model_revisions", mode="before")
+    @classmethod
+    def _revisions_from_csv(cls, value: object) -> object:
+        """`id=revision,id=revision` (ids never hold `=` or `,`; revisions neither)."""
+        if not isinstance(value, str):
+            return value
+        revisions: dict[str, str] = {}
+        for entry in (part.strip() for part in value.split(",")):
+            if not entry:
+                continue
+            model_id, sep, revision = entry.partition("=")
+            if not (sep and model_id.strip() and revision.strip()):
+                raise ValueError(f"MODEL_REVISIONS: {entry!r} is not id=revision")
+            revisions[model_id.strip()] = revision.strip()
+        return revisions
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _keys_from_csv(cls, value: object) -> object:
@@ -515,6 +542,9 @@ class Settings(BaseSettings):
             self.default_model = self.model_id
         if self.default_model not in self.allowed_models:
             self.allowed_models = [self.default_model, *self.allowed_models]
+        unknown = sorted(set(self.model_revisions) - set(self.allowed_models))
+        if unknown:
+            raise ValueError(f"MODEL_REVISIONS pins models not in ALLOWED_MODELS: {unknown}")
         if self.require_api_key and not self.valid_api_keys():
             raise ValueError("REQUIRE_API_KEY is set but neither API_KEY nor API_KEYS is")
         if self.min_steps > self.max_steps:
@@ -538,6 +568,10 @@ class Settings(BaseSettings):
             max_request_cost=self.max_request_cost,
         )
 
+    def pinned_revisions(self) -> dict[str, str]:
+        """MODEL_REVISIONS of hub models only: local folders and tiny-sdxl have no revisions."""
+        return {m: r for m, r in self.model_revisions.items() if model_kind(m) == "hub"}
+
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
             models_dir=self.models_dir,
@@ -553,6 +587,7 @@ class Settings(BaseSettings):
             model_retry_seconds=self.model_retry_seconds,
             simulated_step_ms=self.simulated_step_ms,
             simulated_load_ms=self.simulated_load_ms,
+            model_revisions=self.pinned_revisions(),
         )
 
     def valid_api_keys(self) -> list[str]:
@@ -577,6 +612,8 @@ class Settings(BaseSettings):
 
 
 def _env_value(value: object) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{key}={_env_value(item)}" for key, item in value.items())
     if isinstance(value, list):
         return ",".join(_env_value(item) for item in value)
     if isinstance(value, SecretStr):

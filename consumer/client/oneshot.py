@@ -33,7 +33,7 @@ def generate_once(
         return outcome.result()
     if not isinstance(outcome, Accepted):  # no usable request_id: no result to hang it on
         raise InvalidRequestError(outcome.error.message)
-    job = plan_job(outcome.request, settings.default_negative_prompt)
+    job = plan_job(outcome.request, settings.default_negative_prompt, settings.pinned_revisions())
     engine = build_engine(settings.engine_config())
     try:
         output = engine.generate([job], settings.generation_timeout_seconds)[0]

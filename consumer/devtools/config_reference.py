@@ -94,6 +94,8 @@ def _type_text(annotation: Any) -> str:
         return "one of " + ", ".join(f"`{choice}`" for choice in get_args(annotation))
     if origin is list:
         return f"list of {_type_text(get_args(annotation)[0])}"
+    if origin is dict:
+        return "list of key=value"
     if annotation is ByteSize:
         return "bytes (`12GiB`, `16GB`)"
     if annotation is SecretStr:
@@ -120,6 +122,8 @@ def _value_text(value: Any) -> str:
         return str(int(value))
     if isinstance(value, list):
         return ",".join(_value_text(item) for item in value)
+    if isinstance(value, dict):
+        return ",".join(f"{key}={_value_text(item)}" for key, item in value.items())
     return str(value)
 
 

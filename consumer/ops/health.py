@@ -152,11 +152,10 @@ class Health:
         while True:
             try:
                 await loop.run_in_executor(engine_thread, self._warm_up)
+                break
             except Exception as exc:  # EngineError or worse: its requests say so too
                 self._failed_to_load(exc)
-                await self._until_next_try()
-                continue
-            break
+            await self._until_next_try()
         self.model_problem = None
         self._model_ready.set()
         log.info("default model ready", extra={"model": self._config.default_model})
@@ -168,7 +167,9 @@ class Health:
         detail = exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
         detail = (detail.strip().splitlines() or [type(exc).__name__])[0][:300]
         self.model_problem = f"the default model failed to load: {detail}"
-        waits = "; the worker joins its group only once it loads" * self._config.join_after_warmup
+        waits = "; the worker joins its group only once it loads"
+        if not self._config.join_after_warmup:
+            waits = ""
         log.warning(
             "default model failed to load, next try in %g s%s: %s",
             self._retry_seconds(),

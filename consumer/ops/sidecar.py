@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -70,6 +70,7 @@ class SidecarConfig:
     purge_failure_limit: int = 5
     purge_failure_window_seconds: float = 60.0
     engine: str = "diffusers"  # ENGINE: `simulated` is said in /v1/models
+    model_revisions: Mapping[str, str] = field(default_factory=dict)  # pinned hub models
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SidecarConfig:
@@ -84,6 +85,7 @@ class SidecarConfig:
             api_keys=tuple(settings.valid_api_keys()),
             purge_min_interval_seconds=settings.purge_min_interval_seconds,
             engine=settings.engine,
+            model_revisions=settings.pinned_revisions(),
         )
 
 
@@ -218,7 +220,9 @@ async def models(request: web.Request) -> web.Response:
             "loaded": loaded,
             "max_request_cost": config.max_request_cost,
             "engine": config.engine,
-            "details": describe_models(list(config.allowed_models), loaded, config.engine),
+            "details": describe_models(
+                list(config.allowed_models), loaded, config.engine, config.model_revisions
+            ),
         }
     )
 

@@ -157,6 +157,8 @@ def log_result(
         "duration_sec": float(result.audit.duration_sec) if result.audit else None,
         "error": result.error.code.value if result.error else None,
     }
+    if job.model_revision is not None:  # MODEL_REVISIONS
+        fields["model_revision"] = job.model_revision
     if timestamp_ms:
         fields["latency_sec"] = round(max(0.0, time.time() - timestamp_ms / 1000), 3)
     if stages_ms is not None:

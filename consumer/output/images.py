@@ -59,6 +59,8 @@ def image_parameters(job: GenerationJob, index: int) -> dict[str, object]:
     }
     if job.format != "png":
         parameters.update(format=job.format, quality=job.quality)
+    if job.model_revision is not None:  # MODEL_REVISIONS: absent when unpinned, as before
+        parameters["model_revision"] = job.model_revision
     return parameters
 
 
@@ -75,21 +77,23 @@ def image_key_for(job: GenerationJob, key_prefix: str, index: int) -> str:
 def request_digest(job: GenerationJob) -> str:
     """SHA-256 of what changes the pixels or the bytes of any of the request's images: the
     idempotency check's fingerprint of a request (not its deadline, nor anything else that only
-    decides whether it runs)."""
-    return parameters_digest(
-        {
-            "model": job.model,
-            "prompt": job.prompt,
-            "negative_prompt": job.negative_prompt,
-            "width": job.width,
-            "height": job.height,
-            "steps": job.steps,
-            "cfg": job.cfg,
-            "seeds": list(job.seeds),
-            "format": job.format,
-            "quality": job.quality,
-        }
-    )
+    decides whether it runs). The model's pinned revision (MODEL_REVISIONS) counts; an unpinned
+    model adds nothing, so the digests of images stored before pins existed stay valid."""
+    parameters: dict[str, object] = {
+        "model": job.model,
+        "prompt": job.prompt,
+        "negative_prompt": job.negative_prompt,
+        "width": job.width,
+        "height": job.height,
+        "steps": job.steps,
+        "cfg": job.cfg,
+        "seeds": list(job.seeds),
+        "format": job.format,
+        "quality": job.quality,
+    }
+    if job.model_revision is not None:
+        parameters["model_revision"] = job.model_revision
+    return parameters_digest(parameters)
 
 
 def image_metadata(job: GenerationJob, index: int, size: int | None = None) -> dict[str, str]:

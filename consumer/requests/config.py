@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ class TriageConfig:
     reuse_stored_images: bool  # answer a request from its stored images (REUSE_STORED_IMAGES)
     max_batch_size: int  # images per engine call
     max_batch_cost: float  # cost per engine call; 0: no bound
+    model_revisions: Mapping[str, str]  # hub model id -> its pinned revision (MODEL_REVISIONS)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TriageConfig:
@@ -31,4 +33,5 @@ class TriageConfig:
             reuse_stored_images=settings.reuse_stored_images,
             max_batch_size=settings.max_batch_size,
             max_batch_cost=settings.max_batch_cost,
+            model_revisions=settings.pinned_revisions(),
         )

@@ -207,7 +207,8 @@ class Triage:
     def _add_work(self, poll: _Poll, record: Record, accepted: Accepted, taken_at: float) -> None:
         """One work per request_id: a record with the same id and parameters joins it
         (generated once, answered alike); one with other parameters is a conflict."""
-        job = plan_job(accepted.request, self._config.default_negative_prompt)
+        config = self._config
+        job = plan_job(accepted.request, config.default_negative_prompt, config.model_revisions)
         job = replace(job, deadline=self._deadline(job, record))
         work = Work(record, job, taken_at=taken_at)
         first = poll.works.get(job.request_id)

@@ -247,7 +247,9 @@ def test_any_other_load_failure_is_model_unavailable_not_internal_error(
     """Weights that do not fit their config raise RuntimeError deep inside torch: a fact about
     the model, remembered like the others, not a bug that fails each request as internal_error."""
 
-    def mismatched(self: PipelineLoader, source: str, local_only: bool) -> Any:
+    def mismatched(
+        self: PipelineLoader, source: str, local_only: bool, revision: str | None = None
+    ) -> Any:
         raise RuntimeError("Error(s) in loading state_dict: size mismatch for conv_in.weight")
 
     monkeypatch.setattr(PipelineLoader, "_from_pretrained", mismatched)

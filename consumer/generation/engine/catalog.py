@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 TINY_MODEL_ID = "tiny-sdxl"
@@ -24,14 +25,26 @@ def model_kind(model_id: str) -> str:
 
 
 def describe_models(
-    allowed: list[str], loaded: list[str], engine: str = "diffusers"
+    allowed: list[str],
+    loaded: list[str],
+    engine: str = "diffusers",
+    revisions: Mapping[str, str] | None = None,
 ) -> list[dict[str, object]]:
     """One entry per allowed model for GET /v1/models. A simulated engine loads none of them
-    for real: each one's note says so instead of the model's own."""
+    for real: each one's note says so instead of the model's own. `revision`: the one it is
+    pinned to (MODEL_REVISIONS), null when it loads the hub's main branch or is no hub model."""
+    revisions = revisions or {}
 
     def note(model_id: str) -> str | None:
         return SIMULATED_NOTE if engine == "simulated" else model_note(model_id)
 
     return [
-        {"id": m, "kind": model_kind(m), "loaded": m in loaded, "note": note(m)} for m in allowed
+        {
+            "id": m,
+            "kind": model_kind(m),
+            "loaded": m in loaded,
+            "note": note(m),
+            "revision": revisions.get(m),
+        }
+        for m in allowed
     ]

@@ -6,7 +6,8 @@ one-shot command) without a broker, a store or an environment to read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,8 @@ class EngineConfig:
     model_retry_seconds: float = 60.0  # a failed load is not tried again for this long
     simulated_step_ms: float = 50.0  # simulated engine: the time of one denoising step
     simulated_load_ms: float = 1000.0  # simulated engine: the time of one model load
+    # Hub model id -> the revision to load (MODEL_REVISIONS); others load the main branch.
+    model_revisions: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_models < 1:

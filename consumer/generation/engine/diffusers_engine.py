@@ -48,6 +48,7 @@ class DiffusersEngine(CacheBackedEngine[Any]):
             offline=config.offline,
             probe_timeout=config.hub_probe_timeout_seconds,
             tuning=Tuning(torch_compile=config.torch_compile, fp16_vae=config.fp16_vae),
+            revisions=config.model_revisions,
         )
         self.activity = EngineActivity()
         self._compiled_shapes = CompiledShapes()

@@ -6,6 +6,7 @@ Planning is a pure function, so seed handling and policies are tested without an
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from schemas import GenerationRequest
@@ -37,6 +38,10 @@ class GenerationJob:
     # Unix time after which the request is worthless (its `deadline`, or MAX_REQUEST_AGE_SECONDS
     # after its record): it is not started past it, and stops at the next denoising step.
     deadline: float | None = None
+    # The hub revision its model is pinned to (MODEL_REVISIONS), None when unpinned: the same
+    # for every job of a model on one worker, so not in batch_key, but part of what the images
+    # embed and of their digests (images of another revision are other images).
+    model_revision: str | None = None
 
     @property
     def batch_key(self) -> BatchKey:
@@ -68,7 +73,12 @@ def image_seeds(first: int, count: int) -> tuple[int, ...]:
     return tuple((first + index) % (MAX_SEED + 1) for index in range(count))
 
 
-def plan_job(request: GenerationRequest, default_negative_prompt: str) -> GenerationJob:
+def plan_job(
+    request: GenerationRequest,
+    default_negative_prompt: str,
+    model_revisions: Mapping[str, str] | None = None,
+) -> GenerationJob:
+    """`model_revisions`: the pinned revisions of hub models (Settings.pinned_revisions())."""
     params = request.params
     first = request_seed(request.request_id) if params.seed is None else params.seed
     custom = request.negative_prompt is not None
@@ -86,6 +96,7 @@ def plan_job(request: GenerationRequest, default_negative_prompt: str) -> Genera
         format=params.format,
         quality=params.output_quality,
         deadline=request.deadline.timestamp() if request.deadline is not None else None,
+        model_revision=(model_revisions or {}).get(params.model_name),
     )
 
 

@@ -2,7 +2,8 @@
 
 Loading is offline-aware. A hub id is first looked up in the local cache only; the hub is asked
 only when it is allowed (HF_HUB_OFFLINE unset) and reachable, so an unreachable hub costs one
-short probe instead of ~20 s of download retries, and the error says what to do.
+short probe instead of ~20 s of download retries, and the error says what to do. A hub id pinned
+in MODEL_REVISIONS loads that revision, from the cache or the hub, and nothing else.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,12 +65,16 @@ class PipelineLoader:
         offline: bool,
         probe_timeout: float,
         tuning: Tuning | None = None,
+        revisions: Mapping[str, str] | None = None,
     ) -> None:
+        """`revisions`: hub model id -> the revision to load (MODEL_REVISIONS); a local folder
+        or the tiny model has none."""
         self._models_dir = models_dir
         self._placement = placement
         self._offline = offline
         self._probe_timeout = probe_timeout
         self._tuning = tuning or Tuning()
+        self._revisions = dict(revisions or {})
 
     def __call__(self, model_id: str) -> Any:
         with _LOAD_LOCK:
@@ -87,7 +93,7 @@ class PipelineLoader:
         if model_kind(model_id) == "local":
             if not Path(model_id).expanduser().is_dir():
                 raise unavailable(model_id, FileNotFoundError(model_id), "no such folder")
-        elif self._offline and not _in_hub_cache(model_id):
+        elif self._offline and not _in_hub_cache(model_id, self._revisions.get(model_id)):
             raise unavailable(
                 model_id, FileNotFoundError("model_index.json"), "it is not in the local cache"
             )
@@ -95,8 +101,11 @@ class PipelineLoader:
     def _load(self, model_id: str) -> Any:
         quiet_libraries()  # before _resolve: building the tiny model imports and saves, too
         source, is_local = self._resolve(model_id)
+        revision = None if is_local else self._revisions.get(model_id)
+        if revision is not None:
+            log.info("loading %s at revision %s", model_id, revision)
         try:
-            pipeline = self._from_pretrained(source, local_only=True)
+            pipeline = self._from_pretrained(source, local_only=True, revision=revision)
         except (OSError, ValueError) as exc:
             if is_local:
                 raise unavailable(model_id, exc, "its files cannot be loaded") from exc
@@ -108,7 +117,7 @@ class PipelineLoader:
                 ) from exc
             log.info("downloading %s from the hub", model_id)
             try:
-                pipeline = self._from_pretrained(source, local_only=False)
+                pipeline = self._from_pretrained(source, local_only=False, revision=revision)
             except (OSError, ValueError) as download_exc:
                 raise unavailable(model_id, download_exc, "the download failed") from download_exc
         return self._prepare(pipeline)
@@ -120,7 +129,7 @@ class PipelineLoader:
             return str(Path(model_id).expanduser()), True
         return model_id, False
 
-    def _from_pretrained(self, source: str, local_only: bool) -> Any:
+    def _from_pretrained(self, source: str, local_only: bool, revision: str | None = None) -> Any:
         from diffusers import AutoPipelineForText2Image  # heavy import, done on the engine thread
 
         kwargs: dict[str, Any] = {
@@ -128,6 +137,8 @@ class PipelineLoader:
             "use_safetensors": True,  # never unpickle .bin weights
             "local_files_only": local_only,
         }
+        if revision is not None:  # else the hub's main branch
+            kwargs["revision"] = revision
         if self._placement.dtype == torch.float16:
             try:
                 return AutoPipelineForText2Image.from_pretrained(source, variant="fp16", **kwargs)
@@ -184,11 +195,12 @@ def quiet_libraries() -> None:
     route_library_logs()
 
 
-def _in_hub_cache(model_id: str) -> bool:
+def _in_hub_cache(model_id: str, revision: str | None = None) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
+        found = try_to_load_from_cache(model_id, "model_index.json", revision=revision)
+        return isinstance(found, str)
     except ValueError:  # not a valid repo id: from_pretrained will say why
         return True
 
