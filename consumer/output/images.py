@@ -61,6 +61,8 @@ def image_parameters(job: GenerationJob, index: int) -> dict[str, object]:
         parameters.update(format=job.format, quality=job.quality)
     if job.model_revision is not None:  # MODEL_REVISIONS: absent when unpinned, as before
         parameters["model_revision"] = job.model_revision
+    if job.synthetic:  # ENGINE=simulated: absent for real engines, as before
+        parameters["engine"] = "simulated"
     return parameters
 
 
@@ -93,6 +95,8 @@ def request_digest(job: GenerationJob) -> str:
     }
     if job.model_revision is not None:
         parameters["model_revision"] = job.model_revision
+    if job.synthetic:
+        parameters["engine"] = "simulated"
     return parameters_digest(parameters)
 
 

@@ -209,7 +209,7 @@ class Triage:
         (generated once, answered alike); one with other parameters is a conflict."""
         config = self._config
         job = plan_job(accepted.request, config.default_negative_prompt, config.model_revisions)
-        job = replace(job, deadline=self._deadline(job, record))
+        job = replace(job, synthetic=config.synthetic, deadline=self._deadline(job, record))
         work = Work(record, job, taken_at=taken_at)
         first = poll.works.get(job.request_id)
         if first is None:

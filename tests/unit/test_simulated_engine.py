@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from consumer.generation.engine import (
     EngineConfig,
     EngineError,
     GenerationJob,
+    JobOutput,
     RequestsStopped,
     build_engine,
     warmup_job,
@@ -27,9 +29,18 @@ from consumer.generation.engine import (
 from consumer.generation.engine.activity import GENERATING, LOADING
 from consumer.generation.engine.catalog import SIMULATED_NOTE
 from consumer.generation.engine.simulated import SimulatedEngine, draw
-from consumer.output.images import audit_for, encode_one
+from consumer.output.images import (
+    audit_for,
+    encode_one,
+    encode_output,
+    look_up,
+    request_digest,
+    store_output,
+)
+from consumer.requests.decision import Stored
 from consumer.settings import Settings
 from schemas import ErrorCode
+from storage import LocalImageStore
 
 ROOT = Path(__file__).parents[2]
 
@@ -260,3 +271,18 @@ def test_the_simulated_engine_never_imports_torch() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "imported: []" in done.stdout
+
+
+def test_synthetic_images_never_answer_a_real_request_nor_the_other_way(tmp_path: Path) -> None:
+    """Images drawn by the simulated engine embed it and count it in their digests: a real
+    worker finding them under a request's id refuses (request_id_conflict) instead of serving
+    synthetic images as a real model's, and a simulated worker does the same with real ones."""
+    real = GenerationJob("r-1", "p", "n", "standard", "m", 64, 64, 1, 0.0, (1,))
+    synthetic = replace(real, synthetic=True)
+    assert request_digest(real) != request_digest(synthetic)
+    store = LocalImageStore(tmp_path)
+    output = JobOutput(synthetic, [draw(1, 64, 64)], 0.1)
+    store_output(output, encode_output(output), store, "images")
+    listed = store.keys_in("images/r-1", 10)
+    assert look_up(synthetic, store, "images", listed)[0] is Stored.SAME
+    assert look_up(real, store, "images", listed)[0] is Stored.OTHER

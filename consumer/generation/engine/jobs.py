@@ -42,6 +42,9 @@ class GenerationJob:
     # for every job of a model on one worker, so not in batch_key, but part of what the images
     # embed and of their digests (images of another revision are other images).
     model_revision: str | None = None
+    # Drawn by the simulated engine (ENGINE=simulated): synthetic images, never to be taken for a
+    # real model's, so part of what they embed and of their digests.
+    synthetic: bool = False
 
     @property
     def batch_key(self) -> BatchKey:
