@@ -16,7 +16,7 @@ from pydantic import AliasChoices, ByteSize, Field, SecretStr, field_validator, 
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumer.generation.engine.catalog import model_kind
-from consumer.generation.engine.config import EngineConfig
+from consumer.generation.engine.config import EngineConfig, cpu_offload_refusal
 from schemas import RequestLimits
 
 log = logging.getLogger(__name__)
@@ -224,6 +224,39 @@ class Settings(BaseSettings):
         description=(
             "CUDA only: an fp16-safe VAE, hub id or folder (madebyollin/sdxl-vae-fp16-fix); "
             "without it SDXL's VAE decodes in fp32."
+        ),
+    )
+    cpu_offload: Literal["none", "model", "sequential"] = Field(
+        "none",
+        description=(
+            "Small GPUs (operations.md): keep the pipeline in host memory and move it to the "
+            "GPU piece by piece. model: each sub-model (text encoders, UNet, VAE) moved in when "
+            "it runs, a moderate slowdown (transfers on every request); sequential: layer by "
+            "layer, the least GPU memory and much slower. Needs an accelerator: refused at "
+            "start on a CPU-only device."
+        ),
+    )
+    vae_slicing: bool = Field(
+        False,
+        description=(
+            "Small GPUs: the VAE decodes a batch one image at a time; saves the decode's peak "
+            "memory for batches of several images, a little slower."
+        ),
+    )
+    vae_tiling: bool = Field(
+        False,
+        description=(
+            "Small GPUs: the VAE decodes images larger than its tile (1024 px for SDXL) in "
+            "overlapping tiles, blended; bounds the decode's memory at large sizes, slower, "
+            "and pixels differ slightly from an untiled decode."
+        ),
+    )
+    attention_slicing: Literal["none", "auto"] | int = Field(
+        "none",
+        description=(
+            "Small GPUs: none (torch's SDPA attention), auto (half the attention heads per "
+            "slice: two passes) or a number of heads per slice: attention computed in slices, "
+            "less memory, slower; with SDPA (torch 2) it rarely helps."
         ),
     )
     warmup: bool = Field(
@@ -551,6 +584,10 @@ class Settings(BaseSettings):
             raise ValueError("MIN_STEPS must not exceed MAX_STEPS")
         if self.min_image_size > self.max_image_size:
             raise ValueError("MIN_IMAGE_SIZE must not exceed MAX_IMAGE_SIZE")
+        if self.cpu_offload != "none" and self.device == "cpu":
+            raise ValueError(cpu_offload_refusal(self.cpu_offload, "cpu"))
+        if isinstance(self.attention_slicing, int) and self.attention_slicing < 1:
+            raise ValueError("ATTENTION_SLICING must be none, auto or a slice size of at least 1")
         return self
 
     def request_limits(self) -> RequestLimits:
@@ -580,6 +617,10 @@ class Settings(BaseSettings):
             torch_threads=self.torch_threads,
             torch_compile=self.torch_compile,
             fp16_vae=self.fp16_vae,
+            cpu_offload=self.cpu_offload,
+            vae_slicing=self.vae_slicing,
+            vae_tiling=self.vae_tiling,
+            attention_slicing=None if self.attention_slicing == "none" else self.attention_slicing,
             offline=self.hf_hub_offline,
             hub_probe_timeout_seconds=self.hub_probe_timeout_seconds,
             max_models=self.max_models_cache,

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 EngineKind = Literal["diffusers", "simulated"]
+CpuOffload = Literal["none", "model", "sequential"]
+# Attention slicing: None = off, "auto" = half the heads per slice, or a number of heads per slice.
+AttentionSlicing = Literal["auto"] | int | None
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,12 @@ class EngineConfig:
     max_models: int = 1  # pipelines kept loaded (LRU)
     max_cache_bytes: int = 0  # memory budget of the loaded pipelines; 0 = count only
     model_retry_seconds: float = 60.0  # a failed load is not tried again for this long
+    # Memory savers for small GPUs (loading.py): the pipeline offloaded to the CPU between uses
+    # (needs an accelerator), the VAE decoding one image or one tile at a time, sliced attention.
+    cpu_offload: CpuOffload = "none"
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    attention_slicing: AttentionSlicing = None
     simulated_step_ms: float = 50.0  # simulated engine: the time of one denoising step
     simulated_load_ms: float = 1000.0  # simulated engine: the time of one model load
     # Hub model id -> the revision to load (MODEL_REVISIONS); others load the main branch.
@@ -39,3 +48,18 @@ class EngineConfig:
             raise ValueError("max_cache_bytes and model_retry_seconds must not be negative")
         if self.simulated_step_ms < 0 or self.simulated_load_ms < 0:
             raise ValueError("simulated_step_ms and simulated_load_ms must not be negative")
+        if self.cpu_offload not in ("none", "model", "sequential"):
+            raise ValueError(f"cpu_offload must be none, model or sequential: {self.cpu_offload}")
+        if self.cpu_offload != "none" and self.device == "cpu":
+            raise ValueError(cpu_offload_refusal(self.cpu_offload, "cpu"))
+        if isinstance(self.attention_slicing, int) and self.attention_slicing < 1:
+            raise ValueError("attention_slicing must be 'auto', None or a slice size of at least 1")
+
+
+def cpu_offload_refusal(mode: str, device: str) -> str:
+    """Why CPU_OFFLOAD cannot apply on this device: it moves models between the CPU and an
+    accelerator, and there is none."""
+    return (
+        f"CPU_OFFLOAD={mode} needs an accelerator (DEVICE=cuda) but the engine runs on {device}: "
+        "set CPU_OFFLOAD=none"
+    )

@@ -47,7 +47,14 @@ class DiffusersEngine(CacheBackedEngine[Any]):
             self._placement,
             offline=config.offline,
             probe_timeout=config.hub_probe_timeout_seconds,
-            tuning=Tuning(torch_compile=config.torch_compile, fp16_vae=config.fp16_vae),
+            tuning=Tuning(
+                torch_compile=config.torch_compile,
+                fp16_vae=config.fp16_vae,
+                cpu_offload=config.cpu_offload,
+                vae_slicing=config.vae_slicing,
+                vae_tiling=config.vae_tiling,
+                attention_slicing=config.attention_slicing,
+            ),
             revisions=config.model_revisions,
         )
         self.activity = EngineActivity()

@@ -20,10 +20,13 @@ from urllib.parse import urlparse
 import torch
 
 from consumer.generation.engine.catalog import TINY_MODEL_ID, model_kind
+from consumer.generation.engine.config import AttentionSlicing, CpuOffload, cpu_offload_refusal
 from consumer.generation.engine.failures import unavailable
 from consumer.generation.engine.memory import guard_load
+from consumer.generation.engine.protocol import EngineError
 from consumer.generation.engine.tiny_model import ensure_tiny_model
 from consumer.ops.logs import route_library_logs
+from schemas import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +54,18 @@ def choose_placement(requested: str) -> Placement:
 
 @dataclass(frozen=True)
 class Tuning:
-    """Device-specific speed-ups; only applied on CUDA (they cost or break things on CPU)."""
+    """Speed-ups, applied on CUDA only (they cost or break things on CPU), and memory savers
+    for small GPUs (docs/operations.md, "Small GPUs"), applied on any device, except offload,
+    which needs an accelerator."""
 
     torch_compile: bool = False  # compile the UNet: slow first call, faster afterwards
     fp16_vae: str | None = None  # an fp16-safe VAE (id or folder), e.g. sdxl-vae-fp16-fix
+    # model: each sub-model (text encoders, UNet, VAE) moved to the accelerator when it runs;
+    # sequential: each layer, weights streamed from the CPU on every call (slowest, least memory).
+    cpu_offload: CpuOffload = "none"
+    vae_slicing: bool = False  # decode a batch's latents one image at a time
+    vae_tiling: bool = False  # decode (and encode) large images in overlapping tiles
+    attention_slicing: AttentionSlicing = None  # None: torch's SDPA kernels, unsliced
 
 
 class PipelineLoader:
@@ -75,6 +86,12 @@ class PipelineLoader:
         self._probe_timeout = probe_timeout
         self._tuning = tuning or Tuning()
         self._revisions = dict(revisions or {})
+        if self._tuning.cpu_offload != "none" and placement.device == "cpu":
+            # Refused here, when the engine is built (the worker fails at start), rather than
+            # by every load: DEVICE=auto on a host without an accelerator resolves to the CPU.
+            raise EngineError(
+                ErrorCode.INTERNAL_ERROR, cpu_offload_refusal(self._tuning.cpu_offload, "cpu")
+            )
 
     def __call__(self, model_id: str) -> Any:
         with _LOAD_LOCK:
@@ -149,9 +166,32 @@ class PipelineLoader:
     def _prepare(self, pipeline: Any) -> Any:
         if self._placement.device == "cuda":
             self._tune_for_cuda(pipeline)
-        pipeline = pipeline.to(self._placement.device)
+        pipeline = self._place(pipeline)
+        self._save_memory(pipeline)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
+
+    def _place(self, pipeline: Any) -> Any:
+        """On the device, or left on the CPU with accelerate's hooks moving its parts to the
+        device while they run (CPU_OFFLOAD): the pipeline must then never be moved itself."""
+        device = self._placement.device
+        if self._tuning.cpu_offload == "model":
+            pipeline.enable_model_cpu_offload(device=device)
+            return pipeline
+        if self._tuning.cpu_offload == "sequential":
+            pipeline.enable_sequential_cpu_offload(device=device)
+            return pipeline
+        return pipeline.to(device)
+
+    def _save_memory(self, pipeline: Any) -> None:
+        """VAE slicing and tiling on the VAE itself (diffusers 0.42 has no pipeline-level
+        enable_vae_* on SDXL any more), attention slicing on the pipeline."""
+        if self._tuning.vae_slicing:
+            pipeline.vae.enable_slicing()
+        if self._tuning.vae_tiling:
+            pipeline.vae.enable_tiling()
+        if self._tuning.attention_slicing is not None:
+            pipeline.enable_attention_slicing(self._tuning.attention_slicing)
 
     def _tune_for_cuda(self, pipeline: Any) -> None:
         """fp16 throughout: SDXL's stock VAE overflows in fp16, so the pipeline upcasts it to
