@@ -2,7 +2,7 @@
 
 `python -m consumer.devtools.config_reference > docs/configuration.md` rewrites it. The rows come
 from `Settings.model_fields` (name, type, bounds, default, description), grouped under the section
-comments of consumer/settings.py, so a setting added there with its description is documented
+comments of consumer/settings/, so a setting added there with its description is documented
 without touching this file; tests/unit/test_config_reference.py fails when the page drifts.
 """
 
@@ -22,11 +22,13 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from consumer.settings import Settings
+from consumer.settings.connection_fields import ConnectionFields
+from consumer.settings.worker_fields import WorkerFields
 
 UNSET = "—"
 MIB = 1024 * 1024
-# The section comments of settings.py, as headings a reader understands ("seed variables" are
-# the ones the project started with: sidecar, models, API keys, watchdog).
+# The section comments of the settings modules, as headings a reader understands ("seed
+# variables" are the ones the project started with: sidecar, models, API keys, watchdog).
 SECTION_TITLES = {
     "seed variables": "Sidecar, models and health",
     "engine": "Engine",
@@ -42,7 +44,7 @@ _NAME = re.compile(r"\b[A-Z][A-Z0-9_]+\b")  # what a setting name looks like
 INTRO = """\
 # Configuration
 
-<!-- Generated from consumer/settings.py by
+<!-- Generated from consumer/settings/ by
      `python -m consumer.devtools.config_reference > docs/configuration.md`: edit the field
      descriptions there, not this page (tests/unit/test_config_reference.py checks they agree). -->
 
@@ -59,6 +61,10 @@ and tune the worker (with what was measured of `KAFKA_SESSION_TIMEOUT_MS` and
 """
 
 
+# Where the fields are declared, in the order the reference lists them.
+FIELD_CLASSES = (WorkerFields, ConnectionFields)
+
+
 def env_name(name: str, field: FieldInfo) -> str:
     """The environment variable a field is read from: its first alias choice, if it has any."""
     choices = getattr(field.validation_alias, "choices", None)
@@ -66,10 +72,12 @@ def env_name(name: str, field: FieldInfo) -> str:
 
 
 def sections() -> list[tuple[str, list[str]]]:
-    """Field names in the order of settings.py, under the section comment above them."""
+    """Field names in the order they are declared (consumer/settings/worker_fields.py, then
+    connection_fields.py), under the section comment above them."""
     fields = Settings.model_fields
     grouped: list[tuple[str, list[str]]] = [("Settings", [])]
-    for line in inspect.getsource(Settings).splitlines():
+    lines = [line for part in FIELD_CLASSES for line in inspect.getsource(part).splitlines()]
+    for line in lines:
         if section := _SECTION.match(line):
             name = section["name"].strip()
             grouped.append((SECTION_TITLES.get(name, name.capitalize()), []))
