@@ -23,6 +23,7 @@ from consumer.generation.engine.loading import (
 )
 from consumer.generation.engine.memory import free_memory, guard_generation, pipeline_bytes
 from consumer.generation.engine.protocol import EngineError, JobOutput, StepHook
+from consumer.generation.engine.steps import stop_reason
 from schemas import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -171,15 +172,9 @@ def _step_guard(
         if phase.step():
             compiled()
             started = time.perf_counter()
-        if cancel is not None and cancel.is_set():
-            raise _Stop(ErrorCode.GENERATION_FAILED, "generation abandoned by the worker")
-        elapsed = time.perf_counter() - started
-        if timeout_seconds and elapsed > timeout_seconds:
-            raise _Stop(
-                ErrorCode.TIMEOUT,
-                f"generation stopped after {elapsed:.2f}s at step {step + 1} "
-                f"(GENERATION_TIMEOUT_SECONDS={timeout_seconds:g})",
-            )
+        stop = stop_reason(started, timeout_seconds, cancel, step)
+        if stop is not None:
+            raise _Stop(*stop)
         if on_step is not None:
             on_step(step + 1, total)
         return callback_kwargs

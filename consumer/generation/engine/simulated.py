@@ -37,7 +37,7 @@ from consumer.generation.engine.catalog import SIMULATED_NOTE
 from consumer.generation.engine.config import EngineConfig
 from consumer.generation.engine.jobs import GenerationJob
 from consumer.generation.engine.protocol import EngineError, JobOutput, StepHook
-from schemas import ErrorCode
+from consumer.generation.engine.steps import stop_reason
 
 log = logging.getLogger(__name__)
 
@@ -132,16 +132,10 @@ def _after_step(
     total: int,
 ) -> None:
     """At the end of step `step` (0-based): what the diffusers engine's `_step_guard` does there,
-    in the same order and with the same errors."""
-    if cancel is not None and cancel.is_set():
-        raise EngineError(ErrorCode.GENERATION_FAILED, "generation abandoned by the worker")
-    elapsed = time.perf_counter() - started
-    if timeout_seconds and elapsed > timeout_seconds:
-        raise EngineError(
-            ErrorCode.TIMEOUT,
-            f"generation stopped after {elapsed:.2f}s at step {step + 1} "
-            f"(GENERATION_TIMEOUT_SECONDS={timeout_seconds:g})",
-        )
+    in the same order and with the same errors (steps.stop_reason, shared)."""
+    stop = stop_reason(started, timeout_seconds, cancel, step)
+    if stop is not None:
+        raise EngineError(*stop)
     if on_step is not None:
         on_step(step + 1, total)
 
