@@ -166,26 +166,16 @@ def stored_result(
     key_prefix: str,
     listed: Collection[str] | None = None,
 ) -> GenerationResult | None:
-    """The `completed` result of `job` built from images already in the store, or None.
-
-    None unless every image exists under its key (the job format's extension) with metadata
-    vouching for this job's parameters, format and quality (an image missing, stored for other
-    parameters, or an old object without the metadata). One HEAD per image, no download, and
-    none when `listed` (the keys of the request's folder, when the caller listed it) lacks one.
-    URLs are fresh (presigned ones newly signed); audit.duration_sec is "0.000" and audit.note
-    starts with STORED_NOTE; `bytes` is null for an image stored before it was recorded. Raises
-    StorageError. Synchronous: call it from an I/O thread, like `store_output`.
-    """
-    keys = [image_key_for(job, key_prefix, index) for index in range(job.num_images)]
-    if listed is not None and not all(key in listed for key in keys):
-        return None
-    sizes = []
-    for index, key in enumerate(keys):
-        metadata = store.head(key)
-        if metadata is None or metadata.get(PARAMS_DIGEST_METADATA) != _digest(job, index):
-            return None
-        sizes.append(_size(metadata))
-    return _served(job, store, keys, sizes)
+    """The `completed` result of `job` built from images already in the store, or None: what
+    `look_up` finds when it is all there for these parameters (`listed`: the keys of the
+    request's folder; listed here when the caller did not). URLs are fresh (presigned ones newly
+    signed); audit.duration_sec is "0.000" and audit.note starts with STORED_NOTE; `bytes` is
+    null for an image stored before it was recorded. Raises StorageError. Synchronous: call it
+    from an I/O thread, like `store_output`."""
+    if listed is None:
+        folder = image_key_for(job, key_prefix, 0).rpartition("/")[0]
+        listed = store.keys_in(folder, 1000)
+    return look_up(job, store, key_prefix, listed)[1]
 
 
 def _served(

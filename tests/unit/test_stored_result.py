@@ -144,6 +144,14 @@ def test_storage_errors_propagate(store: CountingStore, monkeypatch: pytest.Monk
     def unreachable(key: str) -> dict[str, str] | None:
         raise StorageError("s3 head failed", retryable=True)
 
+    store_job(store, job())  # listed images are looked at: a HEAD each
     monkeypatch.setattr(store, "head", unreachable)
+    with pytest.raises(StorageError):
+        stored_result(job(), store, PREFIX)
+
+    def unlistable(folder: str, limit: int) -> list[str]:
+        raise StorageError("s3 list failed", retryable=True)
+
+    monkeypatch.setattr(store, "keys_in", unlistable)
     with pytest.raises(StorageError):
         stored_result(job(), store, PREFIX)
