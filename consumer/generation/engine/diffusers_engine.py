@@ -22,7 +22,13 @@ from consumer.generation.engine.loading import (
     import_pipeline_library,
 )
 from consumer.generation.engine.memory import free_memory, guard_generation, pipeline_bytes
-from consumer.generation.engine.protocol import EngineError, JobOutput, StepHook
+from consumer.generation.engine.protocol import (
+    EngineError,
+    JobOutput,
+    StepHook,
+    one_batch,
+    split_outputs,
+)
 from consumer.generation.engine.steps import stop_reason
 from schemas import ErrorCode
 
@@ -77,9 +83,7 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         cancel: threading.Event | None = None,
         on_step: StepHook | None = None,
     ) -> list[JobOutput]:
-        first = jobs[0]
-        if any(job.batch_key != first.batch_key for job in jobs):
-            raise ValueError("a batch must share model, size, steps and cfg")
+        first = one_batch(jobs)
         shape = call_shape(jobs)
         with self._cache.use(first.model) as pipeline:
             compiles = _compiled(pipeline) and self._compiled_shapes.is_new(first.model, shape)
@@ -93,11 +97,7 @@ class DiffusersEngine(CacheBackedEngine[Any]):
                 images = self._run(pipeline, jobs, guard)
                 duration = time.perf_counter() - started
             del pipeline  # leaving the block may unload it: no reference may outlive the block
-        outputs, offset = [], 0
-        for job in jobs:
-            outputs.append(JobOutput(job, images[offset : offset + job.num_images], duration))
-            offset += job.num_images
-        return outputs
+        return split_outputs(jobs, images, duration)
 
     def _run(self, pipeline: Any, jobs: Sequence[GenerationJob], guard: Any) -> list[Any]:
         first = jobs[0]

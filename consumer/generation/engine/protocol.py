@@ -53,6 +53,25 @@ class JobOutput:
     note: str | None = None
 
 
+def one_batch(jobs: Sequence[GenerationJob]) -> GenerationJob:
+    """The first job, once every job shares its batch key (one pipeline call serves them)."""
+    first = jobs[0]
+    if any(job.batch_key != first.batch_key for job in jobs):
+        raise ValueError("a batch must share model, size, steps and cfg")
+    return first
+
+
+def split_outputs(
+    jobs: Sequence[GenerationJob], images: list[Image], duration: float, note: str | None = None
+) -> list[JobOutput]:
+    """One engine call's images (jobs' seeds in order) handed back to their jobs."""
+    outputs, offset = [], 0
+    for job in jobs:
+        outputs.append(JobOutput(job, images[offset : offset + job.num_images], duration, note))
+        offset += job.num_images
+    return outputs
+
+
 @dataclass(frozen=True)
 class PurgeResult:
     model_id: str | None

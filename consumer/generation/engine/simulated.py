@@ -36,7 +36,13 @@ from consumer.generation.engine.cache import CacheBackedEngine, ModelCache
 from consumer.generation.engine.catalog import SIMULATED_NOTE
 from consumer.generation.engine.config import EngineConfig
 from consumer.generation.engine.jobs import GenerationJob
-from consumer.generation.engine.protocol import EngineError, JobOutput, StepHook
+from consumer.generation.engine.protocol import (
+    EngineError,
+    JobOutput,
+    StepHook,
+    one_batch,
+    split_outputs,
+)
 from consumer.generation.engine.steps import stop_reason
 
 log = logging.getLogger(__name__)
@@ -84,9 +90,7 @@ class SimulatedEngine(CacheBackedEngine[SimulatedModel]):
         cancel: threading.Event | None = None,
         on_step: StepHook | None = None,
     ) -> list[JobOutput]:
-        first = jobs[0]
-        if any(job.batch_key != first.batch_key for job in jobs):
-            raise ValueError("a batch must share model, size, steps and cfg")
+        first = one_batch(jobs)
         with (
             self._cache.use(first.model) as model,
             self.activity.phase(GENERATING, first.model) as phase,
@@ -99,12 +103,7 @@ class SimulatedEngine(CacheBackedEngine[SimulatedModel]):
                 phase.step()  # the watchdog's generation limit counts from the last step
                 _after_step(started, timeout_seconds, cancel, on_step, step, first.steps)
             duration = time.perf_counter() - started
-        outputs, offset = [], 0
-        for job in jobs:
-            batch = images[offset : offset + job.num_images]
-            outputs.append(JobOutput(job, batch, duration, note=SIMULATED_NOTE))
-            offset += job.num_images
-        return outputs
+        return split_outputs(jobs, images, duration, SIMULATED_NOTE)
 
     def describe(self) -> dict[str, object]:
         return {
