@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -24,6 +24,7 @@ from consumer.intake.offsets import OffsetTracker
 from consumer.ops.metrics import WorkerMetrics
 from consumer.output.config import OutputConfig
 from consumer.output.publishing import Delivery, Publisher
+from consumer.stoppable import bounded
 from schemas import ErrorCode, ErrorInfo, GenerationResult
 from schemas.cloudevents import ce_source, trace_headers
 
@@ -36,7 +37,6 @@ COMMIT_TIMEOUT_SECONDS = 10.0
 LAST_COMMIT_SECONDS = 2.0
 
 Record: TypeAlias = ConsumerRecord[Any, Any]
-T = TypeVar("T")
 
 
 class Acknowledger:
@@ -177,7 +177,12 @@ class Acknowledger:
                 offsets[tp] = position
         if offsets:
             try:
-                await bounded(self._consumer.commit(offsets), until)
+                await bounded(
+                    self._consumer.commit(offsets),
+                    until,
+                    COMMIT_TIMEOUT_SECONDS,
+                    LAST_COMMIT_SECONDS,
+                )
                 for tp, offset in offsets.items():
                     self._landed[tp] = max(offset, self._landed.get(tp, 0))
             except (CommitFailedError, IllegalStateError) as exc:
@@ -210,7 +215,7 @@ class Acknowledger:
 
     async def _committed(self, tp: TopicPartition) -> int | None:
         try:
-            offset = await bounded(self._consumer.committed(tp), None)
+            offset = await bounded(self._consumer.committed(tp), None, COMMIT_TIMEOUT_SECONDS)
         except (KafkaError, TimeoutError) as exc:
             log.warning("could not read the committed offset of %s: %s", tp, exc)
             return None
@@ -219,26 +224,3 @@ class Acknowledger:
     def _tracker(self, record: Record) -> OffsetTracker:
         tp = TopicPartition(record.topic, record.partition)
         return self._trackers.setdefault(tp, OffsetTracker())
-
-
-async def bounded(call: Awaitable[T], until: asyncio.Event | None) -> T:
-    """`call` awaited for at most COMMIT_TIMEOUT_SECONDS, and once `until` is set at most
-    LAST_COMMIT_SECONDS more: then cancelled, and TimeoutError raised. Every wait on the broker
-    ends: a stopping worker drains and exits even while the coordinator is away."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(call)
-    deadline = loop.time() + COMMIT_TIMEOUT_SECONDS
-    if until is not None:
-        stopper = asyncio.ensure_future(until.wait())
-        await asyncio.wait(
-            {task, stopper}, timeout=COMMIT_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED
-        )
-        stopper.cancel()
-        if not task.done():
-            deadline = min(deadline, loop.time() + LAST_COMMIT_SECONDS)
-    if not task.done():
-        await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
-    if not task.done():
-        task.cancel()
-        raise TimeoutError("the broker did not answer in time")
-    return task.result()

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from consumer.stoppable import Backoff, StopRequested, event_within, unless_set
+from consumer.stoppable import Backoff, StopRequested, bounded, event_within, unless_set
 
 
 async def test_event_within_says_whether_the_event_came_in_time() -> None:
@@ -53,3 +53,20 @@ async def test_backoff_doubles_up_to_its_cap_and_ends_on_stop() -> None:
     stop.set()
     with pytest.raises(StopRequested):
         await backoff.wait(stop)
+
+
+async def test_bounded_ends_a_call_that_never_answers_and_gives_a_last_chance_on_stop() -> None:
+    async def never() -> None:
+        await asyncio.Event().wait()
+
+    async def soon() -> str:
+        await asyncio.sleep(0.05)
+        return "done"
+
+    with pytest.raises(TimeoutError):
+        await bounded(never(), None, 0.05)
+    stop = asyncio.Event()
+    stop.set()
+    assert await bounded(soon(), stop, 10.0, last_seconds=1.0) == "done"
+    with pytest.raises(TimeoutError):
+        await bounded(never(), stop, 10.0, last_seconds=0.05)
