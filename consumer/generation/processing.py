@@ -35,10 +35,6 @@ StepProgress = Callable[[list[str], int, int], None]
 OnStopped = Callable[[Mapping[str, ErrorCode]], None]
 
 
-def _stop_result(request_id: str, code: ErrorCode) -> GenerationResult:
-    return GenerationResult.failed(request_id, code)
-
-
 def _request_id(outcome: JobOutput | GenerationResult) -> str:
     return outcome.job.request_id if isinstance(outcome, JobOutput) else outcome.request_id or ""
 
@@ -120,7 +116,7 @@ class BatchProcessor:
             calls = await self._engine_call(running, on_step, on_stopped, stopped)
             outcomes = {_request_id(outcome): outcome for outcome in calls}
         return [
-            _stop_result(job.request_id, stopped[job.request_id])
+            GenerationResult.failed(job.request_id, stopped[job.request_id])
             if job.request_id in stopped
             else outcomes[job.request_id]
             for job in jobs
@@ -145,7 +141,9 @@ class BatchProcessor:
                 hook,
             )
         except RequestsStopped:  # every request of the call stopped: each is answered already
-            return [_stop_result(job.request_id, stopped[job.request_id]) for job in jobs]
+            return [
+                GenerationResult.failed(job.request_id, stopped[job.request_id]) for job in jobs
+            ]
         except EngineError as exc:
             if self.abandoned:
                 raise Abandoned from exc
@@ -194,7 +192,7 @@ class BatchProcessor:
             log.info(
                 "request stopped before its images were stored", extra={"request_id": request_id}
             )
-            return _stop_result(request_id, code)
+            return GenerationResult.failed(request_id, code)
         return await self._store_one(outcome)
 
     async def _store_one(self, output: JobOutput) -> GenerationResult:
