@@ -7,34 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
-from aiokafka import TopicPartition
 
 from consumer.generation.engine import Engine, build_engine, warmup_job
 from consumer.generation.engine.catalog import SIMULATED_NOTE, TINY_MODEL_NOTE
 from consumer.generation.engine.fake import FakeEngine
-from consumer.ops.metrics import WorkerMetrics
 from consumer.ops.sidecar import SidecarConfig, build_app
 from consumer.settings import Settings
+from tests.unit.test_sidecar_purge import IdleWorker
 
 MODELS = ["tiny-sdxl", "stabilityai/sdxl-turbo"]
-
-
-class IdleWorker:
-    """The slice of a worker the sidecar reads (its WorkerStatus protocol)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.metrics = WorkerMetrics()
-        self.draining = False
-        self.unhealthy: str | None = None
-        self.completed = 0
-        self.broker_connected = True
-
-    def not_ready_reason(self) -> str | None:
-        return None
-
-    def assignment(self) -> list[TopicPartition]:
-        return []
 
 
 async def get(settings: Settings, engine: Engine, path: str) -> dict[str, Any]:

@@ -24,8 +24,8 @@ KEY = "purge-key-0123456789"
 class IdleWorker:
     """The slice of a worker the sidecar reads (its WorkerStatus protocol)."""
 
-    def __init__(self) -> None:
-        self.engine: Engine = FakeEngine()
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine: Engine = engine or FakeEngine()
         self.metrics = WorkerMetrics()
         self.draining = False
         self.unhealthy: str | None = None
