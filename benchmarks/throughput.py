@@ -37,7 +37,7 @@ from consumer.ops.logs import JsonFormatter
 from consumer.output.images import store_output
 from consumer.settings import Settings
 from consumer.worker import Worker
-from storage import ImageStore, build_store
+from storage import AlreadyStored, ImageStore, build_store
 
 THREADS = 2
 SECTION_TIMEOUT = 300.0
@@ -98,6 +98,17 @@ class MemoryStore:
         self.objects[key] = data
         self.metadata[key] = dict(metadata or {})
         return self.url_for(key)
+
+    def create(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "image/png",
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        if key in self.objects:
+            raise AlreadyStored(key)
+        return self.put(key, data, content_type, metadata)
 
     def get(self, key: str) -> bytes | None:
         return self.objects.get(key)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from storage.base import ImageStore, StorageError, StorageSettings
+from storage.base import (
+    AlreadyStored,
+    ImageStore,
+    StorageError,
+    StorageSettings,
+    supports_create,
+)
 from storage.images import (
     ImageFormat,
     content_type,
@@ -17,6 +23,7 @@ from storage.png import encode_png, parameters_digest, read_png_parameters
 from storage.s3 import S3ImageStore
 
 __all__ = [
+    "AlreadyStored",
     "ImageFormat",
     "ImageStore",
     "LocalImageStore",
@@ -34,6 +41,7 @@ __all__ = [
     "parameters_digest",
     "read_image_parameters",
     "read_png_parameters",
+    "supports_create",
 ]
 
 

@@ -29,6 +29,14 @@ class StorageError(Exception):
         return f"StorageError({self.args[0]!r}, retryable={self.retryable})"
 
 
+class AlreadyStored(StorageError):
+    """`create` found an object under its key already: nothing was written."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"an object exists under {key!r} already", retryable=False)
+        self.key = key
+
+
 class ImageStore(Protocol):
     """Where encoded images go. Synchronous: the worker calls it from a thread, not the loop.
 
@@ -48,6 +56,18 @@ class ImageStore(Protocol):
     ) -> str:
         """Store `data` under `key` (overwriting data and metadata) and return the URL clients use.
         `metadata` (see `check_metadata`) is what `head` returns later."""
+        ...
+
+    def create(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "image/png",
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """`put`, only when nothing is stored under `key` (S3's `If-None-Match: *`), in one
+        call: raises AlreadyStored (and writes nothing) when something is. A store that ignores
+        the condition overwrites instead: `supports_create` tells them apart."""
         ...
 
     def get(self, key: str) -> bytes | None:
@@ -75,6 +95,20 @@ class ImageStore(Protocol):
     def check(self) -> None:
         """Raise StorageError when the store is not reachable or usable (health checks)."""
         ...
+
+
+def supports_create(store: ImageStore, probe_key: str) -> bool:
+    """Whether the store honours `create`'s condition: a probe object created twice must be
+    refused the second time (some S3-compatible stores ignore `If-None-Match` and overwrite).
+    Raises StorageError when the store cannot be reached."""
+    store.create(probe_key, b"{}", "application/json")
+    try:
+        store.create(probe_key, b"{}", "application/json")
+    except AlreadyStored:
+        return True
+    finally:
+        store.delete(probe_key)
+    return False
 
 
 # S3 sends user metadata as x-amz-meta-<name> HTTP headers: names are case-insensitive tokens

@@ -14,7 +14,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from storage.base import StorageError, check_metadata
+from storage.base import AlreadyStored, StorageError, check_metadata
 
 # Errors worth a retry: the disk may drain or the device recover; everything else is a bug
 # or a permission problem that retrying will not fix.
@@ -75,6 +75,39 @@ class LocalImageStore:
                 self._write_atomically(_sidecar(target), text)
         except OSError as exc:
             raise _wrap(exc, f"write {key!r}") from None
+        return self.url_for(key)
+
+    def create(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "image/png",
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """`put` when no file is at root/key: the data is written to a temporary file and linked
+        into place, which fails (AlreadyStored) when the name is taken, atomically."""
+        check_metadata(metadata)
+        target = self.path_for(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+            )
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.link(tmp_name, target)  # the claim: fails when the name is taken
+            finally:
+                Path(tmp_name).unlink(missing_ok=True)
+            if metadata:  # a reader in between sees {}: an object that vouches for nothing
+                text = json.dumps(metadata, sort_keys=True).encode()
+                self._write_atomically(_sidecar(target), text)
+        except FileExistsError:
+            raise AlreadyStored(key) from None
+        except OSError as exc:
+            raise _wrap(exc, f"create {key!r}") from None
         return self.url_for(key)
 
     def get(self, key: str) -> bytes | None:

@@ -15,7 +15,7 @@ from botocore.exceptions import (
     IncompleteReadError,
 )
 
-from storage.base import StorageError, check_metadata
+from storage.base import AlreadyStored, StorageError, check_metadata
 
 # A later request may reuse a request_id with other parameters and rewrite its keys with new
 # content, so objects are cacheable but not "immutable". A day behind BASE_URL (a public gateway,
@@ -32,6 +32,7 @@ _RETRYABLE_CODES = frozenset(
         "TooManyRequests",
         "ServiceUnavailable",
         "InternalError",
+        "ConditionalRequestConflict",  # 409: another conditional write to the key was in flight
     }
 )
 _MISSING_BUCKET_CODES = frozenset({"404", "NoSuchBucket", "NotFound"})
@@ -153,6 +154,34 @@ class S3ImageStore:
             )
         except (BotoCoreError, ClientError) as exc:
             raise self._wrap(exc, f"put {key!r}") from None
+        return self.url_for(key)
+
+    def create(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "image/png",
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """`put` with `If-None-Match: *`: HTTP 412 (something is stored there) raises
+        AlreadyStored; a 409 (a concurrent conditional write) is retryable."""
+        check_metadata(metadata)
+        try:
+            self._client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                CacheControl=self.cache_control,
+                Metadata=metadata or {},
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            if _error_code(exc) == "PreconditionFailed":
+                raise AlreadyStored(key) from None
+            raise self._wrap(exc, f"create {key!r}") from None
+        except BotoCoreError as exc:
+            raise self._wrap(exc, f"create {key!r}") from None
         return self.url_for(key)
 
     def get(self, key: str) -> bytes | None:

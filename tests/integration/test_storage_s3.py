@@ -15,7 +15,7 @@ from consumer.devtools.services import free_port
 from consumer.generation.engine import GenerationJob, JobOutput
 from consumer.output.images import STORED_NOTE, encode_output, store_output, stored_result
 from schemas import GenerationResult, ImageRef
-from storage import S3ImageStore, StorageError, encode_png
+from storage import AlreadyStored, S3ImageStore, StorageError, encode_png, supports_create
 from tests.fixtures.services import S3Endpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -83,6 +83,19 @@ def test_put_overwrites_same_key(s3_endpoint: S3Endpoint, client: Any) -> None:
     store.put("images/same/0.png", b"second")
     body = client.get_object(Bucket=store.bucket, Key="images/same/0.png")["Body"].read()
     assert body == b"second"
+
+
+def test_create_writes_once_and_refuses_a_taken_key(s3_endpoint: S3Endpoint, client: Any) -> None:
+    """`If-None-Match: *` on the real store: the second create is refused, the first kept."""
+    store = _store(s3_endpoint)
+    store.ensure_bucket()
+    key = f"images/create-{secrets.token_hex(4)}/0.png"
+    store.create(key, b"first", metadata={"request-sha256": "a"})
+    with pytest.raises(AlreadyStored):
+        store.create(key, b"second", metadata={"request-sha256": "b"})
+    assert client.get_object(Bucket=store.bucket, Key=key)["Body"].read() == b"first"
+    assert store.head(key) == {"request-sha256": "a"}
+    assert supports_create(store, f"images/probe-{secrets.token_hex(4)}")
 
 
 def test_get_head_delete_and_metadata(s3_endpoint: S3Endpoint, client: Any) -> None:

@@ -293,3 +293,16 @@ def test_build_store_s3_without_network(tmp_path: Path) -> None:
     assert store.name == "s3"
     assert "X-Amz-Expires=120" in store.url_for("a.png")
     assert SECRET_KEY not in repr(store)
+
+
+def test_local_create_writes_once_and_refuses_a_taken_key(tmp_path: Path) -> None:
+    from storage import AlreadyStored, supports_create
+
+    store = LocalImageStore(tmp_path)
+    store.create("r/0.png", b"first", metadata={"request-sha256": "a"})
+    with pytest.raises(AlreadyStored):
+        store.create("r/0.png", b"second", metadata={"request-sha256": "b"})
+    assert store.get("r/0.png") == b"first"
+    assert store.head("r/0.png") == {"request-sha256": "a"}
+    assert store.keys_in("r", 10) == ["r/0.png"]  # no temporary file left behind
+    assert supports_create(store, "probe/x") and store.get("probe/x") is None
