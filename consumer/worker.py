@@ -40,8 +40,9 @@ from consumer.output.answers import Answers
 from consumer.output.config import OutputConfig
 from consumer.output.progress import ProgressReporter
 from consumer.output.publishing import BrokerGaveUp, Publisher, Unpublishable
-from consumer.requests.attempts import AttemptLog
 from consumer.requests.config import TriageConfig
+from consumer.requests.journal import AttemptJournal, owner_id
+from consumer.requests.lookup import StoreLookup
 from consumer.requests.triage import Triage, Work
 from consumer.settings import Settings
 from consumer.stoppable import StopRequested, event_within, unless_set
@@ -100,6 +101,7 @@ class Worker:
         self._acks: Acknowledger | None = None
         self._triage: Triage | None = None
         self._runner: BatchRunner | None = None
+        self._journal: AttemptJournal | None = None
         self.draining = False
         self.health = Health(
             HealthConfig.from_settings(settings),
@@ -175,6 +177,8 @@ class Worker:
         try:
             consumer, producer = await self._connect()
             self._wire(consumer, producer)
+            assert self._journal is not None
+            watchers.append(asyncio.create_task(self._journal.keep_leased()))
             if self.settings.join_after_warmup:  # take partitions only once able to work,
                 # however many tries loading the default model takes (health.py)
                 await unless_set(self.health.model_loaded(), self._stopping)
@@ -194,13 +198,26 @@ class Worker:
         output = OutputConfig.from_settings(settings)
         publisher = Publisher(producer, self.metrics, on_retry=self.health.step)
         acks = self._acks = Acknowledger(output, publisher, consumer, self.metrics)
-        attempts = AttemptLog(self._store, settings.s3_key_prefix, settings.max_attempts)
+        journal = self._journal = AttemptJournal(
+            self._store,
+            settings.s3_key_prefix,
+            owner_id(),
+            acks.landed,
+        )
         progress = ProgressReporter(output, producer, self.metrics)
-        answers = Answers(acks, self.metrics, progress, attempts, settings.log_prompts)
-        triage = TriageConfig.from_settings(settings)
-        self._triage = Triage(triage, acks, answers, attempts, self._stops.due, progress)
+        answers = Answers(acks, self.metrics, progress, journal, settings.log_prompts)
+        self._triage = Triage(
+            TriageConfig.from_settings(settings),
+            acks,
+            answers,
+            StoreLookup(self._store, settings.s3_key_prefix),
+            journal,
+            self._stops.due,
+            progress,
+            step=self.health.step,
+        )
         self._runner = BatchRunner(
-            answers, self.metrics, attempts, progress, self._processor, self._abandoning, self.fail
+            answers, self.metrics, journal, progress, self._processor, self._abandoning, self.fail
         )
         listener = RebalanceListener(self, consumer)
         consumer.subscribe([settings.request_topic], listener=listener)
@@ -222,6 +239,8 @@ class Worker:
         grace = self.settings.unhealthy_exit_grace_seconds if self.unhealthy else None
         in_flight = self._scheduler.in_flight
         await in_flight.drain(grace or self.settings.drain_timeout_seconds, self._abandon)
+        if self._journal is not None:  # nothing runs here any more: nobody waits for this one
+            await kafka_io.close_quietly(self._journal.close(), "attempt journal")
         if consumer is not None:
             await kafka_io.close_quietly(kafka_io.leave_group(consumer), "leave group")
         closing = [kafka_io.close_quietly(c.stop(), "close") for c in (consumer, producer) if c]
@@ -263,8 +282,7 @@ class Worker:
         """Triage what a poll returned and queue the valid requests as batches."""
         assert self._triage is not None
         try:
-            idle = self._scheduler.idle
-            self._scheduler.add(await self._triage(records, until=self._stopping, idle=idle))
+            self._scheduler.add(await self._triage(records, until=self._stopping))
         except BrokerGaveUp:
             pass  # stopping while the broker is away: left uncommitted
         except Unpublishable as exc:
@@ -299,6 +317,8 @@ class Worker:
         await in_flight.wait(bound, in_flight.touching(revoked))
         if self._acks is not None:
             await self._acks.on_revoked(revoked)
+        if self._journal is not None:
+            self._journal.released({(tp.topic, tp.partition) for tp in revoked})
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         """Newly assigned partitions start unpaused: pause them while this worker is busy, so
@@ -307,3 +327,5 @@ class Worker:
             consumer.pause(*assigned)
         if self._acks is not None:
             await self._acks.on_assigned(assigned)
+        if self._journal is not None:  # before any of their records is triaged
+            await self._journal.load({(tp.topic, tp.partition) for tp in assigned})

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from consumer.generation.engine import JobOutput
-from consumer.generation.processing import Abandoned, BatchProcessor
+from consumer.generation.processing import Abandoned, BatchProcessor, OnStopped
 from consumer.ops.metrics import WorkerMetrics
 from consumer.output.answers import Answer, Answers
 from consumer.output.progress import ProgressReporter
 from consumer.output.publishing import BrokerGaveUp, Unpublishable
-from consumer.requests.attempts import AttemptLog
-from consumer.requests.triage import Work
+from consumer.requests.journal import AttemptJournal
+from consumer.requests.triage import Record, Work
 from schemas import ErrorCode, GenerationResult
 
 log = logging.getLogger(__name__)
@@ -33,12 +33,12 @@ class Stages:
     "request finished" log line (where an idle request's milliseconds go)."""
 
     started: float  # the batch task began (a slot was free)
-    engine: float = 0.0  # attempts on record: the engine call begins
+    engine: float = 0.0  # the batch is on record (journal.py): the engine call is asked for
     generated: float = 0.0  # the engine call returned
 
     def milliseconds(self, work: Work, stored: float, published: float) -> dict[str, float]:
         """preflight: poll returned -> lookups done; queued: -> a slot took it; record: ->
-        attempts written (0 when done at preflight); generate: the engine call (its hand-offs
+        the batch on record in the journal; generate: the engine call (its hand-offs
         and any wait for the engine thread included); store: encoding and upload; publish: the
         result acknowledged and the offset committed."""
         checked = work.checked_at or self.started  # 0.0: not set (work built elsewhere)
@@ -71,7 +71,7 @@ class BatchRunner:
         self,
         answers: Answers,
         metrics: WorkerMetrics,
-        attempts: AttemptLog,
+        journal: AttemptJournal,
         progress: ProgressReporter,
         processor: BatchProcessor,
         abandoning: asyncio.Event,
@@ -79,7 +79,8 @@ class BatchRunner:
     ) -> None:
         self._answers = answers
         self._metrics = metrics
-        self._attempts = attempts
+        self._journal = journal
+        self._engine_claims = 0  # batches recorded for the engine whose call has not returned
         self._progress = progress
         self._processor = processor
         self._abandoning = abandoning  # set at the drain deadline: publish retries give up
@@ -93,7 +94,7 @@ class BatchRunner:
         self._metrics.batch_size.observe(sum(w.job.num_images for w in batch))
         generated: Sequence[JobOutput | GenerationResult]
         by_id = {w.job.request_id: w for w in batch}
-        markers = {w.job.request_id: list(w.markers) for w in batch}
+        records = [(r, w.job.request_id) for w in batch for r in w.records]
         clock = Stages(started=time.perf_counter())
         early: dict[str, asyncio.Task[None]] = {}  # stopped mid-call: answered at once
 
@@ -101,25 +102,17 @@ class BatchRunner:
             for request_id, code in codes.items():
                 work = by_id[request_id]
                 result = GenerationResult.failed(request_id, code)
-                answer = self._answer(work, result, markers[request_id], clock)
+                answer = self._answer(work, result, clock)
                 early[request_id] = asyncio.create_task(self._publish(answer))
 
         try:
-            # Durable before the engine call (attempts.py); a lone request on an idle worker
-            # was recorded at its preflight, and needs no hand-off to a thread here.
-            markers = await self._record_attempts(batch)
-            self._progress.started(list(by_id), batch[0].job.steps)
-            clock.engine = time.perf_counter()
-            jobs = [w.job for w in batch]
-            generated = await self._processor.generate(
-                jobs, self._progress.step_from_thread, on_stopped
-            )
+            generated = await self._generate(batch, records, clock, on_stopped)
             clock.generated = time.perf_counter()
         except Abandoned:
             log.warning("abandoned %d request(s); they will be delivered again", len(batch))
             await asyncio.gather(*early.values())
             left = [w for w in batch if w.job.request_id not in early]
-            await self._forget_own(left, markers)
+            self._journal.left(r for w in left for r in w.records)  # not a crash
             return
         except Exception:
             generated = self._internal_errors(batch)
@@ -129,8 +122,33 @@ class BatchRunner:
             if work.job.request_id in early:  # answered at its step; its images (if any) dropped
                 countdown.tick()
                 continue
-            finishing.append(self._finish(work, outcome, clock, countdown.tick, markers))
+            finishing.append(self._finish(work, outcome, clock, countdown.tick))
         await asyncio.gather(*early.values(), *finishing)
+
+    async def _generate(
+        self,
+        batch: list[Work],
+        records: list[tuple[Record, str]],
+        clock: Stages,
+        on_stopped: OnStopped,
+    ) -> Sequence[JobOutput | GenerationResult]:
+        """On record before the engine call (journal.py): NEXT while a batch ahead of it holds
+        the engine (it is written meanwhile), else ENGINE; NEXT turns ENGINE once the engine
+        takes it. Then the engine call."""
+        ahead = self._engine_claims > 0
+        self._engine_claims += 1
+        try:
+            await self._journal.recorded(records, engine_busy=ahead)
+            self._progress.started([w.job.request_id for w in batch], batch[0].job.steps)
+            clock.engine = time.perf_counter()
+            return await self._processor.generate(
+                [w.job for w in batch],
+                self._progress.step_from_thread,
+                on_stopped,
+                on_start=partial(self._journal.engine_started, [r for r, _ in records]),
+            )
+        finally:
+            self._engine_claims -= 1
 
     async def _finish(
         self,
@@ -138,26 +156,23 @@ class BatchRunner:
         outcome: JobOutput | GenerationResult,
         clock: Stages,
         stored_one: Callable[[], None],
-        markers: dict[str, list[str]],
     ) -> None:
         """Store and publish one request's outcome."""
         try:
-            result = await self._processor.finish(outcome)
+            result = await self._processor.finish(outcome, fresh=work.fresh)
         except Abandoned:
             log.warning("abandoned %s; it will be delivered again", work.job.request_id)
-            await self._forget_own([work], markers)
+            self._journal.left(work.records)  # not a crash
             return
         except Exception:
             (result,) = self._internal_errors([work])
         finally:
             stored_one()
-        await self._publish(self._answer(work, result, markers[work.job.request_id], clock))
+        await self._publish(self._answer(work, result, clock))
 
-    def _answer(
-        self, work: Work, result: GenerationResult, markers: list[str], clock: Stages
-    ) -> Answer:
+    def _answer(self, work: Work, result: GenerationResult, clock: Stages) -> Answer:
         stages = partial(clock.milliseconds, work, time.perf_counter())
-        return Answer(work.records, result, work.job, tuple(markers), stages=stages)
+        return Answer(work.records, result, work.job, stages=stages)
 
     async def _publish(self, answer: Answer) -> None:
         # Shielded: a cancelled drain must not interrupt a publish between send and commit.
@@ -175,29 +190,3 @@ class BatchRunner:
         log.exception("batch failed unexpectedly", extra={"request_ids": ids})
         self._metrics.internal_errors.inc()
         return [GenerationResult.failed(i, ErrorCode.INTERNAL_ERROR) for i in ids]
-
-    async def _forget_own(self, works: list[Work], markers: dict[str, list[str]]) -> None:
-        """Work given up at shutdown (the drain's deadline) did not crash a worker: its
-        attempt leaves no marker (markers count crashes only; earlier ones stay)."""
-        own = [key for w in works for key in markers[w.job.request_id][_earlier(w) :]]
-        if own:
-            await asyncio.to_thread(self._attempts.clear, own)
-
-    async def _record_attempts(self, batch: list[Work]) -> dict[str, list[str]]:
-        """Each request's attempt markers, this attempt's written now unless it was already:
-        side by side, each on a thread (one after another, a batch of four waited four store
-        round trips before its engine call)."""
-        unmarked = [work for work in batch if not work.marked]
-        written = await asyncio.gather(
-            *(asyncio.to_thread(self._attempts.record, w.job.request_id) for w in unmarked)
-        )
-        own = {w.job.request_id: key for w, key in zip(unmarked, written, strict=True)}
-        return {
-            w.job.request_id: [*w.markers, *([k] if (k := own.get(w.job.request_id)) else [])]
-            for w in batch
-        }
-
-
-def _earlier(work: Work) -> int:
-    """How many of a request's markers are earlier attempts' (not this delivery's)."""
-    return len(work.markers) - (1 if work.marked else 0)

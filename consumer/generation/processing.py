@@ -8,6 +8,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from consumer.generation.engine import (
     Engine,
@@ -17,10 +18,19 @@ from consumer.generation.engine import (
     RequestsStopped,
     StepHook,
 )
-from consumer.output.images import completed_result, encode_one, store_one
+from consumer.output.images import (
+    REQUEST_DIGEST_METADATA,
+    completed_result,
+    encode_one,
+    image_key_for,
+    look_up,
+    request_digest,
+    store_one,
+)
+from consumer.requests.decision import Stored
 from consumer.stoppable import Backoff, StopRequested
 from schemas import ErrorCode, GenerationResult, ImageRef
-from storage import ImageStore, StorageError
+from storage import AlreadyStored, ImageStore, StorageError
 from storage.png import DEFAULT_COMPRESS_LEVEL
 
 log = logging.getLogger(__name__)
@@ -37,6 +47,17 @@ OnStopped = Callable[[Mapping[str, ErrorCode]], None]
 
 def _request_id(outcome: JobOutput | GenerationResult) -> str:
     return outcome.job.request_id if isinstance(outcome, JobOutput) else outcome.request_id or ""
+
+
+@dataclass
+class _Calls:
+    """What one batch's engine calls report to (and every stop of the batch, across its calls:
+    an out-of-memory split makes several)."""
+
+    on_step: StepProgress | None
+    on_stopped: OnStopped
+    on_start: Callable[[], None]
+    stopped: dict[str, ErrorCode] = field(default_factory=dict)
 
 
 class Abandoned(Exception):
@@ -88,6 +109,7 @@ class BatchProcessor:
         jobs: Sequence[GenerationJob],
         on_step: StepProgress | None = None,
         on_stopped: OnStopped = lambda codes: None,
+        on_start: Callable[[], None] = lambda: None,
     ) -> list[JobOutput | GenerationResult]:
         """Images for every job, in order, or its failed result. One engine call; out of memory
         on a batch splits it in halves and tries again, down to single requests (a request's
@@ -95,17 +117,15 @@ class BatchProcessor:
         call gets its stop result here; one stopped during the call is handed to `on_stopped`
         at that step and the call goes on for the others (its images are dropped: what a stop
         wastes is the rest of its own slot in the batch). Raises Abandoned when the worker
-        gives up."""
-        stopped: dict[str, ErrorCode] = {}  # every stop of this batch, across its engine calls
-        return await self._generate(list(jobs), on_step, on_stopped, stopped)
+        gives up. `on_start` is called on the event loop when the engine thread begins the
+        batch's (first) call."""
+        calls = _Calls(on_step, on_stopped, on_start)
+        return await self._generate(list(jobs), calls)
 
     async def _generate(
-        self,
-        jobs: list[GenerationJob],
-        on_step: StepProgress | None,
-        on_stopped: OnStopped,
-        stopped: dict[str, ErrorCode],
+        self, jobs: list[GenerationJob], calls: _Calls
     ) -> list[JobOutput | GenerationResult]:
+        stopped = calls.stopped
         due = self._stops([job for job in jobs if job.request_id not in stopped])
         if due:
             log.info("requests stopped before their engine call", extra={"request_ids": list(due)})
@@ -113,8 +133,8 @@ class BatchProcessor:
         running = [job for job in jobs if job.request_id not in stopped]
         outcomes: dict[str, JobOutput | GenerationResult] = {}
         if running:
-            calls = await self._engine_call(running, on_step, on_stopped, stopped)
-            outcomes = {_request_id(outcome): outcome for outcome in calls}
+            outputs = await self._engine_call(running, calls)
+            outcomes = {_request_id(outcome): outcome for outcome in outputs}
         return [
             GenerationResult.failed(job.request_id, stopped[job.request_id])
             if job.request_id in stopped
@@ -123,26 +143,21 @@ class BatchProcessor:
         ]
 
     async def _engine_call(
-        self,
-        jobs: list[GenerationJob],
-        on_step: StepProgress | None,
-        on_stopped: OnStopped,
-        stopped: dict[str, ErrorCode],
+        self, jobs: list[GenerationJob], calls: _Calls
     ) -> list[JobOutput | GenerationResult]:
         loop = asyncio.get_running_loop()
-        hook = self._hook(jobs, on_step, on_stopped, stopped, loop)
+        hook = self._hook(jobs, calls, loop)
+
+        def call() -> Sequence[JobOutput]:  # on the engine thread
+            loop.call_soon_threadsafe(calls.on_start)
+            return self._engine.generate(jobs, self._timeout, self._abandon_thread, hook)
+
         try:
-            outputs = await loop.run_in_executor(
-                self._engine_thread,
-                self._engine.generate,
-                jobs,
-                self._timeout,
-                self._abandon_thread,
-                hook,
-            )
+            outputs = await loop.run_in_executor(self._engine_thread, call)
         except RequestsStopped:  # every request of the call stopped: each is answered already
             return [
-                GenerationResult.failed(job.request_id, stopped[job.request_id]) for job in jobs
+                GenerationResult.failed(job.request_id, calls.stopped[job.request_id])
+                for job in jobs
             ]
         except EngineError as exc:
             if self.abandoned:
@@ -151,39 +166,40 @@ class BatchProcessor:
             if exc.code is ErrorCode.OUT_OF_MEMORY and len(jobs) > 1:
                 log.warning("out of memory on a batch; splitting it", extra={"request_ids": ids})
                 half = len(jobs) // 2
-                first = await self._generate(jobs[:half], on_step, on_stopped, stopped)
-                return first + await self._generate(jobs[half:], on_step, on_stopped, stopped)
+                first = await self._generate(jobs[:half], calls)
+                return first + await self._generate(jobs[half:], calls)
             log.warning("engine error: %s", exc.message, extra={"request_ids": ids})
             return [GenerationResult.failed(job.request_id, exc.code) for job in jobs]
         return list(outputs)
 
     def _hook(
-        self,
-        jobs: list[GenerationJob],
-        on_step: StepProgress | None,
-        on_stopped: OnStopped,
-        stopped: dict[str, ErrorCode],
-        loop: asyncio.AbstractEventLoop,
+        self, jobs: list[GenerationJob], calls: _Calls, loop: asyncio.AbstractEventLoop
     ) -> StepHook:
+        stopped = calls.stopped
+
         def after_step(step: int, total: int) -> None:  # on the engine thread
             live = [job for job in jobs if job.request_id not in stopped]
             codes = self._stops(live)
             if codes:
                 stopped.update(codes)
                 log.info("requests stopped at a step boundary", extra={"request_ids": list(codes)})
-                loop.call_soon_threadsafe(on_stopped, dict(codes))
+                loop.call_soon_threadsafe(calls.on_stopped, dict(codes))
                 live = [job for job in live if job.request_id not in codes]
                 if not live:
                     raise RequestsStopped(codes)  # nobody left to run for: the call ends
-            if on_step is not None:
-                on_step([job.request_id for job in live], step, total)
+            if calls.on_step is not None:
+                calls.on_step([job.request_id for job in live], step, total)
 
         return after_step
 
-    async def finish(self, outcome: JobOutput | GenerationResult) -> GenerationResult:
+    async def finish(
+        self, outcome: JobOutput | GenerationResult, fresh: bool = False
+    ) -> GenerationResult:
         """The job's result: its images encoded and stored (retried while the store is away).
         A request cancelled or past its deadline once its generation ended is stopped here,
-        its images not stored: once they are, it is answered `completed`."""
+        its images not stored: once they are, it is answered `completed`. `fresh`: no worker
+        ran it before (journal.py) and its folder was not looked up: its images are created,
+        never overwritten, and a taken key means its request_id was used before."""
         if isinstance(outcome, GenerationResult):
             return outcome
         request_id = outcome.job.request_id
@@ -193,9 +209,53 @@ class BatchProcessor:
                 "request stopped before its images were stored", extra={"request_id": request_id}
             )
             return GenerationResult.failed(request_id, code)
-        return await self._store_one(outcome)
+        try:
+            return await self._store_one(outcome, create=fresh)
+        except AlreadyStored:
+            return await self._taken(outcome)
 
-    async def _store_one(self, output: JobOutput) -> GenerationResult:
+    async def _taken(self, output: JobOutput) -> GenerationResult:
+        """A fresh request found one of its keys taken: its request_id was used before. The
+        same parameters (a request sent twice): every image is there, the same; other
+        parameters: refused `request_id_conflict`, and the images this attempt created (it
+        created only where nothing was) are removed; an image that vouches for nothing (an
+        older worker's, or half written): stored again over it."""
+        job = output.job
+        folder = image_key_for(job, self._key_prefix, 0).rpartition("/")[0]
+
+        def look() -> tuple[Stored, GenerationResult | None]:
+            return look_up(job, self._store, self._key_prefix, self._store.keys_in(folder, 100))
+
+        try:
+            stored, answer = await asyncio.to_thread(look)
+        except StorageError as exc:
+            log.warning("store lookup failed: %s", exc, extra={"request_id": job.request_id})
+            stored, answer = Stored.UNKNOWN, None
+        if stored is Stored.SAME and answer is not None:
+            return answer
+        if stored is Stored.OTHER:
+            log.warning(
+                "request_id used before for other parameters", extra={"request_id": job.request_id}
+            )
+            await asyncio.to_thread(self._remove_created, output)
+            return GenerationResult.failed(job.request_id, ErrorCode.REQUEST_ID_CONFLICT)
+        return await self._store_one(output, create=False)
+
+    def _remove_created(self, output: JobOutput) -> None:
+        """The images of `output` whose metadata says they are this request's (created by this
+        attempt: under a taken request_id, nothing else of its parameters can be there)."""
+        job = output.job
+        wanted = request_digest(job)
+        for index in range(job.num_images):
+            key = image_key_for(job, self._key_prefix, index)
+            try:
+                metadata = self._store.head(key)
+                if metadata is not None and metadata.get(REQUEST_DIGEST_METADATA) == wanted:
+                    self._store.delete(key)
+            except StorageError as exc:
+                log.warning("image not removed: %s", exc, extra={"key": key})
+
+    async def _store_one(self, output: JobOutput, create: bool = False) -> GenerationResult:
         """Each image encoded and uploaded on its own I/O thread (a request's images side by
         side, not one after the other); retried as a whole while the store is away."""
         loop = asyncio.get_running_loop()
@@ -204,13 +264,15 @@ class BatchProcessor:
         def encode_and_store(index: int) -> ImageRef:  # one hand-off per image, not two
             if index not in encoded:
                 encoded[index] = encode_one(output, index, self._png_level)
-            return store_one(output, index, encoded[index], self._store, self._key_prefix)
+            return store_one(output, index, encoded[index], self._store, self._key_prefix, create)
 
         backoff = Backoff(0.2, self._max_backoff)
         while True:
             try:
                 images = await self._each_image(loop, encode_and_store, len(output.images))
                 return completed_result(output, images)
+            except AlreadyStored:
+                raise
             except StorageError as exc:
                 if not exc.retryable:
                     request_id = output.job.request_id

@@ -146,6 +146,10 @@ class Acknowledger:
             touched.add(tp)
         await self.commit(touched, until)
 
+    def landed(self, partition: tuple[str, int]) -> int:
+        """The offset this member's commits on `partition` have reached (-1: none)."""
+        return self._landed.get(TopicPartition(*partition), -1)
+
     def committed(self, records: list[Record]) -> bool:
         """True once commits made by this member cover every record."""
         return all(

@@ -3,8 +3,9 @@
 There, and only there, a result is checked once more (a completed result past its deadline is
 flagged `late`), the request's `finished` progress event goes out before its result, the result
 is published and its offset committed (acks.py: a record already answered is never answered
-again), it is counted once in the metrics and logged once, and its attempt markers are
-forgotten.
+again), it is counted once in the metrics and logged once, and the attempt journal hears that it
+runs no more (its entry goes once the commit has landed: the evidence of attempts_exhausted
+stays until then).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
@@ -23,7 +23,7 @@ from consumer.generation.engine import GenerationJob
 from consumer.ops.metrics import WorkerMetrics
 from consumer.output.acknowledgement import Acknowledger
 from consumer.output.progress import ProgressReporter
-from consumer.requests.attempts import AttemptLog
+from consumer.requests.journal import AttemptJournal
 from schemas import GenerationResult, Status
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,8 @@ class Answer:
     records: list[Record]  # the request's record, and any taken with it under the same id
     result: GenerationResult
     job: GenerationJob | None = None  # None: refused before it became a job (invalid)
-    markers: tuple[str, ...] = ()  # attempt markers to forget once it is published
     from_store: bool = False  # the images of an earlier delivery, not generated now
     stages: StageClock | None = None
-    # Markers that are the answer's evidence (attempts_exhausted): forgotten only once the
-    # answer's commit has landed, or the next owner would run the poison request again.
-    evidence: tuple[str, ...] = ()
 
 
 class Answers:
@@ -52,18 +48,14 @@ class Answers:
         acks: Acknowledger,
         metrics: WorkerMetrics,
         progress: ProgressReporter,
-        attempts: AttemptLog,
+        journal: AttemptJournal,
         log_prompts: bool,
     ) -> None:
         self._acks = acks
         self._metrics = metrics
         self._progress = progress
-        self._attempts = attempts
+        self._journal = journal
         self._log_prompts = log_prompts
-        self._forgetting: list[str] = []  # markers of published answers, not deleted yet
-        # Evidence of answers whose commit has not landed yet (attempts_exhausted: rare).
-        self._evidence: deque[tuple[list[Record], tuple[str, ...]]] = deque(maxlen=1000)
-        self._forget_lock = asyncio.Lock()
 
     async def publish(self, answers: Sequence[Answer], until: asyncio.Event) -> None:
         """Publish and commit every answer. Raises publishing.BrokerGaveUp when `until` is set
@@ -81,28 +73,7 @@ class Answers:
         for answer in answers:
             self._count(answer)
             self._log(answer, published)
-        self._evidence.extend((a.records, a.evidence) for a in answers if a.evidence)
-        markers = [key for answer in answers for key in answer.markers] + self._settled()
-        if markers:
-            await self._forget(markers)
-
-    def _settled(self) -> list[str]:
-        """The evidence whose commit has landed since (with this answer's or a later one)."""
-        settled = [entry for entry in self._evidence if self._acks.committed(entry[0])]
-        for entry in settled:
-            self._evidence.remove(entry)
-        return [key for _, keys in settled for key in keys]
-
-    async def _forget(self, markers: list[str]) -> None:
-        """Delete the attempt markers of published answers; returns once they are deleted.
-        Coalesced like commits: answers that arrive while a deletion runs wait for it, and the
-        first of them then deletes for all of them in one thread hand-off (one hand-off per
-        answer cost the event path a third of its rate)."""
-        self._forgetting.extend(markers)
-        async with self._forget_lock:
-            if self._forgetting:
-                keys, self._forgetting = self._forgetting, []
-                await asyncio.to_thread(self._attempts.clear, keys)
+        self._journal.left(records)
 
     def _checked(self, answer: Answer) -> Answer:
         """The deadline, checked again just before publishing: a completed result whose

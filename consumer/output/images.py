@@ -144,14 +144,20 @@ def store_output(
 
 
 def store_one(
-    output: JobOutput, index: int, encoded: bytes, store: ImageStore, key_prefix: str
+    output: JobOutput,
+    index: int,
+    encoded: bytes,
+    store: ImageStore,
+    key_prefix: str,
+    create: bool = False,
 ) -> ImageRef:
-    """Upload image `index` (encoded) with its metadata; its reference in the result. Raises
-    StorageError."""
+    """Upload image `index` (encoded) with its metadata; its reference in the result. With
+    `create`, only where nothing is stored yet (AlreadyStored otherwise). Raises StorageError."""
     job = output.job
     key = image_key_for(job, key_prefix, index)
     metadata = image_metadata(job, index, len(encoded))
-    url = store.put(key, encoded, content_type(job.format), metadata)
+    write = store.create if create else store.put
+    url = write(key, encoded, content_type(job.format), metadata)
     return _image_ref(job, index, key, url, len(encoded))
 
 

@@ -22,6 +22,7 @@ class TriageConfig:
     max_batch_size: int  # images per engine call
     max_batch_cost: float  # cost per engine call; 0: no bound
     model_revisions: Mapping[str, str]  # hub model id -> its pinned revision (MODEL_REVISIONS)
+    max_attempts: int = 3  # crashes on record before attempts_exhausted; 0: no guard
     synthetic: bool = False  # ENGINE=simulated: the images drawn are synthetic
 
     @classmethod
@@ -35,5 +36,6 @@ class TriageConfig:
             max_batch_size=settings.max_batch_size,
             max_batch_cost=settings.max_batch_cost,
             model_revisions=settings.pinned_revisions(),
+            max_attempts=settings.max_attempts,
             synthetic=settings.engine == "simulated",
         )

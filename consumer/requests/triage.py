@@ -3,9 +3,10 @@ decision (decision.py) say its fate, answer at once what does not run.
 
 Every record polled passes through here, whatever the intake state: a record returned by a poll
 is never dropped. Validation of a large event runs on a thread, so the event loop (heartbeats,
-the sidecar) keeps turning while it runs. The store is looked at (attempts.py) for every valid
-request before its fate is decided, cancelled or expired ones included: a request already
-answered stays answered, and an earlier crash's attempt markers are forgotten with any answer.
+the sidecar) keeps turning while it runs. The store is looked at (lookup.py) before a valid
+request's fate is decided when any worker may have run it before (journal.py), and for every
+cancelled or expired one: a request already answered stays answered. A fresh request that runs is
+not looked up: its images are created, never overwritten (processing.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
@@ -27,9 +28,10 @@ from consumer.output.acknowledgement import Acknowledger
 from consumer.output.answers import Answer, Answers
 from consumer.output.images import request_digest
 from consumer.output.progress import ProgressReporter
-from consumer.requests.attempts import AttemptLog, Preflight
 from consumer.requests.config import TriageConfig
 from consumer.requests.decision import Action, Decision, Facts, Stored, decide
+from consumer.requests.journal import AttemptJournal
+from consumer.requests.lookup import NOT_LOOKED_UP, Found, StoreLookup
 from schemas import (
     Accepted,
     ErrorCode,
@@ -57,9 +59,8 @@ class Work:
     # Records with the same request_id and parameters taken together: generated once, each
     # answered alike.
     also: list[Record] = field(default_factory=list)
-    attempts: int = 0  # earlier attempts on record (attempts.py): > 0 runs alone, exclusively
-    markers: tuple[str, ...] = ()  # attempt markers on record, to delete once it is answered
-    marked: bool = False  # this attempt's marker is written already (at preflight)
+    attempts: int = 0  # crashes on record (journal.py): > 0 runs alone, exclusively
+    fresh: bool = False  # no worker ran it before: not looked up, its images are created
     # time.perf_counter() when its poll returned and when its preflight ended: the first stages
     # of the per-request timings in the "request finished" log line.
     taken_at: float = 0.0
@@ -93,25 +94,27 @@ class Triage:
         config: TriageConfig,
         acks: Acknowledger,
         answers: Answers,
-        attempts: AttemptLog,
+        lookup: StoreLookup,
+        journal: AttemptJournal,
         stops: StopCheck,
         progress: ProgressReporter,
+        step: Callable[[], None] = lambda: None,
     ) -> None:
+        """`step`: the intake loop is alive (while waiting on another worker's journal)."""
         self._config = config
         self._limits = config.limits
         self._acks = acks
         self._answers = answers
-        self._attempts = attempts
+        self._lookup = lookup
+        self._journal = journal
         self._stops = stops
         self._progress = progress
+        self._step = step
 
-    async def __call__(
-        self, records: Sequence[Record], until: asyncio.Event, idle: bool = False
-    ) -> list[list[Work]]:
+    async def __call__(self, records: Sequence[Record], until: asyncio.Event) -> list[list[Work]]:
         """Valid requests to run become batches of work; every other record is answered now (a
         refusal, a stop, a result from the store) or dead-lettered. Records this member already
-        works on (re-fetched after a rebalance) are skipped. `idle`: nothing runs or waits in
-        this worker, so a lone request starts as soon as this returns."""
+        works on (re-fetched after a rebalance) are skipped."""
         taken_at = time.perf_counter()
         poll = _Poll()
         for record in records:
@@ -124,58 +127,68 @@ class Triage:
                 poll.answers.append(Answer([record], outcome.result()))
             else:
                 poll.dead.append((record, outcome.error))
-        ready = await self._decide(poll, idle)
+        ready = await self._decide(poll, until)
         for work in ready:
             self._progress.queued(work.job.request_id, trace_headers(work.record.headers))
         await self._answers.publish(poll.answers, until)
         await self._acks.dead_letters(poll.dead, until)
         return self._batches(ready)
 
-    async def _decide(self, poll: _Poll, idle: bool) -> list[Work]:
-        """The facts of every valid request (stops, then one store lookup each, side by side),
-        and its decision: the works to run are returned, the others' answers added to `poll`."""
+    async def _decide(self, poll: _Poll, until: asyncio.Event) -> list[Work]:
+        """The facts of every valid request (stops; what the store holds, where any worker may
+        have run it or it is stopped; crashes on record), and its decision: the works to run are
+        returned, the others' answers added to `poll`."""
         candidates = [(work, False) for work in poll.works.values()]
         candidates += [(work, True) for work in poll.conflicts]
+        records = [record for work, _ in candidates for record in work.records]
+        busy = self._journal.busy_elsewhere(records)
+        if busy:  # a live worker still runs them (past its revoke limit): not a crash
+            await self._journal.wait_released(busy, until, self._step)
         stops = self._stops([work.job for work, _ in candidates])
-        # A lone request on an idle worker starts as soon as this returns: its attempt is
-        # recorded beside the lookup (attempts.py).
-        start_now = idle and len(candidates) == 1 and not stops
-        preflight = self._attempts.preflight
-        checks = await asyncio.gather(*(preflight(w.job, start_now) for w, _ in candidates))
+        looked_up = [
+            conflict
+            or work.job.request_id in stops
+            or any(self._journal.may_have_run(record) for record in work.records)
+            for work, conflict in candidates
+        ]
+        finds = await asyncio.gather(
+            *(
+                self._found(work, look)
+                for (work, _), look in zip(candidates, looked_up, strict=True)
+            )
+        )
         checked_at = time.perf_counter()
         ready = []
-        for (work, conflict), check in zip(candidates, checks, strict=True):
-            work = replace(
-                work,
-                attempts=check.attempts,
-                markers=check.markers,
-                marked=check.marked,
-                checked_at=checked_at,
-            )
-            facts = self._facts(check, stops.get(work.job.request_id), conflict)
+        for (work, conflict), look, found in zip(candidates, looked_up, finds, strict=True):
+            attempts = max(self._journal.attempts(record) for record in work.records)
+            work = replace(work, attempts=attempts, fresh=not look, checked_at=checked_at)
+            facts = self._facts(found, attempts, stops.get(work.job.request_id), conflict)
             decision = decide(facts)
             if decision.action in (Action.RUN_ALONE, Action.RUN_BATCHED):
                 ready.append(work)
             else:
-                poll.answers.append(self._answer(work, check, decision))
+                poll.answers.append(self._answer(work, found, decision))
         return ready
 
-    def _facts(self, check: Preflight, stop: ErrorCode | None, conflict: bool) -> Facts:
-        stored = check.stored
+    async def _found(self, work: Work, look: bool) -> Found:
+        return await self._lookup(work.job) if look else NOT_LOOKED_UP
+
+    def _facts(self, found: Found, attempts: int, stop: ErrorCode | None, conflict: bool) -> Facts:
+        stored = found.stored
         if stored is Stored.SAME and stop is None and not self._config.reuse_stored_images:
             stored = Stored.NOTHING  # REUSE_STORED_IMAGES=false: generated again (same bytes)
         return Facts(
             duplicate_conflict=conflict,
             stored=stored,
             stop=stop,
-            attempts=check.attempts,
-            max_attempts=self._attempts.max_attempts,
+            attempts=attempts,
+            max_attempts=self._config.max_attempts,
         )
 
-    def _answer(self, work: Work, check: Preflight, decision: Decision) -> Answer:
+    def _answer(self, work: Work, found: Found, decision: Decision) -> Answer:
         job = work.job
-        if decision.action is Action.ANSWER_FROM_STORE and check.answer is not None:
-            return Answer(work.records, check.answer, job, work.markers, from_store=True)
+        if decision.action is Action.ANSWER_FROM_STORE and found.answer is not None:
+            return Answer(work.records, found.answer, job, from_store=True)
         code = decision.code or ErrorCode.INTERNAL_ERROR
         result = GenerationResult.failed(job.request_id, code)
         extra = {"request_id": job.request_id, "rule": decision.rule}
@@ -183,13 +196,7 @@ class Triage:
             log.error("attempts exhausted: workers died running this request", extra=extra)
         else:
             log.info("request answered without running", extra=extra)
-        own = work.markers[-1:] if work.marked else ()  # this delivery's, written at preflight
-        earlier = work.markers[: len(work.markers) - len(own)]
-        if code is ErrorCode.REQUEST_ID_CONFLICT:  # the markers on record are another's
-            return Answer(work.records, result, job, own)
-        if code is ErrorCode.ATTEMPTS_EXHAUSTED:  # the crashes on record are the evidence
-            return Answer(work.records, result, job, own, evidence=earlier)
-        return Answer(work.records, result, job, work.markers)
+        return Answer(work.records, result, job)
 
     def _batches(self, works: list[Work]) -> list[list[Work]]:
         """Compatible requests share a batch; a suspect (started before by a worker that died)

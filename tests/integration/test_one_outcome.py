@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,6 @@ import pytest
 
 from consumer.client import GenerationClient
 from consumer.devtools.services import create_topics
-from consumer.requests.attempts import MARKER_PREFIX
 from consumer.settings import Settings
 from schemas import GenerationResult
 from storage import build_store
@@ -32,6 +30,7 @@ from tests.integration.kafka_tools import (
     store_of_its_own,
     wait_until,
 )
+from tests.unit.journals import crashes_if_all_died, seed_crashes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -96,19 +95,25 @@ async def test_an_answered_request_stays_answered_when_read_again(
     assert answers[1].audit is not None and "served from the store" in (answers[1].audit.note or "")
 
 
-async def test_a_stopped_request_forgets_the_attempt_markers_of_an_earlier_crash(
+async def test_a_stopped_request_forgets_the_crash_on_record_of_an_earlier_worker(
     contract_settings: Settings,
 ) -> None:
+    """A dead worker's journal says it crashed running the record; the record is then past its
+    deadline: answered `expired`, and once committed no crash of it is on record any more."""
     settings = contract_settings
     store = build_store(settings)
-    folder = f"{settings.s3_key_prefix}/crashed"
-    marker = f"{folder}/{MARKER_PREFIX}{time.time_ns():020d}-{secrets.token_hex(4)}"
-    await asyncio.to_thread(store.put, marker, b"{}", "application/json")
+    topic, prefix = settings.request_topic, settings.s3_key_prefix
+    for partition in (0, 1):  # wherever its key puts it
+        owner = f"dead-{partition}"
+        seed_crashes(store, 0, "crashed", 1, topic, owner, prefix, partition)
     async with GenerationClient(settings) as client, running_worker(settings):
         await client.submit({**body("crashed"), "deadline": in_seconds(-5)})
         result = await client.wait("crashed", timeout=60)
     assert result is not None and result.status == "expired"
-    assert await asyncio.to_thread(store.keys_in, folder, 10) == []
+    on_record = [crashes_if_all_died(store, 0, topic, prefix, p) for p in (0, 1)]
+    assert sorted(on_record, key=len) == [{}, {0: 1}]  # the other partition's is not its own
+    committed = [crashes_if_all_died(store, 1, topic, prefix, p) for p in (0, 1)]
+    assert committed == [{}, {}]
 
 
 async def test_a_request_id_reused_with_other_parameters_is_refused_and_the_images_kept(

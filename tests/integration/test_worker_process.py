@@ -17,10 +17,9 @@ import pytest
 
 from consumer.devtools.processes import free_port
 from consumer.devtools.services import TansuBroker, create_topics
-from consumer.requests.attempts import AttemptLog
 from consumer.settings import Settings
 from consumer.worker import EXIT_UNHEALTHY
-from storage import build_store
+from storage import ImageStore, build_store
 from tests.integration.kafka_tools import (
     assert_nothing_committed_without_a_result,
     backlog,
@@ -33,6 +32,7 @@ from tests.integration.kafka_tools import (
     running_worker,
     settings_env,
 )
+from tests.unit.journals import crashes_if_all_died
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -193,11 +193,11 @@ async def test_a_request_that_kills_workers_three_times_is_given_up_and_the_rest
     events = [poison, *(request(name, seed=i) for i, name in enumerate(behind))]
     await produce(bootstrap, settings.request_topic, events, key=b"one-partition")
     store = build_store(settings)
-    attempts = AttemptLog(store, settings.s3_key_prefix, 3)
+    topic, prefix = settings.request_topic, settings.s3_key_prefix
     for attempt in (1, 2, 3):
         proc = start_worker_process(settings, tmp_path / f"worker-{attempt}.log")
         try:
-            await _wait_for_attempt(attempts, attempt, proc)
+            await _wait_for_attempt(store, topic, prefix, attempt, proc)
         finally:
             proc.kill()  # SIGKILL while the poison request runs
             await asyncio.to_thread(proc.wait, 30)
@@ -209,15 +209,17 @@ async def test_a_request_that_kills_workers_three_times_is_given_up_and_the_rest
     assert final.status == "failed" and final.error is not None
     assert final.error.code == "attempts_exhausted"
     assert all(by_id[name][-1].status == "completed" for name in behind)
-    assert attempts.markers("poison") == []
+    assert crashes_if_all_died(store, 4, topic, prefix) == {}  # all four committed
 
 
 async def _wait_for_attempt(
-    attempts: AttemptLog, attempt: int, proc: subprocess.Popen[bytes]
+    store: ImageStore, topic: str, prefix: str, attempt: int, proc: subprocess.Popen[bytes]
 ) -> None:
+    """Until the poison request (offset 0) runs on the engine with attempt - 1 crashes on
+    record: a kill now is its attempt-th crash. The requests behind it are not counted."""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None:
-        if len(await asyncio.to_thread(attempts.markers, "poison")) == attempt:
+        if await asyncio.to_thread(crashes_if_all_died, store, 0, topic, prefix) == {0: attempt}:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"attempt {attempt} never recorded (exit code {proc.poll()})")

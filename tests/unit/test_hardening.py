@@ -13,7 +13,7 @@ from aiokafka.errors import CommitFailedError
 
 from consumer.generation.engine.fake import FakeEngine
 from tests.unit.harness import TOPIC, Harness, event, running
-from tests.unit.test_worker_requests import markers, seed_attempts
+from tests.unit.journals import crashes_if_all_died, seed_crashes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,9 +44,9 @@ async def test_the_evidence_of_attempts_exhausted_stays_until_its_commit_lands(
     tmp_path: Path,
 ) -> None:
     """A refused commit means the next owner reads the poison request again: it must find the
-    markers and answer it again without running it."""
+    crashes on record and answer it again without running it."""
     h = Harness(tmp_path, FakeEngine())
-    seed_attempts(h, "poison", 3)
+    seed_crashes(h.store, 0, "poison", 3)
 
     async def refused(offsets: Any) -> None:
         raise CommitFailedError("another member owns the partition now")
@@ -55,10 +55,10 @@ async def test_the_evidence_of_attempts_exhausted_stays_until_its_commit_lands(
     h.broker.append(TOPIC, 0, event("poison"))
     async with running(h):
         await h.wait(lambda: "poison" in h.results(), "the poison request answered")
-        await asyncio.sleep(0.3)  # the markers would be deleted right after the publish
+        await asyncio.sleep(0.3)  # the journals are written after the publish
     (answer,) = h.results()["poison"]
     assert answer.error is not None and answer.error.code == "attempts_exhausted"
-    assert len(markers(h, "poison")) == 3
+    assert crashes_if_all_died(h.store) == {0: 3}
 
 
 async def test_a_request_whose_producer_clock_is_behind_is_not_expired_by_age(
@@ -73,11 +73,11 @@ async def test_a_request_whose_producer_clock_is_behind_is_not_expired_by_age(
     assert h.results()["behind"][0].status == "completed"
 
 
-async def test_work_abandoned_at_shutdown_leaves_no_attempt_marker(tmp_path: Path) -> None:
+async def test_work_abandoned_at_shutdown_counts_no_crash(tmp_path: Path) -> None:
     """A drain past DRAIN_TIMEOUT_SECONDS abandons the batch at its next step: that is no
     crash, and three rolling restarts must not make an innocent request attempts_exhausted."""
     h = Harness(tmp_path, FakeEngine(step_seconds=0.1), drain_timeout_seconds=0.2)
-    seed_attempts(h, "long", 1)  # an earlier crash: its evidence stays
+    seed_crashes(h.store, 0, "long", 1)  # an earlier crash: its evidence stays
     h.broker.append(TOPIC, 0, event("long", steps=50))
     task = asyncio.create_task(h.worker.run())
     await h.wait(lambda: h.engine.batches != [] and h.batches != [], "the engine call")
@@ -85,4 +85,4 @@ async def test_work_abandoned_at_shutdown_leaves_no_attempt_marker(tmp_path: Pat
     h.worker.request_stop()
     await asyncio.wait_for(task, 20)
     assert "long" not in h.results()
-    assert markers(h, "long") == ["long/_attempt-earlier-0"]
+    assert crashes_if_all_died(h.store) == {0: 1}

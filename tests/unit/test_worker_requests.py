@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import CommitFailedError
 
 from consumer.generation.engine.fake import FakeEngine
-from consumer.requests.attempts import MARKER_PREFIX, AttemptLog
+from consumer.requests.journal_entries import State
 from tests.unit.harness import P0, TOPIC, Harness, event, running
+from tests.unit.journals import crashes_if_all_died, seed_crashes, state_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,17 +34,6 @@ async def test_requests_sharing_an_id_in_one_poll_are_generated_once_and_answere
     results = h.results()["twice"]
     assert len(results) == 3 and all(r == results[0] for r in results)
     assert results[0].status == "completed"
-
-
-def seed_attempts(h: Harness, request_id: str, attempts: int) -> None:
-    """Markers as a worker that died would have left them (consumer/requests/attempts.py)."""
-    for attempt in range(attempts):
-        key = f"{request_id}/{MARKER_PREFIX}earlier-{attempt}"
-        h.store.put(key, b"{}", "application/json")
-
-
-def markers(h: Harness, request_id: str) -> list[str]:
-    return AttemptLog(h.store, "", 3).markers(request_id)
 
 
 class TimedEngine(FakeEngine):
@@ -64,7 +55,7 @@ async def test_a_request_with_max_attempts_on_record_is_answered_without_running
     tmp_path: Path,
 ) -> None:
     h = Harness(tmp_path, FakeEngine(), max_batch_size=4)
-    seed_attempts(h, "poison", 3)
+    seed_crashes(h.store, 1, "poison", 3)
     for name in ("before", "poison", "after"):
         h.broker.append(TOPIC, 0, event(name))
     async with running(h):
@@ -75,24 +66,24 @@ async def test_a_request_with_max_attempts_on_record_is_answered_without_running
     assert poison.error.code == "attempts_exhausted"
     assert by_id["before"][0].status == by_id["after"][0].status == "completed"
     assert "poison" not in [r for batch in h.batches for r in batch]
-    assert markers(h, "poison") == []  # answered: forgotten
+    assert crashes_if_all_died(h.store) == {}  # answered and committed: forgotten
 
 
 async def test_a_suspect_runs_alone_with_nothing_else_in_flight(tmp_path: Path) -> None:
     engine = TimedEngine(step_seconds=0.1)
     h = Harness(tmp_path, engine, max_batch_size=4, max_batches_in_flight=2)
-    seed_attempts(h, "suspect", 1)
+    seed_crashes(h.store, 2, "suspect", 1)
     names = ["a", "b", "suspect", "c", "d", "e"]
     for name in names:
         h.broker.append(TOPIC, 0, event(name, steps=3))
-    recorded: list[list[str]] = []
+    recorded: list[dict[int, int]] = []
     in_flight: list[int] = []  # batches in flight (generating, storing, publishing) around it
     original = engine.generate
 
     def generate(jobs: Any, timeout_seconds: float, *args: Any) -> Any:
         suspect = jobs[0].request_id == "suspect"
         if suspect:
-            recorded.append(markers(h, "suspect"))
+            recorded.append(crashes_if_all_died(h.store))
             in_flight.append(len(h.worker._scheduler.in_flight))
         try:
             return original(jobs, timeout_seconds, *args)
@@ -108,24 +99,24 @@ async def test_a_suspect_runs_alone_with_nothing_else_in_flight(tmp_path: Path) 
     assert in_flight == [1, 1]  # nothing else in flight while it ran
     others = [c for c in engine.calls if c is not suspect and c[2] != ["warmup"]]
     assert all(end <= suspect[0] or start >= suspect[1] for start, end, _ in others)
-    assert recorded and len(recorded[0]) == 2  # this attempt on record before it ran
-    assert markers(h, "suspect") == []
+    assert recorded == [{2: 2}]  # this run on record before it began: a crash now is the 2nd
+    assert crashes_if_all_died(h.store) == {}
     assert all(rs[0].status == "completed" for rs in h.results().values())
 
 
 async def test_a_lone_request_on_an_idle_worker_is_on_record_before_it_runs(
     tmp_path: Path,
 ) -> None:
-    """Its marker is written beside the preflight lookups, not after them: still before the
-    engine call, and deleted once the result is published."""
+    """A fresh request is not looked up, but its run is on record before the engine call, and
+    forgotten once its result is published and committed."""
     engine = FakeEngine()
     h = Harness(tmp_path, engine)
-    seen: list[list[str]] = []
+    seen: list[dict[int, int]] = []
     original = engine.generate
 
     def generate(jobs: Any, timeout_seconds: float, *args: Any) -> Any:
         if jobs[0].request_id == "lone":
-            seen.append(markers(h, "lone"))
+            seen.append(crashes_if_all_died(h.store))
         return original(jobs, timeout_seconds, *args)
 
     engine.generate = generate  # type: ignore[method-assign]
@@ -133,49 +124,83 @@ async def test_a_lone_request_on_an_idle_worker_is_on_record_before_it_runs(
         await h.wait(lambda: bool(h.worker.ready), "ready")
         h.broker.append(TOPIC, 0, event("lone"))
         await h.wait(lambda: h.broker.committed.get(P0) == 1, "committed")
-        await h.wait(lambda: markers(h, "lone") == [], "markers deleted")
-    assert len(seen) == 1 and len(seen[0]) == 1
+    assert seen == [{0: 1}]
+    assert crashes_if_all_died(h.store) == {}
     assert h.results()["lone"][0].status == "completed"
 
 
-async def test_requests_waiting_in_the_queue_have_no_attempt_on_record(tmp_path: Path) -> None:
-    """A worker that dies must not count an attempt against requests it never started: only
-    running requests have markers."""
-    engine = FakeEngine(step_seconds=0.05)
-    h = Harness(tmp_path, engine, max_batch_size=1, max_batches_in_flight=1)
+async def test_only_a_batch_the_engine_runs_would_count_a_crash(tmp_path: Path) -> None:
+    """A batch waiting for the engine behind another (MAX_BATCHES_IN_FLIGHT=2) is on record as
+    NEXT: a worker dying now crashed running the first, not the second. Once the engine takes
+    the second, it is on record as ENGINE (written without the engine waiting for it)."""
+    engine = FakeEngine(step_seconds=0.1)
+    h = Harness(tmp_path, engine, max_batch_size=1, max_batches_in_flight=2)
     names = ["first", "second", "third"]
-    seen: dict[str, dict[str, int]] = {}
+    seen: dict[str, dict[int, int]] = {}
     original = engine.generate
 
     def generate(jobs: Any, timeout_seconds: float, *args: Any) -> Any:
-        seen[jobs[0].request_id] = {name: len(markers(h, name)) for name in names}
+        if jobs[0].request_id == "first":
+            time.sleep(0.3)  # the second batch is recorded meanwhile
+            seen["first"] = crashes_if_all_died(h.store)
         return original(jobs, timeout_seconds, *args)
 
     engine.generate = generate  # type: ignore[method-assign]
     for name in names:
-        h.broker.append(TOPIC, 0, event(name, steps=4))
+        h.broker.append(TOPIC, 0, event(name, steps=8))
     async with running(h):
+        await h.wait(lambda: ["second"] in h.batches, "the engine runs the second")
+        await h.wait(lambda: state_of(h.store, (TOPIC, 0, 1)) is State.ENGINE, "second: ENGINE")
         await h.wait(lambda: h.broker.committed.get(P0) == len(names), "all committed")
-    assert seen["first"] == {"first": 1, "second": 0, "third": 0}
-    assert seen["second"] == {"first": 0, "second": 1, "third": 0}
-    assert all(markers(h, name) == [] for name in names)
+    assert seen["first"] == {0: 1}
+    assert state_of(h.store, (TOPIC, 0, 1)) is not State.NEXT
+    assert crashes_if_all_died(h.store, committed=3) == {}
 
 
-async def test_a_redelivered_request_is_answered_from_the_store_without_generating(
+async def test_a_request_sent_twice_is_answered_with_the_first_ones_images(
     tmp_path: Path,
 ) -> None:
+    """A second record (a new offset: no redelivery) is fresh, so it is not looked up before it
+    runs; its first image finds the key taken (`create`), and the stored images answer it:
+    nothing is overwritten."""
     h = Harness(tmp_path, FakeEngine())
     h.broker.append(TOPIC, 0, event("again", seed=None))
     async with running(h):
         await h.wait(lambda: h.broker.committed.get(P0) == 1, "the first delivery")
-        h.broker.append(TOPIC, 0, event("again", seed=None))  # delivered again
+        key = h.results()["again"][0].images[0].key
+        written = h.store.path_for(key).stat().st_mtime_ns
+        h.broker.append(TOPIC, 0, event("again", seed=None))  # sent again
         await h.wait(lambda: h.broker.committed.get(P0) == 2, "the second delivery")
     first, second = h.results()["again"]
-    assert h.batches == [["again"]]  # generated once
     assert second.audit is not None and "served from the store" in (second.audit.note or "")
     assert [i.key for i in first.images] == [i.key for i in second.images]
     assert [i.seed for i in first.images] == [i.seed for i in second.images]
-    assert h.worker.metrics.stored_answers._value.get() == 1
+    assert h.store.path_for(key).stat().st_mtime_ns == written  # not written again
+
+
+async def test_a_redelivered_record_is_answered_from_the_store_without_generating(
+    tmp_path: Path,
+) -> None:
+    """The same record read again (its commit refused: it may have run) is looked up first."""
+    h = Harness(tmp_path, FakeEngine())
+
+    async def refused(offsets: Any) -> None:
+        raise CommitFailedError("another member owns the partition now")
+
+    h.consumer.commit = refused  # type: ignore[method-assign]
+    h.broker.append(TOPIC, 0, event("again", seed=None))
+    async with running(h):
+        await h.wait(lambda: "again" in h.results(), "the first delivery")
+    h2 = Harness(tmp_path, FakeEngine())
+    h2.broker, h2.consumer = h.broker, type(h.consumer)(h.broker, {P0})
+    h2.worker = type(h.worker)(h2.settings, h2.engine, h2.store, clients=(h2.consumer, h.producer))
+    async with running(h2):
+        await h2.wait(lambda: len(h.results()["again"]) == 2, "the second delivery")
+    first, second = h.results()["again"]
+    assert h2.batches == []  # not generated again
+    assert second.audit is not None and "served from the store" in (second.audit.note or "")
+    assert [i.key for i in first.images] == [i.key for i in second.images]
+    assert h2.worker.metrics.stored_answers._value.get() == 1
 
 
 async def test_out_of_memory_splits_the_batch_and_a_request_too_large_alone_fails(

@@ -1,0 +1,344 @@
+"""The crash-loop guard's record (arq's max tries, for a worker that dies): one journal per worker.
+
+Each worker process keeps one small object, `<prefix>/_attempts/<owner>.json`, listing the records
+it has taken into a batch and not yet seen committed (journal_entries.py: their states and the
+crashes on record). It is written once before a batch reaches the engine, and again (without
+anyone waiting) when the engine takes a batch that was recorded while another ran; writes are
+coalesced, so a backlog costs about one store call per batch instead of a marker written and
+deleted per request. While the worker has work in progress its lease is renewed every
+LEASE_SECONDS / 3.
+
+When partitions are assigned, the new owner reads every other journal once (one listing, a read
+each): a record another worker ran when it died counts one crash more; a record it ran past
+MAX_ATTEMPTS crashes is answered `attempts_exhausted`; a record a live worker is still running
+(an owner past its revoke limit) is waited for, not taken for a crash. The counts are carried into
+the new owner's own journal before the old journal is trimmed, so the evidence is never lost
+between two writes; an entry leaves a journal only once its record's commit has landed.
+
+The journal also tells which records may have run before (any worker listed them): only those
+need a store lookup before they run (lookup.py); every other record is fresh, and its images are
+stored with `create` (nothing overwritten: a request_id used before is found then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeAlias
+
+from aiokafka import ConsumerRecord
+
+from consumer.requests.journal_entries import (
+    Entry,
+    Inheritance,
+    Journal,
+    RecordKey,
+    State,
+    inherit,
+    settled,
+)
+from consumer.stoppable import wait_or_stop
+from storage import ImageStore, StorageError
+
+log = logging.getLogger(__name__)
+
+Record: TypeAlias = ConsumerRecord[Any, Any]
+Partition: TypeAlias = tuple[str, int]
+
+# A journal not renewed for this long belongs to a worker that died; a worker with work in
+# progress renews it every LEASE_SECONDS / 3 (one small write every two seconds). Also the
+# allowance for clocks: a lease is taken for lapsed only LEASE_SECONDS after its end.
+LEASE_SECONDS = 6.0
+WAIT_SECONDS = 300.0  # waiting for a live worker to let go (a long batch past its revoke)
+# Other workers' journals read per assignment; a lapsed one this old is deleted unread.
+MAX_JOURNALS = 1000
+FORGET_AFTER_SECONDS = 7 * 24 * 3600.0
+JOURNAL_FOLDER = "_attempts"  # request ids start with a letter or digit: never this
+LOAD_SECONDS = 10.0  # reading the journals at an assignment, at most
+# An entry not running here is dropped this long after its last change, committed or not (the
+# partition's new owner has read it long since); while the record stays here, its count is kept.
+HELD_SECONDS = 600.0
+
+
+def owner_id() -> str:
+    """This process's name in journal keys: host, pid and a random part (a restarted process
+    with the same pid on the same host is another owner)."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:60] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _observed(
+    journal: Journal | None, owner: str, last_lease: dict[str, tuple[float, float]]
+) -> Journal | None:
+    """`journal` as read again, marked lapsed once its lease has not moved for LEASE_SECONDS
+    of this worker's time (`last_lease`: each journal's lease and when it was first seen)."""
+    if journal is not None:
+        lease, seen_at = last_lease.get(owner, (math.nan, time.monotonic()))
+        if lease != journal.lease_until:
+            last_lease[owner] = (journal.lease_until, time.monotonic())
+        elif time.monotonic() - seen_at > LEASE_SECONDS:
+            journal.lease_until = -math.inf  # not renewed: its owner died
+    return journal
+
+
+def key_of(record: Record) -> RecordKey:
+    return (record.topic, record.partition, record.offset)
+
+
+class AttemptJournal:
+    def __init__(
+        self,
+        store: ImageStore,
+        key_prefix: str,
+        owner: str,
+        committed: Callable[[Partition], int],
+    ) -> None:
+        """`committed`: the offset below which this member's commits have landed, per
+        partition (-1: none)."""
+        prefix = key_prefix.strip("/")
+        self.folder = f"{prefix}/{JOURNAL_FOLDER}" if prefix else JOURNAL_FOLDER
+        self.key = f"{self.folder}/{owner}.json"
+        self._store = store
+        self._committed = committed
+        self._own = Journal(owner, 0.0)
+        self._inherited = Inheritance()
+        self._unknown: set[Partition] = set()  # their journals could not be read: all suspect
+        self._revoked: set[Partition] = set()  # taken away since this worker had them
+        self._write_lock = asyncio.Lock()
+        self._changes = 0  # bumped by every change; a write covers the changes before it
+        self._written = 0
+
+    # --- what triage asks -----------------------------------------------------------------------
+
+    def attempts(self, record: Record) -> int:
+        """Crashes on record for this record (its earlier runs by workers that died)."""
+        key = key_of(record)
+        own = self._own.entries.get(key)
+        return own.attempts if own is not None else self._inherited.attempts.get(key, 0)
+
+    def may_have_run(self, record: Record) -> bool:
+        """Whether any worker may have started it before: then its store folder is looked at."""
+        key = key_of(record)
+        if (record.topic, record.partition) in self._unknown:
+            return True
+        return key in self._own.entries or key in self._inherited.attempts
+
+    def busy_elsewhere(self, records: Iterable[Record]) -> list[Record]:
+        """Those a live worker still runs (past its revoke limit)."""
+        return [r for r in records if key_of(r) in self._inherited.busy]
+
+    # --- assignment -----------------------------------------------------------------------------
+
+    async def load(
+        self, partitions: set[Partition], committed: dict[Partition, int] | None = None
+    ) -> None:
+        """Read the other workers' journals for the records of newly assigned `partitions`
+        (`committed`: their committed offsets, where known: older entries are moot), carry what
+        they say into this journal, then trim the lapsed ones. A store that cannot be read
+        makes every record of these partitions suspect of having run (looked up), with no
+        crash on record."""
+        committed = committed or {}
+        self._revoked -= partitions
+        try:
+            journals = await asyncio.wait_for(asyncio.to_thread(self._read_others), LOAD_SECONDS)
+        except (StorageError, TimeoutError) as exc:
+            log.warning("attempt journals not read: %s", exc)
+            self._unknown |= partitions
+            return
+        self._unknown -= partitions
+        now = time.time()
+        found = inherit(journals, partitions, committed, now, LEASE_SECONDS)
+        self._inherited.attempts.update(found.attempts)
+        self._inherited.busy.update(found.busy)
+        for key, attempts in found.attempts.items():
+            if attempts and key not in self._own.entries:  # carried: kept until committed
+                self._own.entries[key] = Entry("", attempts, State.HELD, now)
+        if any(found.attempts.values()) and not await self.write():
+            return  # the evidence is only in the old journals: leave them as they are
+        await asyncio.to_thread(self._trim, journals, partitions, committed, now)
+
+    async def wait_released(
+        self, records: list[Record], until: asyncio.Event, step: Callable[[], None]
+    ) -> None:
+        """Until no live worker runs `records` any more, reading its journal every second: it
+        finished or let go of them (no crash), or it stopped renewing its lease for
+        LEASE_SECONDS of this worker's own time (it died: a crash each, for what it ran). Clocks
+        are not trusted for this: a lease that does not move is. At most WAIT_SECONDS."""
+        wanted = {key_of(r) for r in records}
+        last_lease: dict[str, tuple[float, float]] = {}  # journal -> (lease_until, seen at)
+        deadline = time.monotonic() + WAIT_SECONDS
+        while keys := wanted & set(self._inherited.busy):
+            if time.monotonic() > deadline:
+                log.warning("gave up waiting for a live worker: its records run here too")
+                for key in keys:
+                    self._settle(key, None)
+                return
+            step()  # waiting on another worker is not a stalled intake
+            owners = {self._inherited.busy[k] for k in keys}
+            log.info("waiting for a live worker to let go", extra={"journals": sorted(owners)})
+            await wait_or_stop(until, 1.0)  # raises StopRequested at a stop
+            try:
+                journals = await asyncio.to_thread(self._read, owners)
+            except StorageError as exc:
+                log.warning("attempt journal not read: %s", exc)
+                continue
+            for owner in owners:
+                journal = _observed(journals.get(owner), owner, last_lease)
+                for key in keys:
+                    if self._inherited.busy.get(key) == owner:
+                        self._settle(key, journal)
+
+    def _settle(self, key: RecordKey, journal: Journal | None) -> None:
+        """What `journal` says of a record a live worker held: running still (busy), or its
+        crashes on record. None: the journal is gone (let go: no crash)."""
+        found = Inheritance()
+        if journal is not None:
+            found = inherit({"": journal}, {(key[0], key[1])}, {}, time.time(), LEASE_SECONDS)
+            if key in found.busy:
+                return
+        self._inherited.busy.pop(key, None)
+        self._inherited.add(key, found.attempts.get(key, 0))
+
+    def released(self, partitions: set[Partition]) -> None:
+        """Revoked: their batches still in flight here run on (past the revoke limit, the new
+        owner waits for them); once each is answered, the journal is written at once, for the
+        new owner waiting on it."""
+        self._revoked |= partitions
+
+    # --- batches --------------------------------------------------------------------------------
+
+    async def recorded(self, records: list[tuple[Record, str]], engine_busy: bool) -> bool:
+        """Before a batch's engine call: its records (with their request ids) are on record,
+        as NEXT when the engine is still busy with another batch, else ENGINE. False when the
+        store refused (the guard is weaker for this batch, nothing more)."""
+        state = State.NEXT if engine_busy else State.ENGINE
+        self._set(records, state)
+        return await self.write()
+
+    def engine_started(self, records: Iterable[Record]) -> None:
+        """The engine took the batch: its NEXT entries become ENGINE, written without anyone
+        waiting (a crash before the write lands is blamed on the batch before it)."""
+        changed = self._set_state(records, State.NEXT, State.ENGINE)
+        if changed:
+            asyncio.get_running_loop().create_task(self.write())
+
+    def left(self, records: Iterable[Record]) -> None:
+        """Given up at a drain or answered: not running any more (never a crash); the entry
+        goes once its commit lands. Written at once for a partition revoked meanwhile (its new
+        owner waits for this), otherwise with the next write."""
+        records = list(records)
+        self._set_state(records, None, State.HELD)
+        if any((r.topic, r.partition) in self._revoked for r in records):
+            asyncio.get_running_loop().create_task(self.write())
+
+    def running(self) -> bool:
+        return any(e.state is not State.HELD for e in self._own.entries.values())
+
+    # --- writing --------------------------------------------------------------------------------
+
+    async def write(self) -> bool:
+        """Write the journal as it is now (entries of committed records dropped). Coalesced:
+        a caller that arrives while a write runs waits for it and then, unless a later write
+        already covered its change, writes once for all who waited."""
+        self._changes += 1
+        wanted = self._changes
+        async with self._write_lock:
+            if self._written >= wanted:
+                return True
+            covered = self._changes
+            data = self._document()
+            try:
+                await asyncio.to_thread(self._store.put, self.key, data, "application/json")
+            except StorageError as exc:
+                log.warning("attempt journal not written: %s", exc)
+                return False
+            self._written = covered
+            return True
+
+    async def close(self) -> None:
+        """At exit: nothing runs here any more; the lease ends now (nobody waits for it)."""
+        now = time.time()
+        for key, entry in self._own.entries.items():
+            self._own.entries[key] = Entry(entry.request_id, entry.attempts, State.HELD, now)
+        self._own.lease_until = now
+        await self.write()
+
+    async def keep_leased(self) -> None:
+        """Renew the lease while work is in progress (a task for the worker's life)."""
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            if self.running():
+                await self.write()
+
+    def _document(self) -> bytes:
+        now = time.time()
+        self._own.entries = {
+            key: entry
+            for key, entry in self._own.entries.items()
+            if key[2] >= self._committed((key[0], key[1]))
+            and (entry.state is not State.HELD or now - entry.at < HELD_SECONDS)
+        }
+        if self.running():
+            self._own.lease_until = now + LEASE_SECONDS
+        return self._own.to_bytes()
+
+    def _set(self, records: list[tuple[Record, str]], state: State) -> None:
+        now = time.time()
+        for record, request_id in records:
+            key = key_of(record)
+            self._own.entries[key] = Entry(request_id, self.attempts(record), state, now)
+        self._changes += 1
+
+    def _set_state(self, records: Iterable[Record], old: State | None, new: State) -> bool:
+        now, changed = time.time(), False
+        for record in records:
+            key = key_of(record)
+            entry = self._own.entries.get(key)
+            if entry is not None and (old is None or entry.state is old):
+                self._own.entries[key] = Entry(entry.request_id, entry.attempts, new, now)
+                changed = True
+        return changed
+
+    # --- reading others -------------------------------------------------------------------------
+
+    def _read_others(self) -> dict[str, Journal]:
+        keys = [k for k in self._store.keys_in(self.folder, MAX_JOURNALS) if k != self.key]
+        return self._read(keys)
+
+    def _read(self, keys: Iterable[str]) -> dict[str, Journal]:
+        journals = {}
+        for key in keys:
+            data = self._store.get(key)
+            if data is None:
+                continue  # deleted since the listing
+            try:
+                journals[key] = Journal.from_bytes(data)
+            except ValueError as exc:
+                log.warning("skipping %s: %s", key, exc)
+        return journals
+
+    def _trim(
+        self,
+        journals: dict[str, Journal],
+        partitions: set[Partition],
+        committed: dict[Partition, int],
+        now: float,
+    ) -> None:
+        """Lapsed journals lose the entries this member carried over (or that are committed);
+        an empty one, or one lapsed for FORGET_AFTER_SECONDS, is deleted. Best effort."""
+        for key, journal in journals.items():
+            left = settled(journal, partitions, committed, now, LEASE_SECONDS)
+            try:
+                if left is None or now - journal.lease_until > FORGET_AFTER_SECONDS:
+                    self._store.delete(key)
+                elif left is not journal:
+                    self._store.put(key, left.to_bytes(), "application/json")
+            except StorageError as exc:
+                log.warning("attempt journal %s not trimmed: %s", key, exc)
