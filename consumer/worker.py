@@ -328,4 +328,4 @@ class Worker:
         if self._acks is not None:
             await self._acks.on_assigned(assigned)
         if self._journal is not None:  # before any of their records is triaged
-            await self._journal.load({(tp.topic, tp.partition) for tp in assigned})
+            await self._journal.ready({(tp.topic, tp.partition) for tp in assigned})

@@ -22,6 +22,7 @@ from aiokafka import ConsumerRecord
 from consumer.generation.engine import GenerationJob
 from consumer.ops.metrics import WorkerMetrics
 from consumer.output.acknowledgement import Acknowledger
+from consumer.output.images import is_stored_answer
 from consumer.output.progress import ProgressReporter
 from consumer.requests.journal import AttemptJournal
 from schemas import GenerationResult, Status
@@ -91,7 +92,7 @@ class Answers:
         result = answer.result
         model = answer.job.model if answer.job is not None else "none"
         self._metrics.count_result(result, model)
-        if answer.from_store:
+        if answer.from_store or is_stored_answer(result):  # looked up, or found at upload
             self._metrics.stored_answers.inc()
         elif result.audit is not None:
             seconds = float(result.audit.duration_sec)

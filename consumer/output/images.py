@@ -42,6 +42,11 @@ STORED_NOTE = "served from the store: images of an earlier delivery with identic
 STORED_DURATION = "0.000"
 
 
+def is_stored_answer(result: GenerationResult) -> bool:
+    """The result names images an earlier delivery stored (STORED_NOTE), none generated now."""
+    return result.audit is not None and (result.audit.note or "").startswith(STORED_NOTE)
+
+
 def image_parameters(job: GenerationJob, index: int) -> dict[str, object]:
     """What each image embeds: enough to reproduce it. `format` and `quality` only for the lossy
     formats, so that a PNG (and its digest) stays byte-for-byte what contract 1 wrote."""

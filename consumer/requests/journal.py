@@ -111,6 +111,8 @@ class AttemptJournal:
         self._inherited = Inheritance()
         self._unknown: set[Partition] = set()  # their journals could not be read: all suspect
         self._revoked: set[Partition] = set()  # taken away since this worker had them
+        self._loaded: set[Partition] = set()  # assigned, their journals read
+        self._load_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
         self._changes = 0  # bumped by every change; a write covers the changes before it
         self._written = 0
@@ -121,7 +123,8 @@ class AttemptJournal:
         """Crashes on record for this record (its earlier runs by workers that died)."""
         key = key_of(record)
         own = self._own.entries.get(key)
-        return own.attempts if own is not None else self._inherited.attempts.get(key, 0)
+        inherited = self._inherited.attempts.get(key, 0)
+        return max(own.attempts, inherited) if own is not None else inherited
 
     def may_have_run(self, record: Record) -> bool:
         """Whether any worker may have started it before: then its store folder is looked at."""
@@ -135,6 +138,20 @@ class AttemptJournal:
         return [r for r in records if key_of(r) in self._inherited.busy]
 
     # --- assignment -----------------------------------------------------------------------------
+
+    async def ready(self, partitions: set[Partition]) -> None:
+        """The journals are read for `partitions` (each once after it is assigned): before any
+        of their records is triaged. aiokafka may hand out a new partition's records before its
+        rebalance listener (which reads them too) has finished."""
+        if partitions <= self._loaded:
+            return
+        async with self._load_lock:
+            missing = partitions - self._loaded
+            if missing:
+                try:
+                    await self.load(missing)
+                finally:  # read, or known unreadable (every record suspect)
+                    self._loaded |= missing
 
     async def load(
         self, partitions: set[Partition], committed: dict[Partition, int] | None = None
@@ -155,6 +172,14 @@ class AttemptJournal:
         self._unknown -= partitions
         now = time.time()
         found = inherit(journals, partitions, committed, now, LEASE_SECONDS)
+        log.info(
+            "attempt journals read",
+            extra={
+                "journals": len(journals),
+                "crashes_on_record": sum(1 for count in found.attempts.values() if count),
+                "running_elsewhere": len(found.busy),
+            },
+        )
         self._inherited.attempts.update(found.attempts)
         self._inherited.busy.update(found.busy)
         for key, attempts in found.attempts.items():
@@ -211,6 +236,7 @@ class AttemptJournal:
         owner waits for them); once each is answered, the journal is written at once, for the
         new owner waiting on it."""
         self._revoked |= partitions
+        self._loaded -= partitions
 
     # --- batches --------------------------------------------------------------------------------
 

@@ -141,6 +141,7 @@ class Triage:
         candidates = [(work, False) for work in poll.works.values()]
         candidates += [(work, True) for work in poll.conflicts]
         records = [record for work, _ in candidates for record in work.records]
+        await self._journal.ready({(record.topic, record.partition) for record in records})
         busy = self._journal.busy_elsewhere(records)
         if busy:  # a live worker still runs them (past its revoke limit): not a crash
             await self._journal.wait_released(busy, until, self._step)

@@ -191,3 +191,17 @@ async def test_a_lease_that_does_not_move_is_a_dead_worker_whatever_the_clocks_s
     assert journal.busy_elsewhere([record(3)]) == [record(3)]
     await asyncio.wait_for(journal.wait_released([record(3)], asyncio.Event(), lambda: None), 20)
     assert journal.attempts(record(3)) == 2
+
+
+async def test_a_count_carried_over_does_not_hide_a_later_crash(tmp_path: Path) -> None:
+    """Worker A died running the record (1 crash, carried over at load); worker B, whose lease
+    looked live, ran it too and stopped renewing: 2 crashes, not the 1 already carried."""
+    store = LocalImageStore(tmp_path)
+    seed_crashes(store, 3, "r", 1, topic=T, owner="a")
+    b = Journal("b", time.time() + 3, {(T, 0, 3): Entry("r", 1, State.ENGINE, 0.0)})
+    store.put("_attempts/b.json", b.to_bytes(), "application/json")
+    journal = journal_on(store)
+    await journal.load(MINE)
+    assert journal.attempts(record(3)) == 1 and journal.busy_elsewhere([record(3)])
+    await asyncio.wait_for(journal.wait_released([record(3)], asyncio.Event(), lambda: None), 20)
+    assert journal.attempts(record(3)) == 2

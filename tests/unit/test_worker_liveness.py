@@ -195,7 +195,7 @@ async def test_the_default_model_loads_while_joining_or_before(
     h = Harness(tmp_path, FakeEngine(load_seconds=1.0), join_after_warmup=join_after_warmup)
     started = time.monotonic()
     async with running(h):
-        await h.wait(lambda: h.consumer.started_at is not None, "the group join")
+        await h.wait(lambda: h.worker.assignment() != [], "the group join")
         assert h.worker.not_ready_reason() in ("loading the default model", None)
         await h.wait(lambda: h.worker.ready, "ready once the model is loaded")
         loaded = time.monotonic()
