@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
+import consumer.client.submit
+from consumer.__main__ import main
+from consumer.client.generation_client import GenerationClient
 from consumer.generation.batch_queue import BatchQueue
 from consumer.generation.engine.fake import FakeEngine
 from consumer.generation.scheduler import Scheduler
@@ -252,3 +255,41 @@ async def test_without_a_priority_topic_the_worker_reads_the_request_topic_alone
     async with running(h):
         await h.wait(lambda: h.broker.committed.get(P0) == 1, "committed")
     assert subscribed == [[TOPIC]]
+
+
+# --- the producer side ---------------------------------------------------------------------------
+
+
+async def test_the_client_sends_priority_requests_to_the_priority_topic() -> None:
+    settings = Settings(_env_file=None, request_topic="bulk", priority_topic="now")  # type: ignore[call-arg]
+    sent: list[str] = []
+
+    async def send(topic: str, key: str, value: bytes, headers: Any) -> None:
+        sent.append(topic)
+
+    plain = GenerationClient(settings, listen=False)
+    urgent = GenerationClient(settings, listen=False, priority=True)
+    for client in (plain, urgent):
+        client._send = send  # type: ignore[method-assign]
+        await client.submit({"prompt": "p"})
+        await client.submit({"prompt": "p"}, priority=not client.priority)
+    assert sent == ["bulk", "now", "now", "bulk"]
+    no_lane = Settings(_env_file=None, priority_topic="")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="PRIORITY_TOPIC"):
+        await GenerationClient(no_lane, listen=False).submit({"prompt": "p"}, priority=True)
+
+
+def test_submit_priority_goes_to_the_priority_lane_and_needs_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(
+        consumer.client.submit, "run_submit", lambda *args: calls.append(args) or None
+    )
+    assert main(["submit", "a lighthouse", "--priority", "--wait", "1"]) == 2  # no result
+    assert calls and calls[0][-1] is True
+    monkeypatch.setenv("PRIORITY_TOPIC", "")
+    calls.clear()
+    assert main(["submit", "a lighthouse", "--priority"]) == 2
+    assert not calls and "PRIORITY_TOPIC is empty" in capsys.readouterr().err
