@@ -1,8 +1,9 @@
 """The topic Job of deploy/kubernetes runs: its inline script, with the environment its pod gets
 (the ConfigMap, its own variables and the Kafka credential of the example Secret, nothing else of
 that Secret) pointed at the session's broker, creates the topics (the priority lane's too), is
-idempotent, and raises the partition count of the request, priority and result topics when REQUEST_PARTITIONS grows (where
-the broker implements CreatePartitions: Kafka does, the embedded Tansu does not)."""
+idempotent, and raises the partition count of the request, priority and result topics when
+REQUEST_PARTITIONS grows (where the broker implements CreatePartitions: Kafka does, the embedded
+Tansu does not)."""
 
 from __future__ import annotations
 
