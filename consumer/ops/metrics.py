@@ -75,7 +75,8 @@ class WorkerMetrics:
         )
         self.request_seconds = Histogram(
             "request_latency_seconds",
-            "From the request's Kafka timestamp to its result.",
+            "From the request's Kafka timestamp to its result, by lane (priority, regular).",
+            ["lane"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
