@@ -239,6 +239,40 @@ async def test_a_poll_returning_both_lanes_starts_the_priority_ones_first(tmp_pa
         await h.wait(lambda: h.broker.committed.get(P0) == 3, "regular committed")
         await h.wait(lambda: h.broker.committed.get(U0) == 2, "priority committed")
     assert h.batches == [["p0", "p1"], ["r0", "r1", "r2"]]
+    latency = h.worker.metrics.registry.get_sample_value
+    assert latency("request_latency_seconds_count", {"lane": "priority"}) == 2
+    assert latency("request_latency_seconds_count", {"lane": "regular"}) == 3
+
+
+async def test_a_rebalance_gives_back_priority_work_not_started_and_takes_it_again_once(
+    tmp_path: Path,
+) -> None:
+    """An eager rebalance while priority requests wait: they are released (not answered),
+    fetched again when their partition comes back, still started first, answered once, and the
+    priority partition is committed to its end."""
+    engine = GatedEngine("r0")
+    h = Harness(tmp_path, engine, partitions={P0, U0}, max_batches_in_flight=1, batch_lookahead=2)
+    regular = [f"r{i}" for i in range(4)]
+    for name in regular:
+        h.broker.append(TOPIC, 0, event(name))
+    try:
+        async with running(h):
+            await h.wait(engine.entered.is_set, "r0 running")
+            for name in ("p0", "p1"):
+                h.broker.append(PRIORITY, 0, event(name, seed=7))
+            await h.wait(lambda: h.worker._scheduler.holds("p1"), "priority taken while busy")
+            await h.consumer.rebalance({P0, U0})  # r0 still runs: its partition's work waits
+            assert h.worker.metrics.partition_revocations._value.get() == 1  # type: ignore[attr-defined]
+            await h.wait(lambda: h.worker._scheduler.holds("p1"), "priority taken again")
+            engine.release.set()
+            await h.wait(lambda: h.broker.committed.get(P0) == len(regular), "regular committed")
+            await h.wait(lambda: h.broker.committed.get(U0) == 2, "priority committed")
+    finally:
+        engine.release.set()
+    assert h.batches == [["r0"], ["p0"], ["p1"], *[[name] for name in regular[1:]]]
+    results = h.results()
+    assert sorted(results) == sorted([*regular, "p0", "p1"])
+    assert all(len(rs) == 1 for rs in results.values())
 
 
 async def test_without_a_priority_topic_the_worker_reads_the_request_topic_alone(
