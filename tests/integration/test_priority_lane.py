@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from consumer.devtools.services import create_topics
 from consumer.generation.engine import Engine, build_engine
@@ -61,19 +62,25 @@ async def overtake(settings: Settings, engine: Engine | None = None) -> Overtaki
     await produce(bootstrap, settings.request_topic, backlog)
     urgent = [f"urgent-{i}" for i in range(PRIORITY)]
     ids = {f"bulk-{i}" for i in range(REGULAR)} | set(urgent)
-    async with running_worker(settings, engine) as worker:
-        # Busy on the backlog (its first results out) before the priority requests are sent.
-        await wait_until(lambda: worker.completed >= 1, 600, "the first regular result")
-        sent_after = worker.completed
-        events = [request(name, seed=1000 + i, steps=4) for i, name in enumerate(urgent)]
-        await produce(bootstrap, settings.priority_topic, events)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()  # before the worker: sending takes no connection time later
+    try:
+        async with running_worker(settings, engine) as worker:
+            # Busy on the backlog (its first results out) before the priority requests are sent.
+            await wait_until(lambda: worker.completed >= 1, 600, "the first regular result")
+            sent_after = worker.completed
+            for i, name in enumerate(urgent):
+                value = request(name, seed=1000 + i, steps=4)
+                await producer.send_and_wait(settings.priority_topic, value, name.encode())
 
-        def held() -> bool:  # queued or running (or, all done, there is nothing to see)
-            return worker._scheduler.holds(urgent[0]) or worker.completed >= REGULAR
+            def held() -> bool:  # queued or running (or, all done, there is nothing to see)
+                return worker._scheduler.holds(urgent[0]) or worker.completed >= REGULAR
 
-        await wait_until(held, 300, "the priority requests taken")
-        taken_after = worker.completed
-        records = await collect_until(bootstrap, settings.result_topic, ids, timeout=900)
+            await wait_until(held, 300, "the priority requests taken")
+            taken_after = worker.completed
+            records = await collect_until(bootstrap, settings.result_topic, ids, timeout=900)
+    finally:
+        await producer.stop()
     by_id = results(records)
     assert sorted(by_id) == sorted(ids)
     assert all(len(rs) == 1 and rs[0].status == "completed" for rs in by_id.values())
