@@ -160,10 +160,6 @@ class Worker:
     def assignment(self) -> list[TopicPartition]:
         return sorted(self._consumer.assignment()) if self._consumer is not None else []
 
-    @property
-    def busy(self) -> bool:
-        return self._scheduler.room() <= 0
-
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def run(self) -> None:
