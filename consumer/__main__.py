@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--progress", action="store_true", help="show progress events (PROGRESS_TOPIC)"
     )
+    submit.add_argument(
+        "--priority",
+        action="store_true",
+        help="send to PRIORITY_TOPIC: starts before every regular request waiting",
+    )
 
     cancel = commands.add_parser("cancel", help="ask the workers to cancel a request")
     cancel.add_argument("request_id")
@@ -133,7 +138,10 @@ def _submit(settings: Settings, args: argparse.Namespace) -> int:
     except InvalidRequestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = run_submit(settings, request, args.wait, show_progress=args.progress)
+    if args.priority and not settings.priority_topic:
+        print("error: --priority: PRIORITY_TOPIC is empty (no priority lane)", file=sys.stderr)
+        return 2
+    result = run_submit(settings, request, args.wait, args.progress, args.priority)
     if result is None:
         print(f"no result within {args.wait:.0f}s: is a worker running?", file=sys.stderr)
         return 2

@@ -59,7 +59,9 @@ class GenerationClient:
 
     `listen=False` makes a send-only client (submit, cancel): no consumer is started, and
     `wait` / `progress` raise RuntimeError. `source` is the ce_source of what it sends
-    (default urn:sdxl-worker:client:<hostname>)."""
+    (default urn:sdxl-worker:client:<hostname>). `priority=True` sends requests to
+    PRIORITY_TOPIC (the priority lane: they start before every regular request waiting) unless
+    `submit` says otherwise."""
 
     def __init__(
         self,
@@ -68,8 +70,10 @@ class GenerationClient:
         listen: bool = True,
         source: str | None = None,
         connect_timeout: float = 30.0,
+        priority: bool = False,
     ) -> None:
         self.settings = settings
+        self.priority = priority
         self.source = source or ce_source(f"client:{socket.gethostname()}")
         self._listen = listen
         self._connect_timeout = connect_timeout
@@ -118,19 +122,30 @@ class GenerationClient:
         self,
         request: GenerationRequest | Mapping[str, Any],
         headers: Sequence[tuple[str, bytes]] = (),
+        priority: bool | None = None,
     ) -> str:
         """Send `request` (a model, or a JSON-able mapping: a missing request_id gets a fresh
         one) to REQUEST_TOPIC keyed by its request_id, with CloudEvents headers and `headers`
         (e.g. a traceparent); return the request_id. Validation is the worker's: a mapping is
-        sent as given, and an invalid one is answered `rejected`."""
+        sent as given, and an invalid one is answered `rejected`. `priority` (default: the
+        client's): to PRIORITY_TOPIC instead (ValueError when it is empty)."""
+        topic = self.request_topic(priority)
         request_id, value = _encode_request(request)
         self._watch(request_id)  # before sending: the result may come back at once
         record_headers = [
             *cloudevent_headers(REQUEST_TYPE, self.source, request_id),
             *headers,
         ]
-        await self._send(self.settings.request_topic, request_id, value, record_headers)
+        await self._send(topic, request_id, value, record_headers)
         return request_id
+
+    def request_topic(self, priority: bool | None = None) -> str:
+        """Where `submit` sends (`priority`: default, the client's); ValueError without a lane."""
+        if not (self.priority if priority is None else priority):
+            return self.settings.request_topic
+        if not self.settings.priority_topic:
+            raise ValueError("PRIORITY_TOPIC is empty: there is no priority lane")
+        return self.settings.priority_topic
 
     async def cancel(self, request_id: str) -> None:
         """Ask every worker to cancel `request_id` (ValueError for an invalid id). The request's

@@ -112,6 +112,8 @@ class Settings(ConnectionFields, WorkerFields):
             raise ValueError(f"MODEL_REVISIONS pins models not in ALLOWED_MODELS: {unknown}")
         if self.require_api_key and not self.valid_api_keys():
             raise ValueError("REQUIRE_API_KEY is set but neither API_KEY nor API_KEYS is")
+        if self.priority_topic and self.priority_topic in (self.request_topic, self.result_topic):
+            raise ValueError("PRIORITY_TOPIC must differ from REQUEST_TOPIC and RESULT_TOPIC")
         if self.min_steps > self.max_steps:
             raise ValueError("MIN_STEPS must not exceed MAX_STEPS")
         if self.min_image_size > self.max_image_size:

@@ -88,6 +88,7 @@ def test_every_topic_has_its_channel_and_operation(document: dict[str, Any]) -> 
     addresses = {name: channel["address"] for name, channel in document["channels"].items()}
     assert addresses == {
         "requests": "generation.requests",
+        "priorityRequests": "generation.requests.priority",
         "results": "generation.results",
         "progress": "generation.progress",
         "control": "generation.control",
