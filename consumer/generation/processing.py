@@ -17,6 +17,7 @@ from consumer.generation.engine import (
     RequestsStopped,
     StepHook,
 )
+from consumer.generation.inputs import InputReader, keys_of
 from consumer.output.images import completed_result, encode_one, store_one
 from consumer.stoppable import Backoff, StopRequested
 from schemas import ErrorCode, GenerationResult, ImageRef
@@ -33,6 +34,15 @@ StepProgress = Callable[[list[str], int, int], None]
 # Called on the event loop with the requests of a running batch stopped at a step boundary (and
 # why), while the rest of the batch goes on: they are answered at once, their images dropped.
 OnStopped = Callable[[Mapping[str, ErrorCode]], None]
+
+
+def _by_batch_key(jobs: list[GenerationJob]) -> list[list[GenerationJob]]:
+    """The jobs grouped by batch key, in order of first appearance (one group, as given, when
+    they all share one)."""
+    groups: dict[object, list[GenerationJob]] = {}
+    for job in jobs:
+        groups.setdefault(job.batch_key, []).append(job)
+    return list(groups.values())
 
 
 def _request_id(outcome: JobOutput | GenerationResult) -> str:
@@ -58,9 +68,12 @@ class BatchProcessor:
         io_threads: ThreadPoolExecutor,
         on_storage_retry: Callable[[], None] = lambda: None,
         stops: StopCheck = lambda jobs: {},
+        inputs: InputReader | None = None,
     ) -> None:
         """`stops`: which of some jobs must stop now (cancelled, past their deadline); asked
-        before each engine call and after each of its denoising steps."""
+        before each engine call and after each of its denoising steps. `inputs`: reads the init
+        images of image-to-image jobs (contract 1.2; default limits when None)."""
+        self._inputs = inputs or InputReader(store)
         self._engine = engine
         self._stops = stops
         self._store = store
@@ -97,7 +110,63 @@ class BatchProcessor:
         wastes is the rest of its own slot in the batch). Raises Abandoned when the worker
         gives up."""
         stopped: dict[str, ErrorCode] = {}  # every stop of this batch, across its engine calls
-        return await self._generate(list(jobs), on_step, on_stopped, stopped)
+        ready, refused = await self._read_inputs(list(jobs))
+        outcomes: dict[str, JobOutput | GenerationResult] = {}
+        # Sized by their inputs, image-to-image jobs may need more than one call (one per size).
+        for group in _by_batch_key(ready):
+            for outcome in await self._generate(group, on_step, on_stopped, stopped):
+                outcomes[_request_id(outcome)] = outcome
+        return [
+            GenerationResult.failed(job.request_id, refused[job.request_id])
+            if job.request_id in refused
+            else outcomes[job.request_id]
+            for job in jobs
+        ]
+
+    async def _read_inputs(
+        self, jobs: list[GenerationJob]
+    ) -> tuple[list[GenerationJob], dict[str, ErrorCode]]:
+        """Each init image read once, side by side on I/O threads (retried while the store is
+        away), and its jobs sized; the jobs whose input is refused, with the code."""
+        keys = keys_of(jobs)
+        if not keys:
+            return jobs, {}
+        loop = asyncio.get_running_loop()
+        users = {key: [job for job in jobs if job.init_image == key] for key in keys}
+        backoff = Backoff(0.2, self._max_backoff)
+        while True:
+            calls = [
+                loop.run_in_executor(self._io_threads, self._inputs.prepare, key, users[key])
+                for key in keys
+            ]
+            try:
+                prepared = await asyncio.gather(*calls)
+                break
+            except StorageError as exc:
+                if not exc.retryable:
+                    log.error("store refused an init image read: %s", exc)
+                    failed = {job.request_id: ErrorCode.STORAGE_FAILED for job in jobs}
+                    return [job for job in jobs if not job.init_image], failed
+                if self.abandoned:
+                    raise Abandoned from exc
+                self._on_storage_retry()
+                log.warning("store unavailable (%s); retrying in %.1fs", exc, backoff.delay)
+                try:
+                    await backoff.wait(self._abandon_loop)
+                except StopRequested:
+                    raise Abandoned from exc
+        sized = {
+            job.request_id: job for result in prepared if isinstance(result, list) for job in result
+        }
+        refused = {
+            job.request_id: result
+            for key, result in zip(keys, prepared, strict=True)
+            if isinstance(result, ErrorCode)
+            for job in users[key]
+        }
+        return [
+            sized.get(job.request_id, job) for job in jobs if job.request_id not in refused
+        ], refused
 
     async def _generate(
         self,

@@ -21,6 +21,7 @@ from consumer.generation.engine.loading import (
     choose_placement,
     import_pipeline_library,
 )
+from consumer.generation.engine.loras import LoraAdapters
 from consumer.generation.engine.memory import free_memory, guard_generation, pipeline_bytes
 from consumer.generation.engine.protocol import (
     EngineError,
@@ -33,6 +34,8 @@ from consumer.generation.engine.steps import stop_reason
 from schemas import ErrorCode
 
 log = logging.getLogger(__name__)
+
+_IMAGE_TO_IMAGE = "_worker_image_to_image"  # the pipeline attribute holding its img2img twin
 
 
 class _Stop(Exception):
@@ -64,6 +67,13 @@ class DiffusersEngine(CacheBackedEngine[Any]):
             ),
             revisions=config.model_revisions,
         )
+        self._loras = LoraAdapters(
+            config.loras,
+            config.models_dir,
+            capacity=config.max_loras,
+            offline=config.offline,
+            retry_seconds=config.model_retry_seconds,
+        )
         self.activity = EngineActivity()
         self._compiled_shapes = CompiledShapes()
         self._cache: ModelCache[Any] = ModelCache(
@@ -93,7 +103,9 @@ class DiffusersEngine(CacheBackedEngine[Any]):
                 def compiled() -> None:
                     self._compiled_shapes.add(first.model, shape)
 
-                guard = _step_guard(phase, timeout_seconds, cancel, on_step, first.steps, compiled)
+                total = first.denoising_steps
+                guard = _step_guard(phase, timeout_seconds, cancel, on_step, total, compiled)
+                self._loras.apply(pipeline, first.model, first.loras)
                 images = self._run(pipeline, jobs, guard)
                 duration = time.perf_counter() - started
             del pipeline  # leaving the block may unload it: no reference may outlive the block
@@ -106,18 +118,26 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         # CPU generators: the same seed gives the same initial noise on every device.
         generators = [torch.Generator("cpu").manual_seed(s) for job in jobs for s in job.seeds]
 
+        run = pipeline
+        kwargs: dict[str, Any] = {"width": first.width, "height": first.height}
+        if first.init_image is not None:  # image-to-image (1.2): the same loaded components
+            if any(job.input_pixels is None for job in jobs):
+                raise EngineError(ErrorCode.INTERNAL_ERROR, "an init image was not read")
+            run = image_to_image(pipeline)
+            images = [job.input_pixels for job in jobs for _ in job.seeds]
+            kwargs = {"image": images, "strength": first.strength}
+
         def call() -> Any:
             with torch.inference_mode():
-                return pipeline(
+                return run(
                     prompt=prompts,
                     negative_prompt=negatives,
-                    width=first.width,
-                    height=first.height,
                     num_inference_steps=first.steps,
                     guidance_scale=first.cfg,
                     generator=generators,
                     output_type="pil",
                     callback_on_step_end=guard,
+                    **kwargs,
                 )
 
         try:
@@ -142,6 +162,19 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         log.info("unloaded model(s) %s", ", ".join(model_ids))
         self._compiled_shapes.forget(model_ids)  # loaded again, they compile again
         free_memory(self._placement.device)
+
+
+def image_to_image(pipeline: Any) -> Any:
+    """The image-to-image pipeline made of `pipeline`'s own components (`from_pipe`: no weights
+    copied, adapters shared), made once and kept on it, so it goes when the model does."""
+    made = getattr(pipeline, _IMAGE_TO_IMAGE, None)
+    if made is None:
+        from diffusers import AutoPipelineForImage2Image
+
+        made = AutoPipelineForImage2Image.from_pipe(pipeline)
+        made.set_progress_bar_config(disable=True)
+        setattr(pipeline, _IMAGE_TO_IMAGE, made)
+    return made
 
 
 def _compiled(pipeline: Any) -> bool:
