@@ -108,7 +108,7 @@ class BatchRunner:
             # Durable before the engine call (attempts.py); a lone request on an idle worker
             # was recorded at its preflight, and needs no hand-off to a thread here.
             markers = await self._record_attempts(batch)
-            self._progress.started(list(by_id), batch[0].job.steps)
+            self._progress.started(list(by_id), batch[0].job.denoising_steps)
             clock.engine = time.perf_counter()
             jobs = [w.job for w in batch]
             generated = await self._processor.generate(
