@@ -235,3 +235,24 @@ def test_the_fake_engine_refuses_unavailable_adapters() -> None:
     (plain,) = engine.generate([job()], 10)
     (styled,) = engine.generate([job(loras=(("ok", 1.0),))], 10)
     assert plain.images[0].tobytes() != styled.images[0].tobytes()
+
+
+async def test_v1_models_lists_the_allowed_adapters_without_their_sources(tmp_path: Path) -> None:
+    from consumer.settings import Settings
+    from tests.unit.test_sidecar_models import get
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        data_dir=tmp_path,
+        default_model="tiny-sdxl",
+        allowed_loras="tiny-lora,style=/srv/loras/style,org/adapter",
+        lora_revisions="org/adapter=abc123",
+    )
+    models = await get(settings, FakeEngine(), "/v1/models")
+    assert models["loras"] == [
+        {"name": "tiny-lora", "revision": None},
+        {"name": "style", "revision": None},
+        {"name": "org/adapter", "revision": "abc123"},
+    ]
+    assert models["max_loras_per_request"] == 2 and models["input_prefix"] == "inputs/"
+    assert "/srv/loras" not in str(models)

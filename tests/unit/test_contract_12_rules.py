@@ -177,3 +177,15 @@ def test_the_cli_helpers() -> None:
     assert key.startswith("inputs/") and key.endswith(".png") and len(key) == 7 + 64 + 4
     with pytest.raises(ValueError):
         input_key("inputs/", b"GIF89a")
+
+
+def test_the_contract_page_s_1_2_example_is_what_the_contract_reads() -> None:
+    from pathlib import Path
+
+    contract = (Path(__file__).parents[2] / "docs" / "contract.md").read_text(encoding="utf-8")
+    blocks = [block.split("```", 1)[0] for block in contract.split("```json\n")[1:]]
+    (example,) = [b for b in blocks if '"schema_version": "1.2"' in b]
+    limits = RequestLimits(allowed_loras=("watercolor-style",))
+    outcome = parse_request(example.encode(), limits)
+    assert isinstance(outcome, Accepted)
+    assert outcome.request.params.init_image is not None and outcome.request.params.loras
