@@ -9,11 +9,13 @@ code); a store that is away is the caller's to retry, as for uploads.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import logging
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
 from PIL import Image
@@ -140,3 +142,37 @@ class InputReader:
             log.info("init image refused: %s (%s)", refused.code.value, refused, extra={"key": key})
             return refused.code
         return [sized_job(job, image, self._min_size, self._max_size) for job in jobs]
+
+
+async def prepare_batch(
+    reader: InputReader, jobs: list[GenerationJob], io_threads: Executor
+) -> tuple[list[GenerationJob], dict[str, ErrorCode]]:
+    """Each init image of `jobs` read once, side by side on `io_threads`, its jobs sized: the
+    jobs to run (the others as they were), and the refused ones' codes by request_id. Raises
+    StorageError when the store cannot be read (the caller retries)."""
+    keys = keys_of(jobs)
+    if not keys:
+        return jobs, {}
+    loop = asyncio.get_running_loop()
+    users = {key: [job for job in jobs if job.init_image == key] for key in keys}
+    calls = [loop.run_in_executor(io_threads, reader.prepare, key, users[key]) for key in keys]
+    prepared = await asyncio.gather(*calls)
+    sized = {job.request_id: job for done in prepared if isinstance(done, list) for job in done}
+    refused = {
+        job.request_id: done
+        for key, done in zip(keys, prepared, strict=True)
+        if isinstance(done, ErrorCode)
+        for job in users[key]
+    }
+    ready = [sized.get(job.request_id, job) for job in jobs if job.request_id not in refused]
+    return ready, refused
+
+
+def by_batch_key(jobs: list[GenerationJob]) -> list[list[GenerationJob]]:
+    """The jobs grouped by batch key, in order of first appearance (one group, as given, when
+    they all share one): sized by their inputs, image-to-image jobs may need more than one
+    engine call."""
+    groups: dict[object, list[GenerationJob]] = {}
+    for job in jobs:
+        groups.setdefault(job.batch_key, []).append(job)
+    return list(groups.values())

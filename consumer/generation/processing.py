@@ -17,7 +17,7 @@ from consumer.generation.engine import (
     RequestsStopped,
     StepHook,
 )
-from consumer.generation.inputs import InputReader, keys_of
+from consumer.generation.inputs import InputReader, by_batch_key, prepare_batch
 from consumer.output.images import completed_result, encode_one, store_one
 from consumer.stoppable import Backoff, StopRequested
 from schemas import ErrorCode, GenerationResult, ImageRef
@@ -34,15 +34,6 @@ StepProgress = Callable[[list[str], int, int], None]
 # Called on the event loop with the requests of a running batch stopped at a step boundary (and
 # why), while the rest of the batch goes on: they are answered at once, their images dropped.
 OnStopped = Callable[[Mapping[str, ErrorCode]], None]
-
-
-def _by_batch_key(jobs: list[GenerationJob]) -> list[list[GenerationJob]]:
-    """The jobs grouped by batch key, in order of first appearance (one group, as given, when
-    they all share one)."""
-    groups: dict[object, list[GenerationJob]] = {}
-    for job in jobs:
-        groups.setdefault(job.batch_key, []).append(job)
-    return list(groups.values())
 
 
 def _request_id(outcome: JobOutput | GenerationResult) -> str:
@@ -113,7 +104,7 @@ class BatchProcessor:
         ready, refused = await self._read_inputs(list(jobs))
         outcomes: dict[str, JobOutput | GenerationResult] = {}
         # Sized by their inputs, image-to-image jobs may need more than one call (one per size).
-        for group in _by_batch_key(ready):
+        for group in by_batch_key(ready):
             for outcome in await self._generate(group, on_step, on_stopped, stopped):
                 outcomes[_request_id(outcome)] = outcome
         return [
@@ -126,26 +117,16 @@ class BatchProcessor:
     async def _read_inputs(
         self, jobs: list[GenerationJob]
     ) -> tuple[list[GenerationJob], dict[str, ErrorCode]]:
-        """Each init image read once, side by side on I/O threads (retried while the store is
-        away), and its jobs sized; the jobs whose input is refused, with the code."""
-        keys = keys_of(jobs)
-        if not keys:
-            return jobs, {}
-        loop = asyncio.get_running_loop()
-        users = {key: [job for job in jobs if job.init_image == key] for key in keys}
+        """The batch's init images read and its jobs sized (inputs.py), retried while the store
+        is away; the jobs whose input is refused, with the code."""
         backoff = Backoff(0.2, self._max_backoff)
         while True:
-            calls = [
-                loop.run_in_executor(self._io_threads, self._inputs.prepare, key, users[key])
-                for key in keys
-            ]
             try:
-                prepared = await asyncio.gather(*calls)
-                break
+                return await prepare_batch(self._inputs, jobs, self._io_threads)
             except StorageError as exc:
                 if not exc.retryable:
                     log.error("store refused an init image read: %s", exc)
-                    failed = {job.request_id: ErrorCode.STORAGE_FAILED for job in jobs}
+                    failed = {j.request_id: ErrorCode.STORAGE_FAILED for j in jobs if j.init_image}
                     return [job for job in jobs if not job.init_image], failed
                 if self.abandoned:
                     raise Abandoned from exc
@@ -155,18 +136,6 @@ class BatchProcessor:
                     await backoff.wait(self._abandon_loop)
                 except StopRequested:
                     raise Abandoned from exc
-        sized = {
-            job.request_id: job for result in prepared if isinstance(result, list) for job in result
-        }
-        refused = {
-            job.request_id: result
-            for key, result in zip(keys, prepared, strict=True)
-            if isinstance(result, ErrorCode)
-            for job in users[key]
-        }
-        return [
-            sized.get(job.request_id, job) for job in jobs if job.request_id not in refused
-        ], refused
 
     async def _generate(
         self,

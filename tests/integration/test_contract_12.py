@@ -137,6 +137,13 @@ async def test_image_to_image_differs_from_text_to_image_and_reproduces_byte_for
         (second,) = (await results(client, ["i2i"])).values()
     assert second.audit is not None and second.audit.duration_sec != "0.000"  # not from store
     assert image_bytes(store, second) == image
+    # With reuse on (the default), a redelivery is answered from the store: its request digest,
+    # known before the input is read, matches what the first delivery stored.
+    async with GenerationClient(settings) as client, running_worker(settings):
+        await client.submit(body("i2i", seed=7, init_image=init, strength=0.5))
+        (third,) = (await results(client, ["i2i"])).values()
+    assert third.status == "completed" and third.audit is not None
+    assert third.audit.duration_sec == "0.000" and third.images[0].key == ref.key
 
 
 async def test_each_refusal_gets_its_code(settings: Settings) -> None:

@@ -26,6 +26,7 @@ from consumer.generation.engine.memory import free_memory, guard_generation, pip
 from consumer.generation.engine.protocol import (
     EngineError,
     JobOutput,
+    PurgeResult,
     StepHook,
     one_batch,
     split_outputs,
@@ -147,6 +148,11 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         except (RuntimeError, ValueError, TypeError) as exc:
             raise EngineError(ErrorCode.GENERATION_FAILED, f"generation failed: {exc}") from exc
         return list(result.images)
+
+    def purge(self, model_id: str | None = None) -> PurgeResult:
+        """As the cache's purge; failed adapter loads (1.2) are forgotten too."""
+        self._loras.forget()
+        return super().purge(model_id)
 
     def describe(self) -> dict[str, object]:
         return {
