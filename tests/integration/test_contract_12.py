@@ -52,7 +52,8 @@ async def settings(make_settings: Callable[..., Settings]) -> Settings:
         max_input_image_bytes=60_000,
         input_prefix=f"inputs/{suffix}/",
     )
-    await create_topics(built.kafka_bootstrap_servers, [built.request_topic, built.result_topic], 2)
+    # One partition: requests sent before the worker starts all come in its first poll.
+    await create_topics(built.kafka_bootstrap_servers, [built.request_topic, built.result_topic], 1)
     return built
 
 
@@ -252,3 +253,14 @@ async def test_image_to_image_batches_and_each_image_matches_its_seed_alone(
     assert not np.array_equal(
         pixels(image_bytes(store, alone["alone-11"])), pixels(image_bytes(store, alone["alone-12"]))
     )
+
+
+def test_tiny_lora_builds_byte_identical(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from consumer.generation.engine.tiny_lora import LORA_WEIGHTS_FILENAME, ensure_tiny_lora
+
+    first = ensure_tiny_lora(tmp_path_factory.mktemp("first"))
+    second = ensure_tiny_lora(tmp_path_factory.mktemp("second"))
+    data = (first / LORA_WEIGHTS_FILENAME).read_bytes()
+    assert data == (second / LORA_WEIGHTS_FILENAME).read_bytes()
+    assert len(data) < 200_000  # tiny, as the model
+    assert ensure_tiny_lora(first.parent) == first  # built once

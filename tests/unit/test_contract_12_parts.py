@@ -256,3 +256,20 @@ async def test_v1_models_lists_the_allowed_adapters_without_their_sources(tmp_pa
     ]
     assert models["max_loras_per_request"] == 2 and models["input_prefix"] == "inputs/"
     assert "/srv/loras" not in str(models)
+
+
+def test_the_simulated_engine_draws_other_images_for_inputs_and_adapters() -> None:
+    from consumer.generation.engine.config import EngineConfig
+    from consumer.generation.engine.simulated import SimulatedEngine
+
+    engine = SimulatedEngine(
+        EngineConfig(models_dir=Path("m"), simulated_step_ms=0, simulated_load_ms=0)
+    )
+    steps: list[tuple[int, int]] = []
+    plain = engine.generate([job(steps=4)], 0)[0].images[0]
+    image = decode_input(encoded((64, 64)), 10**6)
+    read = sized_job(i2i(steps=4), image, 64, 2048)
+    drawn = engine.generate([read], 0, on_step=lambda done, total: steps.append((done, total)))
+    styled = engine.generate([job(steps=4, loras=(("a", 1.0),))], 0)[0].images[0]
+    assert steps == [(1, 2), (2, 2)]  # 4 steps x strength 0.5
+    assert len({plain.tobytes(), drawn[0].images[0].tobytes(), styled.tobytes()}) == 3

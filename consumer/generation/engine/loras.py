@@ -8,8 +8,9 @@
 - Each engine call activates its batch's set at its scales (`set_adapters`), or turns adapters
   off (`disable_lora`) for a call without any. They are never fused: the shared weights stay the
   base model's, and another call's set can never leak into this one.
-- An adapter that cannot be loaded is `lora_unavailable`, remembered for MODEL_RETRY_SECONDS as a
-  model's failure is (failures.py): meanwhile requests naming it fail at once.
+- An adapter that cannot be loaded is `lora_unavailable`, remembered (for that model) for
+  MODEL_RETRY_SECONDS as a model's failure is (failures.py): meanwhile requests naming it fail
+  at once.
 
 Called on the engine thread only, with the pipeline's call lock held.
 """
@@ -80,9 +81,9 @@ class LoraAdapters:
         """The adapters loaded in `pipeline`, least recently used first."""
         return list(getattr(pipeline, _STATE, None) or ())
 
-    def forget(self, name: str | None = None) -> None:
-        """Failed loads of one adapter (or all) are forgotten: the next request tries again."""
-        self._failures.forget(name)
+    def forget(self) -> None:
+        """Failed loads are forgotten: the next request naming one tries again."""
+        self._failures.forget()
 
     def _make_room(self, pipeline: Any, loaded: OrderedDict[str, None], keep: list[str]) -> None:
         for victim in [name for name in loaded if name not in keep]:
@@ -93,7 +94,9 @@ class LoraAdapters:
             log.info("LoRA adapter %s unloaded (MAX_LORAS_CACHE)", victim)
 
     def _load(self, pipeline: Any, model_id: str, name: str) -> None:
-        refusal = self._failures.refusal(name)
+        # Remembered per model: an adapter made for one base model may well load on another.
+        failure_key = f"{name}\0{model_id}"
+        refusal = self._failures.refusal(failure_key)
         if refusal is not None:
             raise refusal
         self.loads.append(name)
@@ -112,7 +115,7 @@ class LoraAdapters:
                 f"LoRA '{name}' cannot be loaded on {model_id}: {detail}",
             )
             log.warning("LoRA adapter %s failed to load", name, exc_info=exc)
-            self._failures.remember(name, error)
+            self._failures.remember(failure_key, error)
             raise error from exc
         log.info("LoRA adapter %s loaded into %s", name, model_id)
 
