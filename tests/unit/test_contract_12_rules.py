@@ -189,3 +189,25 @@ def test_the_contract_page_s_1_2_example_is_what_the_contract_reads() -> None:
     outcome = parse_request(example.encode(), limits)
     assert isinstance(outcome, Accepted)
     assert outcome.request.params.init_image is not None and outcome.request.params.loras
+
+
+def test_submit_uploads_its_init_image_and_takes_its_size(tmp_path: Any) -> None:
+    from consumer.__main__ import _add_inputs, _request, build_parser
+    from consumer.settings import Settings
+    from storage import build_store
+
+    picture = tmp_path / "photo.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    settings = Settings(_env_file=None, data_dir=tmp_path, storage_backend="local")  # type: ignore[call-arg]
+    argv = ["submit", "a cat", "--init-image", str(picture), "--strength", "0.75", "--steps", "2"]
+    args = build_parser().parse_args([*argv, "--height", "256", "--lora", "tiny-lora:0.5"])
+    request = _request(args, unique=True)
+    _add_inputs(settings, args, request)
+    params = request["params"]
+    assert isinstance(params, dict)
+    key = params["init_image"]["key"]
+    assert key.startswith("inputs/") and build_store(settings).get(key) == picture.read_bytes()
+    assert "width" not in params and params["height"] == 256  # the width is the picture's
+    assert params["strength"] == 0.75 and params["loras"] == [{"name": "tiny-lora", "scale": 0.5}]
+    plain = build_parser().parse_args(["submit", "a cat"])
+    assert _request(plain, unique=True)["params"]["width"] == 512  # type: ignore[index]
