@@ -10,7 +10,13 @@ from typing import Any
 
 import torch
 
-from consumer.generation.engine.activity import COMPILING, GENERATING, EngineActivity, PhaseMark
+from consumer.generation.engine.activity import (
+    COMPILING,
+    GENERATING,
+    LOADING,
+    EngineActivity,
+    PhaseMark,
+)
 from consumer.generation.engine.cache import CacheBackedEngine, ModelCache
 from consumer.generation.engine.compiling import CompiledShapes, call_shape
 from consumer.generation.engine.config import EngineConfig
@@ -97,6 +103,7 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         first = one_batch(jobs)
         shape = call_shape(jobs)
         with self._cache.use(first.model) as pipeline:
+            self._use_loras(pipeline, first)
             compiles = _compiled(pipeline) and self._compiled_shapes.is_new(first.model, shape)
             with self.activity.phase(COMPILING if compiles else GENERATING, first.model) as phase:
                 started = time.perf_counter()
@@ -106,11 +113,19 @@ class DiffusersEngine(CacheBackedEngine[Any]):
 
                 total = first.denoising_steps
                 guard = _step_guard(phase, timeout_seconds, cancel, on_step, total, compiled)
-                self._loras.apply(pipeline, first.model, first.loras)
                 images = self._run(pipeline, jobs, guard)
                 duration = time.perf_counter() - started
             del pipeline  # leaving the block may unload it: no reference may outlive the block
         return split_outputs(jobs, images, duration)
+
+    def _use_loras(self, pipeline: Any, job: GenerationJob) -> None:
+        """The batch's adapters (1.2), before the call: loading one is a load for the watchdog,
+        and not part of the generation's time limit."""
+        if not job.loras:
+            self._loras.apply(pipeline, job.model, ())  # turns adapters off, if any
+            return
+        with self.activity.phase(LOADING, job.model):
+            self._loras.apply(pipeline, job.model, job.loras)
 
     def _run(self, pipeline: Any, jobs: Sequence[GenerationJob], guard: Any) -> list[Any]:
         first = jobs[0]
