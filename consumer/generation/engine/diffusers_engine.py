@@ -192,10 +192,18 @@ def image_to_image(pipeline: Any) -> Any:
     if made is None:
         from diffusers import AutoPipelineForImage2Image
 
+        # Each call of a VAE that must run in fp32 (force_upcast: SDXL's stock VAE) casts it
+        # there and back to encode the input, and diffusers warns about it every time.
+        logging.getLogger("diffusers.models.modeling_utils").addFilter(_quiet_upcast)
+
         made = AutoPipelineForImage2Image.from_pipe(pipeline)
         made.set_progress_bar_config(disable=True)
         setattr(pipeline, _IMAGE_TO_IMAGE, made)
     return made
+
+
+def _quiet_upcast(record: logging.LogRecord) -> bool:
+    return "should be kept in float32" not in record.getMessage()
 
 
 def _compiled(pipeline: Any) -> bool:
