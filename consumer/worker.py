@@ -25,6 +25,7 @@ from aiokafka.errors import IllegalStateError
 from consumer.generation.batch_runner import BatchRunner
 from consumer.generation.engine import Engine
 from consumer.generation.inflight import BatchRun
+from consumer.generation.inputs import InputReader
 from consumer.generation.processing import BatchProcessor
 from consumer.generation.scheduler import Scheduler
 from consumer.intake import kafka_io
@@ -98,6 +99,12 @@ class Worker:
             io_threads=self._io_threads,
             on_storage_retry=self.metrics.storage_retries.inc,
             stops=self._stops.due,
+            inputs=InputReader(
+                store,
+                int(settings.max_input_image_bytes),
+                settings.min_image_size,
+                settings.max_image_size,
+            ),
         )
         self._stopping = asyncio.Event()  # intake stops; retries on the intake path give up
         self._abandoning = asyncio.Event()  # the drain deadline passed; every retry gives up

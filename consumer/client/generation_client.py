@@ -5,6 +5,8 @@
         async for event in client.progress(request_id):
             print(event.stage, event.step, event.total_steps)
         result = await client.wait(request_id, timeout=60)
+        # image-to-image (1.2): params = {"init_image": await client.upload_init_image(png),
+        #                                  "strength": 0.5, "steps": 2}
 
 It imports neither torch nor diffusers (the contract, the settings and aiokafka only), so any
 service can use it. Listening starts in `start()`, from the end of the result and progress
@@ -25,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from consumer.client.inputs import upload_init_image
 from consumer.intake import kafka_io
 from consumer.intake.config import KafkaConfig
 from consumer.settings import Settings
@@ -33,6 +36,7 @@ from schemas import CancelCommand, GenerationRequest, GenerationResult, Progress
 from schemas.cloudevents import CONTROL_TYPE, REQUEST_TYPE, ce_source, cloudevent_headers
 from schemas.control import control_value
 from schemas.progress import parse_progress
+from storage import ImageStore, build_store
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +150,16 @@ class GenerationClient:
         if not self.settings.priority_topic:
             raise ValueError("PRIORITY_TOPIC is empty: there is no priority lane")
         return self.settings.priority_topic
+
+    async def upload_init_image(
+        self, data: bytes, store: ImageStore | None = None
+    ) -> dict[str, str]:
+        """Image-to-image (1.2): store a PNG, JPEG or WebP image under INPUT_PREFIX in the
+        worker's bucket (`store`, else one built from the settings) and return the
+        `params.init_image` naming it: `{"key": "inputs/<sha256>.png"}`."""
+        target = store or build_store(self.settings)
+        prefix = self.settings.input_prefix
+        return await asyncio.to_thread(upload_init_image, target, prefix, data)
 
     async def cancel(self, request_id: str) -> None:
         """Ask every worker to cancel `request_id` (ValueError for an invalid id). The request's
