@@ -145,6 +145,7 @@ def make_settings(stack: Stack, name: str, **overrides: Any) -> Settings:
         "kafka_bootstrap_servers": stack.bootstrap, "request_topic": f"{name}.requests",
         "result_topic": f"{name}.results", "dlq_topic": f"{name}.dlq", "group_id": f"{name}.g",
         "control_topic": f"{name}.control", "progress_topic": f"{name}.progress",
+        "priority_topic": f"{name}.priority",
         "kafka_session_timeout_ms": 6000, "kafka_enable_idempotence": False,
         "s3_endpoint_url": s3.endpoint_url, "s3_bucket": s3.bucket, "s3_key_prefix": name,
         "aws_access_key_id": s3.access_key, "aws_secret_access_key": s3.secret_key,
@@ -157,7 +158,8 @@ def worker_topics(settings: Settings) -> list[str]:
     """Every topic a worker uses, created before it starts, as in production (the Kubernetes
     topic Job): a missing control topic would have the worker retry its listener meanwhile."""
     topics = [settings.request_topic, settings.result_topic, settings.dlq_topic]
-    return topics + [t for t in (settings.control_topic, settings.progress_topic) if t]
+    optional = (settings.priority_topic, settings.control_topic, settings.progress_topic)
+    return topics + [t for t in optional if t]
 
 
 def job(settings: Settings, size: int, seeds: tuple[int, ...], rid: str = "warm") -> GenerationJob:

@@ -28,8 +28,8 @@ def _add_request_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt")
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=None, help="default 512 (or the input's)")
+    parser.add_argument("--height", type=int, default=None, help="default 512 (or the input's)")
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--cfg", type=float, default=0.0)
     parser.add_argument("--num-images", type=int, default=1)
@@ -64,6 +64,26 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--progress", action="store_true", help="show progress events (PROGRESS_TOPIC)"
     )
+    submit.add_argument(
+        "--priority",
+        action="store_true",
+        help="send to PRIORITY_TOPIC: starts before every regular request waiting",
+    )
+    submit.add_argument(
+        "--init-image",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="image-to-image (1.2): upload FILE under INPUT_PREFIX and start from it",
+    )
+    submit.add_argument("--strength", type=float, default=None, help="with --init-image (0.5)")
+    submit.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="NAME:SCALE",
+        help="a LoRA adapter of ALLOWED_LORAS (1.2); repeat for more",
+    )
 
     cancel = commands.add_parser("cancel", help="ask the workers to cancel a request")
     cancel.add_argument("request_id")
@@ -91,8 +111,8 @@ def _request(
     return request_from_args(
         args.prompt,
         seed=args.seed,
-        width=args.width,
-        height=args.height,
+        width=args.width or 512,
+        height=args.height or 512,
         steps=args.steps,
         cfg=args.cfg,
         num_images=args.num_images,
@@ -127,13 +147,18 @@ def _generate(settings: Settings, args: argparse.Namespace) -> int:
 def _submit(settings: Settings, args: argparse.Namespace) -> int:
     from consumer.client.oneshot import InvalidRequestError, format_for_out
     from consumer.client.submit import download, run_submit
+    from storage import StorageError
 
     try:
         request = _request(args, unique=True, image_format=format_for_out(args.save, args.format))
-    except InvalidRequestError as exc:
+        _add_inputs(settings, args, request)
+    except (InvalidRequestError, ValueError, OSError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = run_submit(settings, request, args.wait, show_progress=args.progress)
+    if args.priority and not settings.priority_topic:
+        print("error: --priority: PRIORITY_TOPIC is empty (no priority lane)", file=sys.stderr)
+        return 2
+    result = run_submit(settings, request, args.wait, args.progress, args.priority)
     if result is None:
         print(f"no result within {args.wait:.0f}s: is a worker running?", file=sys.stderr)
         return 2
@@ -152,6 +177,25 @@ def _submit(settings: Settings, args: argparse.Namespace) -> int:
     if not saved:
         return 2
     return 0 if result.status == "completed" else 1
+
+
+def _add_inputs(settings: Settings, args: argparse.Namespace, request: dict[str, object]) -> None:
+    """--init-image (uploaded now; its size unless --width/--height), --strength, --lora."""
+    from consumer.client.inputs import lora_params, upload_init_image
+    from storage import build_store
+
+    params = request["params"]
+    assert isinstance(params, dict)
+    if args.init_image is not None:
+        data = args.init_image.read_bytes()
+        params["init_image"] = upload_init_image(build_store(settings), settings.input_prefix, data)
+        for side in ("width", "height"):
+            if getattr(args, side) is None:
+                params.pop(side, None)
+    if args.strength is not None:
+        params["strength"] = args.strength
+    if args.lora:
+        params["loras"] = lora_params(args.lora)
 
 
 def _cancel(settings: Settings, args: argparse.Namespace) -> int:

@@ -43,7 +43,7 @@ async def serve(
     if settings.engine == "simulated":
         log.warning(
             "ENGINE=simulated: every request on %s (group %s) is answered with synthetic images",
-            settings.request_topic,
+            " and ".join(t for t in (settings.request_topic, settings.priority_topic) if t),
             settings.group_id,
         )
     worker = Worker(

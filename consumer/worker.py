@@ -1,9 +1,10 @@
 """The Kafka worker: one group member that turns request records into result records.
 
 Acknowledgement (acks.py): images stored, result acknowledged by the broker, then the offset
-committed, never past a request that is not finished. Intake reserves capacity first: when
-`max_batches_in_flight` batches are running, partitions are paused and the loop keeps polling,
-so heartbeats and the poll interval never lapse during a long batch; whatever a poll returns is
+committed, never past a request that is not finished. Intake (intake/loop.py) reserves capacity
+first: when `max_batches_in_flight` batches are running, the regular partitions are paused and
+the loop keeps polling (PRIORITY_TOPIC's partitions while there is room for priority work), so
+heartbeats and the poll interval never lapse during a long batch; whatever a poll returns is
 taken and queued, never dropped. A watchdog (watchdog.py) turns a hung engine or a stalled
 intake into an unhealthy worker that stops and exits non-zero, leaving the stuck work
 uncommitted for redelivery.
@@ -14,24 +15,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import IllegalStateError
 
 from consumer.generation.batch_runner import BatchRunner
 from consumer.generation.engine import Engine
 from consumer.generation.inflight import BatchRun
+from consumer.generation.inputs import InputReader
 from consumer.generation.processing import BatchProcessor
 from consumer.generation.scheduler import Scheduler
 from consumer.intake import kafka_io
 from consumer.intake.config import ControlConfig, KafkaConfig, PollingConfig
 from consumer.intake.control import ControlListener, StopBoard
-from consumer.intake.polling import Poller
+from consumer.intake.lanes import Lanes
+from consumer.intake.loop import Intake, gate
 from consumer.intake.rebalance import RebalanceListener
 from consumer.ops.health import Health, HealthConfig
 from consumer.ops.metrics import WorkerMetrics
@@ -39,13 +40,13 @@ from consumer.output.acknowledgement import Acknowledger
 from consumer.output.answers import Answers
 from consumer.output.config import OutputConfig
 from consumer.output.progress import ProgressReporter
-from consumer.output.publishing import BrokerGaveUp, Publisher, Unpublishable
+from consumer.output.publishing import Publisher
 from consumer.requests.config import TriageConfig
 from consumer.requests.journal import AttemptJournal, owner_id
 from consumer.requests.lookup import StoreLookup
 from consumer.requests.triage import Triage, Work
 from consumer.settings import Settings
-from consumer.stoppable import StopRequested, event_within, unless_set
+from consumer.stoppable import StopRequested, unless_set
 from storage import ImageStore
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,12 @@ class Worker:
         self._store = store
         self._exit_when_idle = exit_when_idle
         self._clients = clients
+        self._lanes = Lanes(settings.request_topic, settings.priority_topic)
         self._scheduler = Scheduler(
-            settings.max_batches_in_flight, settings.batch_lookahead, engine.loaded_models
+            settings.max_batches_in_flight,
+            settings.batch_lookahead,
+            engine.loaded_models,
+            urgent=lambda batch: self._lanes.urgent(batch[0].record.topic),
         )
         self._stops = StopBoard(settings.cancel_retention_seconds, holds=self._scheduler.holds)
         self._engine_thread = engine_thread or ThreadPoolExecutor(1, thread_name_prefix="engine")
@@ -94,12 +99,18 @@ class Worker:
             io_threads=self._io_threads,
             on_storage_retry=self.metrics.storage_retries.inc,
             stops=self._stops.due,
+            inputs=InputReader(
+                store,
+                int(settings.max_input_image_bytes),
+                settings.min_image_size,
+                settings.max_image_size,
+            ),
         )
         self._stopping = asyncio.Event()  # intake stops; retries on the intake path give up
         self._abandoning = asyncio.Event()  # the drain deadline passed; every retry gives up
         self._consumer: AIOKafkaConsumer | None = None
         self._acks: Acknowledger | None = None
-        self._triage: Triage | None = None
+        self._intake_loop: Intake | None = None
         self._runner: BatchRunner | None = None
         self._journal: AttemptJournal | None = None
         self.draining = False
@@ -158,10 +169,6 @@ class Worker:
     def assignment(self) -> list[TopicPartition]:
         return sorted(self._consumer.assignment()) if self._consumer is not None else []
 
-    @property
-    def busy(self) -> bool:
-        return self._scheduler.room() <= 0
-
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -206,7 +213,7 @@ class Worker:
         )
         progress = ProgressReporter(output, producer, self.metrics)
         answers = Answers(acks, self.metrics, progress, journal, settings.log_prompts)
-        self._triage = Triage(
+        triaged = Triage(
             TriageConfig.from_settings(settings),
             acks,
             answers,
@@ -216,11 +223,20 @@ class Worker:
             progress,
             step=self.health.step,
         )
+        self._intake_loop = Intake(
+            self._scheduler,
+            self._lanes,
+            triaged,
+            self._run,
+            self._stopping,
+            self.health.step,
+            self.fail,
+        )
         self._runner = BatchRunner(
             answers, self.metrics, journal, progress, self._processor, self._abandoning, self.fail
         )
         listener = RebalanceListener(self, consumer)
-        consumer.subscribe([settings.request_topic], listener=listener)
+        consumer.subscribe(self._lanes.topics, listener=listener)
 
     async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
         if self._clients is not None:
@@ -257,39 +273,9 @@ class Worker:
     # --- intake ---------------------------------------------------------------------------------
 
     async def _intake(self, consumer: AIOKafkaConsumer) -> None:
-        poller = Poller(consumer, PollingConfig.from_settings(self.settings), self.metrics)
-        in_flight = self._scheduler.in_flight
-        idle_since = time.monotonic()
-        while not self._stopping.is_set():
-            self.health.step()
-            in_flight.slot_freed.clear()  # before counting: a slot freed from now wakes us
-            self._scheduler.start_ready(self._run)
-            if self.busy:
-                consumer.pause(*consumer.assignment())
-                await event_within(in_flight.slot_freed, 1.0)
-                await self._take(await poller.keep_alive())
-                continue
-            consumer.resume(*consumer.paused())
-            records = await poller.fetch(self._scheduler.room() * self.settings.max_batch_size)
-            if records or in_flight:
-                idle_since = time.monotonic()
-            elif self._idle_for(idle_since):
-                log.info("idle: stopping")
-                return
-            await self._take(records)
-
-    async def _take(self, records: list[ConsumerRecord[Any, Any]]) -> None:
-        """Triage what a poll returned and queue the valid requests as batches."""
-        assert self._triage is not None
-        try:
-            self._scheduler.add(await self._triage(records, until=self._stopping))
-        except BrokerGaveUp:
-            pass  # stopping while the broker is away: left uncommitted
-        except Unpublishable as exc:
-            self.fail(f"the broker refuses every record: {exc}")
-
-    def _idle_for(self, since: float) -> bool:
-        return self._exit_when_idle is not None and time.monotonic() - since >= self._exit_when_idle
+        assert self._intake_loop is not None
+        polling = PollingConfig.from_settings(self.settings)
+        await self._intake_loop.run(consumer, polling, self.metrics, self._exit_when_idle)
 
     # --- batches --------------------------------------------------------------------------------
 
@@ -309,7 +295,7 @@ class Worker:
         self._release(self._scheduler.drop_waiting(revoked))
         for tp in revoked:  # another member reports these partitions now
             with contextlib.suppress(KeyError):
-                self.metrics.consumer_lag.remove(str(tp.partition))
+                self.metrics.lag_gauge(self._lanes.urgent(tp.topic)).remove(str(tp.partition))
         bound = min(
             self.settings.drain_timeout_seconds, self.settings.kafka_session_timeout_ms / 2000
         )
@@ -321,10 +307,13 @@ class Worker:
             self._journal.released({(tp.topic, tp.partition) for tp in revoked})
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
-        """Newly assigned partitions start unpaused: pause them while this worker is busy, so
-        that their records wait in the broker rather than in a poll that nobody asked for."""
-        if self.busy or self._stopping.is_set():
+        """Newly assigned partitions start unpaused: pause those of a lane with no room for more
+        work (loop.gate), so that their records wait in the broker rather than in a poll that
+        nobody asked for."""
+        if self._stopping.is_set():
             consumer.pause(*assigned)
+        else:
+            gate(consumer, self._lanes, self._scheduler)
         if self._acks is not None:
             await self._acks.on_assigned(assigned)
         if self._journal is not None:  # before any of their records is triaged

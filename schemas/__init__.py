@@ -1,4 +1,4 @@
-"""Event contract 1.1: request, result, progress and control events, their errors, the request
+"""Event contract 1.2: request, result, progress and control events, their errors, the request
 validator, and the CloudEvents headers (schemas.cloudevents)."""
 
 from schemas.control import CancelCommand, ControlCommand, parse_control

@@ -17,7 +17,7 @@ from schemas.result import GenerationResult
 
 ASYNCAPI_FILE = "asyncapi.json"
 # File stem -> model and mode: what a producer may send is validation, what a worker writes is
-# serialization. "v1": the major version; 1.1 only added optional fields.
+# serialization. "v1": the major version; 1.1 and 1.2 only added optional fields.
 _MODELS: dict[str, tuple[type[BaseModel], Any]] = {
     "request": (GenerationRequest, "validation"),
     "result": (GenerationResult, "serialization"),

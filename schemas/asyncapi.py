@@ -33,6 +33,7 @@ _SCHEMAS = "#/components/schemas/"
 # Channel id -> (default topic, the setting that changes it).
 TOPICS: dict[str, tuple[str, str]] = {
     "requests": ("generation.requests", "REQUEST_TOPIC"),
+    "priorityRequests": ("generation.requests.priority", "PRIORITY_TOPIC"),
     "results": ("generation.results", "RESULT_TOPIC"),
     "progress": ("generation.progress", "PROGRESS_TOPIC"),
     "control": ("generation.control", "CONTROL_TOPIC"),
@@ -41,6 +42,7 @@ TOPICS: dict[str, tuple[str, str]] = {
 # Channel id -> its one message (the component of the same name).
 _CHANNEL_MESSAGES = {
     "requests": "GenerationRequest",
+    "priorityRequests": "GenerationRequest",
     "results": "GenerationResult",
     "progress": "ProgressEvent",
     "control": "ControlCommand",
@@ -136,10 +138,19 @@ def _operations() -> dict[str, Any]:
     receive = _operation(
         "receive", "requests", "Validate, generate, store the images, answer, commit."
     )
-    receive["bindings"] = {"kafka": {"groupId": group, "bindingVersion": KAFKA_BINDING_VERSION}}
-    receive["reply"] = {"channel": {"$ref": "#/channels/results"}}
+    urgent = _operation(
+        "receive",
+        "priorityRequests",
+        "The priority lane: the same contract and answers, started before every request of "
+        "REQUEST_TOPIC not yet running. Empty PRIORITY_TOPIC: no lane.",
+    )
+    for operation in (receive, urgent):
+        binding = {"groupId": group, "bindingVersion": KAFKA_BINDING_VERSION}
+        operation["bindings"] = {"kafka": binding}
+        operation["reply"] = {"channel": {"$ref": "#/channels/results"}}
     return {
         "receiveRequests": receive,
+        "receivePriorityRequests": urgent,
         "sendResults": _operation("send", "results", "Exactly one answer per request_id."),
         "sendProgress": _operation("send", "progress", "Best effort; for display only."),
         "receiveControl": _operation("receive", "control", "Every worker reads every command."),

@@ -41,6 +41,18 @@ class ErrorCode(StrEnum):
     # The request_id was used before with other generation parameters (status `rejected`): an
     # idempotency key reused for another request is refused, never answered by an overwrite.
     REQUEST_ID_CONFLICT = "request_id_conflict"
+    # Contract 1.2, image-to-image (status `rejected`): the init image's key is outside
+    # INPUT_PREFIX (found by validation), or the object there is missing, not PNG/JPEG/WebP,
+    # over MAX_INPUT_IMAGE_BYTES or 2048 x 2048 pixels, or cannot be decoded (found when read).
+    INIT_IMAGE_NOT_ALLOWED = "init_image_not_allowed"
+    INIT_IMAGE_NOT_FOUND = "init_image_not_found"
+    INIT_IMAGE_UNSUPPORTED_FORMAT = "init_image_unsupported_format"
+    INIT_IMAGE_TOO_LARGE = "init_image_too_large"
+    INIT_IMAGE_UNDECODABLE = "init_image_undecodable"
+    # Contract 1.2, LoRA adapters: one is not in ALLOWED_LORAS (`rejected`), or it is but cannot
+    # be loaded (`failed`).
+    LORA_NOT_ALLOWED = "lora_not_allowed"
+    LORA_UNAVAILABLE = "lora_unavailable"
 
 
 # The public text of each code: short and fixed. Results never carry exception text, paths, the
@@ -65,7 +77,27 @@ PUBLIC_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.REQUEST_ID_CONFLICT: (
         "the request_id was already used with other parameters; use a new request_id"
     ),
+    ErrorCode.INIT_IMAGE_NOT_ALLOWED: "params.init_image.key is outside the worker's input prefix",
+    ErrorCode.INIT_IMAGE_NOT_FOUND: "the init image does not exist in the worker's store",
+    ErrorCode.INIT_IMAGE_UNSUPPORTED_FORMAT: "the init image is not a PNG, JPEG or WebP image",
+    ErrorCode.INIT_IMAGE_TOO_LARGE: "the init image is larger than the worker accepts",
+    ErrorCode.INIT_IMAGE_UNDECODABLE: "the init image cannot be decoded",
+    ErrorCode.LORA_NOT_ALLOWED: "a requested LoRA adapter is not allowed on this worker",
+    ErrorCode.LORA_UNAVAILABLE: "a LoRA adapter is allowed but cannot be loaded on this worker",
 }
+
+# Codes a request that cannot be completed is answered `rejected` with (GenerationResult.failed).
+REJECTED_CODES: frozenset[ErrorCode] = frozenset(
+    {
+        ErrorCode.REQUEST_ID_CONFLICT,
+        ErrorCode.INIT_IMAGE_NOT_ALLOWED,
+        ErrorCode.INIT_IMAGE_NOT_FOUND,
+        ErrorCode.INIT_IMAGE_UNSUPPORTED_FORMAT,
+        ErrorCode.INIT_IMAGE_TOO_LARGE,
+        ErrorCode.INIT_IMAGE_UNDECODABLE,
+        ErrorCode.LORA_NOT_ALLOWED,
+    }
+)
 
 
 # Caps on what one rejected result can carry: an event with thousands of unknown keys must not
@@ -119,6 +151,24 @@ class ViolationCode(StrEnum):
     UNSUPPORTED_FORMAT = "unsupported_format"
     QUALITY_OUT_OF_RANGE = "quality_out_of_range"
     QUALITY_NOT_APPLICABLE = "quality_not_applicable"
+    # Contract 1.2.
+    INIT_IMAGE_NOT_ALLOWED = "init_image_not_allowed"
+    STRENGTH_OUT_OF_RANGE = "strength_out_of_range"
+    STRENGTH_WITHOUT_INIT_IMAGE = "strength_without_init_image"
+    TOO_FEW_STEPS_FOR_STRENGTH = "too_few_steps_for_strength"
+    TOO_MANY_LORAS = "too_many_loras"
+    DUPLICATE_LORA = "duplicate_lora"
+    LORA_NOT_ALLOWED = "lora_not_allowed"
+    LORA_SCALE_OUT_OF_RANGE = "lora_scale_out_of_range"
+
+
+# A request whose violations all have one of these codes gets that error code instead of
+# `invalid_request`: the request is well formed, only not admitted on this worker.
+SOLE_VIOLATION_CODES: dict[ViolationCode, ErrorCode] = {
+    ViolationCode.MODEL_NOT_ALLOWED: ErrorCode.MODEL_NOT_ALLOWED,
+    ViolationCode.INIT_IMAGE_NOT_ALLOWED: ErrorCode.INIT_IMAGE_NOT_ALLOWED,
+    ViolationCode.LORA_NOT_ALLOWED: ErrorCode.LORA_NOT_ALLOWED,
+}
 
 
 def _clipped(limit: int) -> AfterValidator:
@@ -165,10 +215,9 @@ class ErrorInfo(BaseModel):
     def from_violations(cls, violations: list[Violation], omitted: int = 0) -> ErrorInfo:
         """The first MAX_VIOLATIONS violations; `omitted` counts those the caller never built."""
         kept = violations[:MAX_VIOLATIONS]
-        only_model = {v.code for v in violations} == {ViolationCode.MODEL_NOT_ALLOWED}
-        top = (
-            ErrorCode.MODEL_NOT_ALLOWED if only_model and not omitted else ErrorCode.INVALID_REQUEST
-        )
+        codes = {v.code for v in violations}
+        sole = SOLE_VIOLATION_CODES.get(next(iter(codes))) if len(codes) == 1 else None
+        top = sole if sole is not None and not omitted else ErrorCode.INVALID_REQUEST
         return cls(
             code=top,
             message="; ".join(v.message for v in kept),

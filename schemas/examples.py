@@ -61,6 +61,18 @@ REQUEST_V1_1 = {
     "deadline": "2026-05-01T12:05:00Z",
     "params": {"seed": 123456789, "format": "webp", "quality": 85},
 }
+REQUEST_V1_2 = {
+    "request_id": "req-8f2e",
+    "schema_version": "1.2",
+    "prompt": "the same product photo as a watercolor",
+    "params": {
+        "init_image": {"key": "inputs/5d41402abc4b2a76b9719d911017c592.png"},
+        "strength": 0.5,
+        "steps": 2,
+        "seed": 7,
+        "loras": [{"name": "watercolor-style", "scale": 0.8}],
+    },
+}
 REQUEST_EXAMPLES: list[dict[str, Any]] = [
     {"name": "v1", "summary": "A version-1 request: still valid.", "payload": REQUEST_V1},
     {
@@ -68,6 +80,11 @@ REQUEST_EXAMPLES: list[dict[str, Any]] = [
         "summary": "With a deadline and WebP output, from a producer that sets CloudEvents.",
         "headers": _traced(_headers(REQUEST_TYPE, "client:shop-api", "req-8f2c", 1)),
         "payload": REQUEST_V1_1,
+    },
+    {
+        "name": "v1.2",
+        "summary": "Image-to-image from an uploaded picture, with a LoRA adapter (1.2).",
+        "payload": REQUEST_V1_2,
     },
 ]
 
@@ -113,6 +130,31 @@ RESULT_EXAMPLES: list[dict[str, Any]] = [
             "audit": _AUDIT,
             "error": None,
         },
+    },
+    {
+        "name": "completed-image-to-image",
+        "summary": "1.2: the init image's digest and the adapters applied are in the audit.",
+        "payload": {
+            "request_id": "req-8f2e",
+            "status": "completed",
+            "images": [_IMAGE | {"key": "req-8f2e/0.png", "content_type": "image/png"}],
+            "audit": _AUDIT
+            | {
+                "init_image_sha256": (
+                    "9f2b5c1d0e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c"
+                ),
+                "loras": [{"name": "watercolor-style", "scale": 0.8}],
+            },
+            "error": None,
+        },
+    },
+    {
+        "name": "init_image_not_found",
+        "payload": _failure(
+            "rejected",
+            "init_image_not_found",
+            "the init image does not exist in the worker's store",
+        ),
     },
     {
         "name": "expired",

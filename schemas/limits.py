@@ -7,6 +7,7 @@ from dataclasses import dataclass
 ABSOLUTE_MAX_IMAGE_SIZE = 2048
 SIZE_MULTIPLE = 8
 MAX_SEED = 2**63 - 1
+DEFAULT_INPUT_PREFIX = "inputs/"
 
 
 @dataclass(frozen=True)
@@ -24,3 +25,7 @@ class RequestLimits:
     max_event_bytes: int = 1024 * 1024
     # In units of the default request (schemas/cost.py); 0 = no budget.
     max_request_cost: float = 500.0
+    # Contract 1.2: where init images may be read from, and the LoRA adapters a request may name.
+    input_prefix: str = DEFAULT_INPUT_PREFIX
+    allowed_loras: tuple[str, ...] = ()
+    max_loras_per_request: int = 2

@@ -1,5 +1,6 @@
-"""The `params` object of a request (contract 1.1): size, steps, guidance, seed, model, and the
-output format; the validation helpers that the request model shares.
+"""The `params` object of a request (contract 1.2): size, steps, guidance, seed, model, the
+output format (1.1), an init image and LoRA adapters (1.2, schemas/inputs.py); the validation
+helpers that the request model shares.
 
 Configurable limits travel in the validation context (`RequestLimits`), so the same models also
 produce a static JSON Schema with the absolute bounds.
@@ -15,6 +16,15 @@ from pydantic_core import PydanticCustomError
 
 from schemas.cost import request_cost
 from schemas.errors import MAX_FIELD_CHARS, ViolationCode, clip, has_lone_surrogate
+from schemas.inputs import (
+    DEFAULT_STRENGTH,
+    InitImageRef,
+    LoraRef,
+    check_init_image_key,
+    check_loras,
+    check_strength_range,
+    check_strength_use,
+)
 from schemas.limits import ABSOLUTE_MAX_IMAGE_SIZE, MAX_SEED, SIZE_MULTIPLE, RequestLimits
 
 OutputFormat = Literal["png", "jpeg", "webp"]
@@ -68,8 +78,18 @@ class GenerationParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
 
-    width: int = Field(512, multiple_of=SIZE_MULTIPLE, le=ABSOLUTE_MAX_IMAGE_SIZE)
-    height: int = Field(512, multiple_of=SIZE_MULTIPLE, le=ABSOLUTE_MAX_IMAGE_SIZE)
+    width: int = Field(
+        512,
+        multiple_of=SIZE_MULTIPLE,
+        le=ABSOLUTE_MAX_IMAGE_SIZE,
+        description="512 when absent; with an init image (1.2), the input's width.",
+    )
+    height: int = Field(
+        512,
+        multiple_of=SIZE_MULTIPLE,
+        le=ABSOLUTE_MAX_IMAGE_SIZE,
+        description="512 when absent; with an init image (1.2), the input's height.",
+    )
     steps: int = Field(1, ge=1)
     cfg: float = Field(0.0, ge=0)
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed of the first image.")
@@ -88,6 +108,20 @@ class GenerationParams(BaseModel):
             f"jpeg and webp only (1.1): encoder quality, {DEFAULT_QUALITY} when absent. "
             "Refused with png, which is lossless."
         ),
+    )
+    # Contract 1.2.
+    init_image: InitImageRef | None = Field(
+        None, description="Image-to-image (1.2): the image to start from, in the worker's bucket."
+    )
+    strength: float | None = Field(
+        None,
+        description=(
+            f"Image-to-image only (1.2): how far from the input, in (0, 1], {DEFAULT_STRENGTH} "
+            "when absent; steps x strength must be at least 1."
+        ),
+    )
+    loras: list[LoraRef] | None = Field(
+        None, description="LoRA adapters (1.2), each in the worker's ALLOWED_LORAS."
     )
 
     @field_validator("width", "height", mode="after")
@@ -158,9 +192,36 @@ class GenerationParams(BaseModel):
             )
         return value
 
+    @field_validator("init_image", mode="after")
+    @classmethod
+    def _check_init_image(
+        cls, value: InitImageRef | None, info: ValidationInfo
+    ) -> InitImageRef | None:
+        if value is not None:
+            check_init_image_key(value.key, limits_of(info))
+        return value
+
+    @field_validator("strength", mode="after")
+    @classmethod
+    def _check_strength(cls, value: float | None) -> float | None:
+        if value is not None:
+            check_strength_range(value)
+        return value
+
+    @field_validator("loras", mode="after")
+    @classmethod
+    def _check_loras(
+        cls, value: list[LoraRef] | None, info: ValidationInfo
+    ) -> list[LoraRef] | None:
+        if value is not None:
+            check_loras(value, limits_of(info))
+        return value
+
     @model_validator(mode="after")
     def _check_cost(self, info: ValidationInfo) -> GenerationParams:
-        """Runs only once every field is valid: the budget of schemas/cost.py."""
+        """Runs only once every field is valid: the strength's use (1.2), then the budget of
+        schemas/cost.py."""
+        check_strength_use(self.strength, self.init_image is not None, self.steps)
         budget = limits_of(info).max_request_cost
         if budget and self.cost > budget:
             raise violation(
@@ -174,7 +235,31 @@ class GenerationParams(BaseModel):
 
     @property
     def cost(self) -> float:
-        return request_cost(self.width, self.height, self.steps, self.num_images, self.cfg)
+        """A size taken from an init image (1.2) counts as the largest one it may have."""
+        width, height = self.requested_size
+        return request_cost(
+            width or ABSOLUTE_MAX_IMAGE_SIZE,
+            height or ABSOLUTE_MAX_IMAGE_SIZE,
+            self.steps,
+            self.num_images,
+            self.cfg,
+        )
+
+    @property
+    def requested_size(self) -> tuple[int, int]:
+        """(width, height), 0 for one an init image decides: not given with an init image."""
+        sized = self.init_image is None
+        return (
+            self.width if sized or "width" in self.model_fields_set else 0,
+            self.height if sized or "height" in self.model_fields_set else 0,
+        )
+
+    @property
+    def strength_or_default(self) -> float | None:
+        """The strength of an image-to-image request, None for text-to-image."""
+        if self.init_image is None:
+            return None
+        return DEFAULT_STRENGTH if self.strength is None else self.strength
 
     @property
     def model_name(self) -> str:

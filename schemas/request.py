@@ -1,7 +1,7 @@
-"""The request event (contract 1.1): its id, prompts, params (schemas/params.py), and the 1.1
+"""The request event (contract 1.2): its id, prompts, params (schemas/params.py), and the 1.1
 fields `schema_version` and `deadline`; the contract's version rule.
 
-Everything 1.1 added is optional: a version-1 request validates exactly as before.
+Everything 1.1 and 1.2 added is optional: a version-1 request validates exactly as before.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ RequestId = Annotated[
 
 # The contract's version: a request may declare the one it was written for in `schema_version`.
 # Minor versions only add optional fields, so any 1.x is read; another major version is refused.
-CONTRACT_VERSION = "1.1"
+CONTRACT_VERSION = "1.2"
 SUPPORTED_MAJOR_VERSION = 1
 SCHEMA_VERSION_PATTERN = r"^[0-9]{1,4}(\.[0-9]{1,4})?$"
 _SCHEMA_VERSION = re.compile(SCHEMA_VERSION_PATTERN)
@@ -61,7 +61,7 @@ class GenerationRequest(BaseModel):
     schema_version: str | None = Field(
         None,
         description=(
-            'Contract version the producer wrote, "1" or "1.1" (1.1); absent means 1. '
+            'Contract version the producer wrote, "1", "1.1" or "1.2" (1.1); absent means 1. '
             "A major version other than 1 is rejected with unsupported_version."
         ),
         json_schema_extra={"pattern": SCHEMA_VERSION_PATTERN},

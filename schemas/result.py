@@ -10,6 +10,7 @@ from schemas.errors import (
     MAX_FIELD_CHARS,
     MAX_VIOLATION_MESSAGE_CHARS,
     MAX_VIOLATIONS,
+    REJECTED_CODES,
     ErrorCode,
     ErrorInfo,
     clip,
@@ -36,7 +37,7 @@ _FAILURE_STATUSES: dict[ErrorCode, Status] = {
     ErrorCode.TIMEOUT: Status.TIMEOUT,
     ErrorCode.DEADLINE_EXCEEDED: Status.EXPIRED,
     ErrorCode.CANCELLED: Status.CANCELLED,
-    ErrorCode.REQUEST_ID_CONFLICT: Status.REJECTED,
+    **{code: Status.REJECTED for code in REJECTED_CODES},
 }
 
 
@@ -61,6 +62,13 @@ class ImageRef(BaseModel):
     )
 
 
+class AuditLora(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    scale: float
+
+
 class Audit(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -70,6 +78,17 @@ class Audit(BaseModel):
     duration_sec: str = Field(description="Wall time of the generation, seconds, as a string.")
     model: str
     note: str | None = Field(None, description="E.g. that the tiny test model draws noise.")
+    # 1.2, present only when used: results of other requests stay what 1.1 wrote.
+    init_image_sha256: str | None = Field(
+        None,
+        description="Image-to-image (1.2): SHA-256 (hex) of the init image's bytes.",
+        exclude_if=lambda value: value is None,
+    )
+    loras: list[AuditLora] | None = Field(
+        None,
+        description="LoRA adapters applied (1.2), with their scales.",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class GenerationResult(BaseModel):

@@ -188,6 +188,8 @@ def _violation(detail: ErrorDetails) -> Violation:
 
 
 def _code_for(kind: str, field: str) -> ViolationCode | None:
+    if kind == "string_too_short" and not field.endswith("prompt"):
+        return None  # an empty init_image.key or lora name (1.2): invalid_type
     if kind in ViolationCode._value2member_map_:
         return ViolationCode(kind)
     if kind in _RANGE_TYPES:

@@ -120,6 +120,18 @@ class LocalImageStore:
                 return None
             raise _wrap(exc, f"read {key!r}") from None
 
+    def get_prefix(self, key: str, limit: int) -> bytes | None:
+        """The file's first `limit` + 1 bytes at most (more than `limit`: it is larger), or
+        None when there is no file at root/key."""
+        target = self.path_for(key)
+        try:
+            with target.open("rb") as file:
+                return file.read(limit + 1)
+        except OSError as exc:
+            if exc.errno in _MISSING_ERRNOS:
+                return None
+            raise _wrap(exc, f"read {key!r}") from None
+
     def head(self, key: str) -> dict[str, str] | None:
         """The sidecar's metadata ({} without one), or None when there is no file at root/key."""
         target = self.path_for(key)

@@ -198,6 +198,25 @@ class S3ImageStore:
             raise self._wrap(exc, f"get {key!r}") from None
         return body
 
+    def get_prefix(self, key: str, limit: int) -> bytes | None:
+        """The object's first `limit` + 1 bytes at most (more than `limit`: the object is
+        larger), or None when it does not exist: an input is never read whole before its size
+        is known to be acceptable (a server that ignores the range is read that far only)."""
+        try:
+            response = self._client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}"
+            )
+            body: bytes = response["Body"].read(limit + 1)
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING_KEY_CODES:
+                return None
+            if _error_code(exc) == "InvalidRange":  # an empty object has no byte 0
+                return b""
+            raise self._wrap(exc, f"get {key!r}") from None
+        except BotoCoreError as exc:
+            raise self._wrap(exc, f"get {key!r}") from None
+        return body
+
     def head(self, key: str) -> dict[str, str] | None:
         """The object's user metadata ({} when none), or None when it does not exist."""
         try:

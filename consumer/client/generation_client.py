@@ -5,6 +5,8 @@
         async for event in client.progress(request_id):
             print(event.stage, event.step, event.total_steps)
         result = await client.wait(request_id, timeout=60)
+        # image-to-image (1.2): params = {"init_image": await client.upload_init_image(png),
+        #                                  "strength": 0.5, "steps": 2}
 
 It imports neither torch nor diffusers (the contract, the settings and aiokafka only), so any
 service can use it. Listening starts in `start()`, from the end of the result and progress
@@ -25,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from consumer.client.inputs import upload_init_image
 from consumer.intake import kafka_io
 from consumer.intake.config import KafkaConfig
 from consumer.settings import Settings
@@ -33,6 +36,7 @@ from schemas import CancelCommand, GenerationRequest, GenerationResult, Progress
 from schemas.cloudevents import CONTROL_TYPE, REQUEST_TYPE, ce_source, cloudevent_headers
 from schemas.control import control_value
 from schemas.progress import parse_progress
+from storage import ImageStore, build_store
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,9 @@ class GenerationClient:
 
     `listen=False` makes a send-only client (submit, cancel): no consumer is started, and
     `wait` / `progress` raise RuntimeError. `source` is the ce_source of what it sends
-    (default urn:sdxl-worker:client:<hostname>)."""
+    (default urn:sdxl-worker:client:<hostname>). `priority=True` sends requests to
+    PRIORITY_TOPIC (the priority lane: they start before every regular request waiting) unless
+    `submit` says otherwise."""
 
     def __init__(
         self,
@@ -68,8 +74,10 @@ class GenerationClient:
         listen: bool = True,
         source: str | None = None,
         connect_timeout: float = 30.0,
+        priority: bool = False,
     ) -> None:
         self.settings = settings
+        self.priority = priority
         self.source = source or ce_source(f"client:{socket.gethostname()}")
         self._listen = listen
         self._connect_timeout = connect_timeout
@@ -118,19 +126,40 @@ class GenerationClient:
         self,
         request: GenerationRequest | Mapping[str, Any],
         headers: Sequence[tuple[str, bytes]] = (),
+        priority: bool | None = None,
     ) -> str:
         """Send `request` (a model, or a JSON-able mapping: a missing request_id gets a fresh
         one) to REQUEST_TOPIC keyed by its request_id, with CloudEvents headers and `headers`
         (e.g. a traceparent); return the request_id. Validation is the worker's: a mapping is
-        sent as given, and an invalid one is answered `rejected`."""
+        sent as given, and an invalid one is answered `rejected`. `priority` (default: the
+        client's): to PRIORITY_TOPIC instead (ValueError when it is empty)."""
+        topic = self.request_topic(priority)
         request_id, value = _encode_request(request)
         self._watch(request_id)  # before sending: the result may come back at once
         record_headers = [
             *cloudevent_headers(REQUEST_TYPE, self.source, request_id),
             *headers,
         ]
-        await self._send(self.settings.request_topic, request_id, value, record_headers)
+        await self._send(topic, request_id, value, record_headers)
         return request_id
+
+    def request_topic(self, priority: bool | None = None) -> str:
+        """Where `submit` sends (`priority`: default, the client's); ValueError without a lane."""
+        if not (self.priority if priority is None else priority):
+            return self.settings.request_topic
+        if not self.settings.priority_topic:
+            raise ValueError("PRIORITY_TOPIC is empty: there is no priority lane")
+        return self.settings.priority_topic
+
+    async def upload_init_image(
+        self, data: bytes, store: ImageStore | None = None
+    ) -> dict[str, str]:
+        """Image-to-image (1.2): store a PNG, JPEG or WebP image under INPUT_PREFIX in the
+        worker's bucket (`store`, else one built from the settings) and return the
+        `params.init_image` naming it: `{"key": "inputs/<sha256>.png"}`."""
+        target = store or build_store(self.settings)
+        prefix = self.settings.input_prefix
+        return await asyncio.to_thread(upload_init_image, target, prefix, data)
 
     async def cancel(self, request_id: str) -> None:
         """Ask every worker to cancel `request_id` (ValueError for an invalid id). The request's

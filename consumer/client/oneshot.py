@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from consumer.generation.engine import EngineError, build_engine, plan_job
+from consumer.generation.inputs import InputReader
 from consumer.output.images import encode_output, store_output
 from consumer.settings import Settings
 from schemas import Accepted, ErrorCode, GenerationResult, Rejected, parse_request
@@ -34,6 +35,17 @@ def generate_once(
     if not isinstance(outcome, Accepted):  # no usable request_id: no result to hang it on
         raise InvalidRequestError(outcome.error.message)
     job = plan_job(outcome.request, settings.default_negative_prompt, settings.pinned_revisions())
+    if job.init_image is not None:  # image-to-image (1.2): read from the configured store
+        reader = InputReader(
+            build_store(settings),
+            int(settings.max_input_image_bytes),
+            settings.min_image_size,
+            settings.max_image_size,
+        )
+        prepared = reader.prepare(job.init_image, [job])
+        if isinstance(prepared, ErrorCode):
+            return GenerationResult.failed(job.request_id, prepared)
+        (job,) = prepared
     engine = build_engine(settings.engine_config())
     try:
         output = engine.generate([job], settings.generation_timeout_seconds)[0]

@@ -24,16 +24,20 @@ async def submit_and_wait(
     request: dict[str, object],
     wait_seconds: float,
     show_progress: bool = False,
+    priority: bool = False,
 ) -> GenerationResult | None:
-    """Listen from the end of the result topic, send, wait; None if no result in time.
+    """Listen from the end of the result topic, send (`priority`: to PRIORITY_TOPIC), wait;
+    None if no result in time.
 
     On stderr: plain "waiting..." lines, or with `show_progress` the request's progress events
     (a bar redrawn in place on a terminal, one line per event otherwise)."""
     started = time.monotonic()
     try:
-        async with GenerationClient(settings, connect_timeout=wait_seconds) as client:
+        client = GenerationClient(settings, connect_timeout=wait_seconds, priority=priority)
+        topic = client.request_topic()  # before connecting: no priority lane, no start
+        async with client:
             request_id = await client.submit(request)
-            print(f"submitted {request_id} to {settings.request_topic}", file=sys.stderr)
+            print(f"submitted {request_id} to {topic}", file=sys.stderr)
             interactive = sys.stderr.isatty()
             reporter = (
                 _report_progress(client, request_id, started, interactive)
@@ -179,9 +183,13 @@ def download(url: str, target: Path) -> Path:
 
 
 def run_submit(
-    settings: Settings, request: dict[str, object], wait: float, show_progress: bool = False
+    settings: Settings,
+    request: dict[str, object],
+    wait: float,
+    show_progress: bool = False,
+    priority: bool = False,
 ) -> GenerationResult | None:
-    return asyncio.run(submit_and_wait(settings, request, wait, show_progress))
+    return asyncio.run(submit_and_wait(settings, request, wait, show_progress, priority))
 
 
 def run_cancel(settings: Settings, request_id: str) -> bool:

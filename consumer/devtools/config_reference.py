@@ -23,6 +23,7 @@ from pydantic_core import PydanticUndefined
 
 from consumer.settings import Settings
 from consumer.settings.connection_fields import ConnectionFields
+from consumer.settings.input_fields import InputFields
 from consumer.settings.worker_fields import WorkerFields
 
 UNSET = "—"
@@ -33,6 +34,7 @@ SECTION_TITLES = {
     "seed variables": "Sidecar, models and health",
     "engine": "Engine",
     "request limits": "Request limits",
+    "image inputs and adapters": "Image inputs and LoRA adapters (1.2)",
     "kafka": "Kafka, batching and shutdown",
     "storage": "Storage",
     "logging": "Logging",
@@ -62,7 +64,7 @@ and tune the worker (with what was measured of `KAFKA_SESSION_TIMEOUT_MS` and
 
 
 # Where the fields are declared, in the order the reference lists them.
-FIELD_CLASSES = (WorkerFields, ConnectionFields)
+FIELD_CLASSES = (WorkerFields, InputFields, ConnectionFields)
 
 
 def env_name(name: str, field: FieldInfo) -> str:

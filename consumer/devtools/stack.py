@@ -70,7 +70,8 @@ def stack_up(settings: Settings, partitions: int = 4) -> Path:
         broker.start(detach=True, timeout=30)
     bootstrap = f"127.0.0.1:{kafka_port}"
     topics = [settings.request_topic, settings.result_topic, settings.dlq_topic]
-    topics += [t for t in (settings.control_topic, settings.progress_topic) if t]
+    optional = (settings.priority_topic, settings.control_topic, settings.progress_topic)
+    topics += [t for t in optional if t]
     asyncio.run(create_topics(bootstrap, topics, partitions))
     lines = [
         f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}",

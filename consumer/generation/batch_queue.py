@@ -44,51 +44,85 @@ def group_batches(
     return [batch for _, batch in sorted(closed, key=lambda pair: pair[0])]
 
 
-class BatchQueue(Generic[T]):
-    """Batches waiting for an engine slot, oldest first.
+class _Lane(Generic[T]):
+    """One lane's batches, oldest first, and how often its oldest was passed over."""
 
-    `pop` prefers the oldest batch for a model that is already loaded, since switching models
-    costs a load (seconds to minutes, and with MAX_MODELS_CACHE=1 an eviction too); but the oldest
-    batch is never passed over more than `max_skips` times, so no request starves.
+    def __init__(self) -> None:
+        self.batches: deque[list[T]] = deque()
+        self.skips = 0
+
+
+class BatchQueue(Generic[T]):
+    """Batches waiting for an engine slot, in two lanes: every urgent batch (PRIORITY_TOPIC's,
+    `urgent`) goes before every other one, whatever their arrival; within a lane, oldest first.
+
+    `pop` prefers, within the lane it takes from, the oldest batch for a model that is already
+    loaded, since switching models costs a load (seconds to minutes, and with MAX_MODELS_CACHE=1
+    an eviction too); but a lane's oldest batch is never passed over more than `max_skips` times,
+    so no request starves within its lane. (A steady stream of urgent work does hold the other
+    lane back: that is what the priority lane is for.)
     """
 
-    def __init__(self, model_of: Callable[[list[T]], str], max_skips: int = 3) -> None:
+    def __init__(
+        self,
+        model_of: Callable[[list[T]], str],
+        max_skips: int = 3,
+        urgent: Callable[[list[T]], bool] = lambda _: False,
+    ) -> None:
         self._model_of = model_of
         self._max_skips = max_skips
-        self._batches: deque[list[T]] = deque()
-        self._skips = 0  # times the current oldest batch was passed over
+        self._urgent_of = urgent
+        self._urgent: _Lane[T] = _Lane()
+        self._regular: _Lane[T] = _Lane()
 
     def extend(self, batches: Iterable[list[T]]) -> None:
-        self._batches.extend(batches)
+        for batch in batches:
+            lane = self._urgent if self._urgent_of(batch) else self._regular
+            lane.batches.append(batch)
+
+    @property
+    def urgent(self) -> int:
+        """Urgent batches waiting."""
+        return len(self._urgent.batches)
 
     def peek(self, loaded: Collection[str]) -> list[T]:
         """The batch `pop` would return."""
-        return self._batches[self._choose(loaded)]
+        lane = self._lane()
+        return lane.batches[self._choose(lane, loaded)]
 
     def pop(self, loaded: Collection[str]) -> list[T]:
-        index = self._choose(loaded)
-        self._skips = self._skips + 1 if index else 0
-        batch = self._batches[index]
-        del self._batches[index]
+        lane = self._lane()
+        index = self._choose(lane, loaded)
+        lane.skips = lane.skips + 1 if index else 0
+        batch = lane.batches[index]
+        del lane.batches[index]
         return batch
 
-    def _choose(self, loaded: Collection[str]) -> int:
-        if self._skips < self._max_skips:
-            for index, batch in enumerate(self._batches):
+    def _lane(self) -> _Lane[T]:
+        return self._urgent if self._urgent.batches else self._regular
+
+    def _choose(self, lane: _Lane[T], loaded: Collection[str]) -> int:
+        if lane.skips < self._max_skips:
+            for index, batch in enumerate(lane.batches):
                 if self._model_of(batch) in loaded:
                     return index
         return 0
 
     def take_if(self, predicate: Callable[[list[T]], bool]) -> list[list[T]]:
         """Remove and return the batches matching `predicate` (a revoked partition's work)."""
-        taken = [b for b in self._batches if predicate(b)]
-        if taken and any(self._batches[0] is t for t in taken):
-            self._skips = 0
-        self._batches = deque(b for b in self._batches if not any(b is t for t in taken))
+        taken = []
+        for lane in (self._urgent, self._regular):
+            mine = [b for b in lane.batches if predicate(b)]
+            if mine and any(lane.batches[0] is t for t in mine):
+                lane.skips = 0
+            lane.batches = deque(b for b in lane.batches if not any(b is t for t in mine))
+            taken += mine
         return taken
 
     def __len__(self) -> int:
-        return len(self._batches)
+        return len(self._urgent.batches) + len(self._regular.batches)
 
     def __iter__(self) -> Iterator[list[T]]:
-        return iter(self._batches)
+        """Urgent batches first, each lane oldest first: the order they would start in, model
+        preferences aside."""
+        return iter([*self._urgent.batches, *self._regular.batches])

@@ -139,7 +139,7 @@ class BatchRunner:
         self._engine_claims += 1
         try:
             await self._journal.recorded(records, engine_busy=ahead)
-            self._progress.started([w.job.request_id for w in batch], batch[0].job.steps)
+            self._progress.started([w.job.request_id for w in batch], batch[0].job.denoising_steps)
             clock.engine = time.perf_counter()
             return await self._processor.generate(
                 [w.job for w in batch],

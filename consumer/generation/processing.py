@@ -18,6 +18,7 @@ from consumer.generation.engine import (
     RequestsStopped,
     StepHook,
 )
+from consumer.generation.inputs import InputReader, by_batch_key, prepare_batch
 from consumer.output.images import (
     REQUEST_DIGEST_METADATA,
     completed_result,
@@ -79,9 +80,12 @@ class BatchProcessor:
         io_threads: ThreadPoolExecutor,
         on_storage_retry: Callable[[], None] = lambda: None,
         stops: StopCheck = lambda jobs: {},
+        inputs: InputReader | None = None,
     ) -> None:
         """`stops`: which of some jobs must stop now (cancelled, past their deadline); asked
-        before each engine call and after each of its denoising steps."""
+        before each engine call and after each of its denoising steps. `inputs`: reads the init
+        images of image-to-image jobs (contract 1.2; default limits when None)."""
+        self._inputs = inputs or InputReader(store)
         self._engine = engine
         self._stops = stops
         self._store = store
@@ -117,10 +121,44 @@ class BatchProcessor:
         call gets its stop result here; one stopped during the call is handed to `on_stopped`
         at that step and the call goes on for the others (its images are dropped: what a stop
         wastes is the rest of its own slot in the batch). Raises Abandoned when the worker
-        gives up. `on_start` is called on the event loop when the engine thread begins the
-        batch's (first) call."""
+        gives up. `on_start` is called on the event loop when the engine thread begins each of
+        the batch's calls."""
         calls = _Calls(on_step, on_stopped, on_start)
-        return await self._generate(list(jobs), calls)
+        ready, refused = await self._read_inputs(list(jobs))
+        outcomes: dict[str, JobOutput | GenerationResult] = {}
+        # Sized by their inputs, image-to-image jobs may need more than one call (one per size).
+        for group in by_batch_key(ready):
+            for outcome in await self._generate(group, calls):
+                outcomes[_request_id(outcome)] = outcome
+        return [
+            GenerationResult.failed(job.request_id, refused[job.request_id])
+            if job.request_id in refused
+            else outcomes[job.request_id]
+            for job in jobs
+        ]
+
+    async def _read_inputs(
+        self, jobs: list[GenerationJob]
+    ) -> tuple[list[GenerationJob], dict[str, ErrorCode]]:
+        """The batch's init images read and its jobs sized (inputs.py), retried while the store
+        is away; the jobs whose input is refused, with the code."""
+        backoff = Backoff(0.2, self._max_backoff)
+        while True:
+            try:
+                return await prepare_batch(self._inputs, jobs, self._io_threads)
+            except StorageError as exc:
+                if not exc.retryable:
+                    log.error("store refused an init image read: %s", exc)
+                    failed = {j.request_id: ErrorCode.STORAGE_FAILED for j in jobs if j.init_image}
+                    return [job for job in jobs if not job.init_image], failed
+                if self.abandoned:
+                    raise Abandoned from exc
+                self._on_storage_retry()
+                log.warning("store unavailable (%s); retrying in %.1fs", exc, backoff.delay)
+                try:
+                    await backoff.wait(self._abandon_loop)
+                except StopRequested:
+                    raise Abandoned from exc
 
     async def _generate(
         self, jobs: list[GenerationJob], calls: _Calls

@@ -6,6 +6,10 @@ engine slots plus BATCH_LOOKAHEAD waiting, so that the next batch can be chosen 
 already loaded. A suspect batch (attempts.py) starts only with nothing else in flight, and nothing
 starts beside it. The engine thread runs batches in the order they start, so the model of the
 batch started last is the one it will have loaded next.
+
+Two lanes (intake/lanes.py): urgent batches (PRIORITY_TOPIC's) start before every other batch
+waiting, and have room of their own: the worker takes urgent work while the other lane is paused,
+up to a free slot each plus the lookahead, counting urgent batches waiting only.
 """
 
 from __future__ import annotations
@@ -20,8 +24,17 @@ from consumer.requests.triage import Work
 
 
 class Scheduler:
-    def __init__(self, slots: int, lookahead: int, loaded_models: Callable[[], list[str]]) -> None:
-        self.pending: BatchQueue[Work] = BatchQueue(model_of=lambda batch: batch[0].job.model)
+    def __init__(
+        self,
+        slots: int,
+        lookahead: int,
+        loaded_models: Callable[[], list[str]],
+        urgent: Callable[[list[Work]], bool] = lambda _: False,
+    ) -> None:
+        """`urgent(batch)`: the batch is priority work (a batch never mixes lanes)."""
+        self.pending: BatchQueue[Work] = BatchQueue(
+            model_of=lambda batch: batch[0].job.model, urgent=urgent
+        )
         self.in_flight = InFlight(slots)
         self._lookahead = lookahead
         self._loaded_models = loaded_models  # what the engine has loaded now
@@ -30,6 +43,11 @@ class Scheduler:
     def room(self) -> int:
         """Batches to fetch: a free engine slot each, plus the lookahead waiting."""
         return self.in_flight.free_slots + self._lookahead - len(self.pending)
+
+    def urgent_room(self) -> int:
+        """Urgent batches to fetch: as `room`, but only urgent batches waiting count (they go
+        before the others), so it is at least `room`."""
+        return self.in_flight.free_slots + self._lookahead - self.pending.urgent
 
     @property
     def idle(self) -> bool:

@@ -75,7 +75,8 @@ class WorkerMetrics:
         )
         self.request_seconds = Histogram(
             "request_latency_seconds",
-            "From the request's Kafka timestamp to its result.",
+            "From the request's Kafka timestamp to its result, by lane (priority, regular).",
+            ["lane"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -97,7 +98,16 @@ class WorkerMetrics:
             "requests_in_flight", "Requests taken and not finished yet.", registry=r
         )
         self.consumer_lag = Gauge(
-            "consumer_lag", "Records behind the end of each partition.", ["partition"], registry=r
+            "consumer_lag",
+            "Records behind the end of each partition of REQUEST_TOPIC.",
+            ["partition"],
+            registry=r,
+        )
+        self.priority_consumer_lag = Gauge(
+            "priority_consumer_lag",
+            "Records behind the end of each partition of PRIORITY_TOPIC.",
+            ["partition"],
+            registry=r,
         )
         self.dead_letters = Counter(
             "dead_letters", "Events sent to the dead-letter topic.", registry=r
@@ -145,6 +155,10 @@ class WorkerMetrics:
         self.generations.labels(result.status.value, model).inc()
         if result.error is not None:
             self.request_errors.labels(result.error.code.value, model).inc()
+
+    def lag_gauge(self, priority: bool) -> Gauge:
+        """The lag of a partition of PRIORITY_TOPIC (True) or of REQUEST_TOPIC."""
+        return self.priority_consumer_lag if priority else self.consumer_lag
 
     def watch_worker(self, ready: Callable[[], bool], unhealthy: Callable[[], bool]) -> None:
         self.ready.set_function(lambda: float(ready()))

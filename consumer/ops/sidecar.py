@@ -71,6 +71,10 @@ class SidecarConfig:
     purge_failure_window_seconds: float = 60.0
     engine: str = "diffusers"  # ENGINE: `simulated` is said in /v1/models
     model_revisions: Mapping[str, str] = field(default_factory=dict)  # pinned hub models
+    # 1.2: the LoRA adapters requests may name (their names and pins; never their sources).
+    loras: Mapping[str, str | None] = field(default_factory=dict)
+    max_loras_per_request: int = 0
+    input_prefix: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SidecarConfig:
@@ -86,6 +90,9 @@ class SidecarConfig:
             purge_min_interval_seconds=settings.purge_min_interval_seconds,
             engine=settings.engine,
             model_revisions=settings.pinned_revisions(),
+            loras={name: settings.lora_revisions.get(name) for name in settings.allowed_loras},
+            max_loras_per_request=settings.max_loras_per_request,
+            input_prefix=settings.input_prefix,
         )
 
 
@@ -223,6 +230,9 @@ async def models(request: web.Request) -> web.Response:
             "details": describe_models(
                 list(config.allowed_models), loaded, config.engine, config.model_revisions
             ),
+            "loras": [{"name": n, "revision": r} for n, r in config.loras.items()],
+            "max_loras_per_request": config.max_loras_per_request,
+            "input_prefix": config.input_prefix,
         }
     )
 

@@ -63,6 +63,10 @@ class Acknowledger:
     def in_flight(self) -> int:
         return sum(tracker.in_flight for tracker in self._trackers.values())
 
+    def lane(self, record: Record) -> str:
+        """`priority` for a record of PRIORITY_TOPIC, else `regular`."""
+        return self._config.lane(record.topic)
+
     def take(self, record: Record) -> bool:
         """Called for every record polled, before anything is done with it. False: this member
         is already working on it (or has finished it), so it must be skipped."""
@@ -88,7 +92,8 @@ class Acknowledger:
         now = time.time()
         for record in records:
             if record.timestamp:
-                self._metrics.request_seconds.observe(max(0.0, now - record.timestamp / 1000))
+                latency = self._metrics.request_seconds.labels(self.lane(record))
+                latency.observe(max(0.0, now - record.timestamp / 1000))
         self.completed += len(records)
         await self._done(records, until)
         return self.committed(records)

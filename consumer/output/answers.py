@@ -106,7 +106,8 @@ class Answers:
             return
         stages = answer.stages(published) if answer.stages is not None else None
         timestamp = answer.records[0].timestamp
-        log_result(job, result, timestamp, self._log_prompts, stages)
+        lane = self._acks.lane(answer.records[0])
+        log_result(job, result, timestamp, self._log_prompts, stages, lane)
 
 
 def log_result(
@@ -115,9 +116,11 @@ def log_result(
     timestamp_ms: int | None,
     log_prompts: bool,
     stages_ms: dict[str, float] | None = None,
+    lane: str | None = None,
 ) -> None:
     """The per-request line operators grep for, once its result is published. Prompts only when
-    LOG_PROMPTS is on; `stages_ms`: where the worker's time went (batches.Stages)."""
+    LOG_PROMPTS is on; `stages_ms`: where the worker's time went (batches.Stages); `lane`: the
+    request's, priority or regular."""
     fields: dict[str, object] = {
         "request_id": job.request_id,
         "status": result.status.value,
@@ -129,6 +132,8 @@ def log_result(
         "duration_sec": float(result.audit.duration_sec) if result.audit else None,
         "error": result.error.code.value if result.error else None,
     }
+    if lane is not None:
+        fields["lane"] = lane
     if job.model_revision is not None:  # MODEL_REVISIONS
         fields["model_revision"] = job.model_revision
     if timestamp_ms:

@@ -16,6 +16,11 @@ class OutputConfig:
     progress_topic: str  # "": no progress events
     group_id: str  # names the worker pool in each record's ce_source
     max_record_bytes: int  # KAFKA_MAX_REQUEST_SIZE: a dead letter is cut to fit it
+    priority_topic: str = ""  # PRIORITY_TOPIC: its requests are the priority lane's
+
+    def lane(self, topic: str) -> str:
+        """The lane a request record came in by, for metrics and logs."""
+        return "priority" if self.priority_topic and topic == self.priority_topic else "regular"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OutputConfig:
@@ -25,4 +30,5 @@ class OutputConfig:
             progress_topic=settings.progress_topic,
             group_id=settings.group_id,
             max_record_bytes=settings.kafka_max_request_size,
+            priority_topic=settings.priority_topic,
         )

@@ -15,6 +15,7 @@ from consumer.generation.engine import GenerationJob, JobOutput
 from consumer.generation.engine.catalog import model_note
 from consumer.requests.decision import Stored
 from schemas import Audit, GenerationResult, ImageRef, Status
+from schemas.result import AuditLora
 from storage import (
     ImageStore,
     content_type,
@@ -68,6 +69,23 @@ def image_parameters(job: GenerationJob, index: int) -> dict[str, object]:
         parameters["model_revision"] = job.model_revision
     if job.synthetic:  # ENGINE=simulated: absent for real engines, as before
         parameters["engine"] = "simulated"
+    parameters.update(_inputs(job, with_digest=True))  # 1.2: absent without them, as before
+    return parameters
+
+
+def _inputs(job: GenerationJob, *, with_digest: bool) -> dict[str, object]:
+    """Contract 1.2's parameters, present only when used, so that every earlier digest stays
+    what it was: the init image (its key and strength; `with_digest`: its SHA-256, known once
+    it is read) and the LoRA adapters with their scales."""
+    parameters: dict[str, object] = {}
+    if job.init_image is not None:
+        parameters.update(init_image=job.init_image, strength=job.strength)
+        if with_digest:
+            parameters["init_image_sha256"] = job.input_sha256
+        else:  # the size the request asked for (0: the input's), not the one it gave
+            parameters["requested_size"] = list(job.requested_size)
+    if job.loras:
+        parameters["loras"] = [[name, scale] for name, scale in job.loras]
     return parameters
 
 
@@ -102,6 +120,11 @@ def request_digest(job: GenerationJob) -> str:
         parameters["model_revision"] = job.model_revision
     if job.synthetic:
         parameters["engine"] = "simulated"
+    if job.init_image is not None:
+        # Known before the input is read (the store is looked at first): the requested size,
+        # not the input's; the input's own digest is in each image's parameters digest.
+        parameters.update(width=job.requested_size[0], height=job.requested_size[1])
+    parameters.update(_inputs(job, with_digest=False))
     return parameters_digest(parameters)
 
 
@@ -262,7 +285,14 @@ def _image_ref(job: GenerationJob, index: int, key: str, url: str, size: int | N
 
 
 def _audit(job: GenerationJob, duration_sec: str, note: str | None) -> Audit:
-    return Audit(policy=job.policy, duration_sec=duration_sec, model=job.model, note=note)
+    return Audit(
+        policy=job.policy,
+        duration_sec=duration_sec,
+        model=job.model,
+        note=note,
+        init_image_sha256=job.input_sha256,
+        loras=[AuditLora(name=name, scale=scale) for name, scale in job.loras] or None,
+    )
 
 
 def _completed(job: GenerationJob, images: list[ImageRef], audit: Audit) -> GenerationResult:

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import load_dotenv
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from consumer.generation.engine.catalog import model_kind
-from consumer.generation.engine.config import EngineConfig, cpu_offload_refusal
+from consumer.generation.engine.config import EngineConfig, LoraSource, cpu_offload_refusal
 from consumer.settings.connection_fields import ConnectionFields
+from consumer.settings.input_fields import InputFields
 from consumer.settings.worker_fields import (
     _SHORT_KEY,
     MIN_API_KEY_LENGTH,
@@ -38,7 +39,7 @@ def _split_commas(value: object) -> object:
     return value
 
 
-class Settings(ConnectionFields, WorkerFields):
+class Settings(ConnectionFields, InputFields, WorkerFields):
     """Every knob of the worker. Field names map to upper-case environment variables; the fields
     are declared in worker_fields.py (the worker itself) and connection_fields.py (Kafka, the
     store, logs), in the order the configuration reference lists them."""
@@ -58,21 +59,17 @@ class Settings(ConnectionFields, WorkerFields):
     def _models_from_csv(cls, value: object) -> object:
         return _split_commas(value)
 
-    @field_validator("model_revisions", mode="before")
+    @field_validator("model_revisions", "lora_revisions", mode="before")
     @classmethod
-    def _revisions_from_csv(cls, value: object) -> object:
+    def _revisions_from_csv(cls, value: object, info: ValidationInfo) -> object:
         """`id=revision,id=revision` (ids never hold `=` or `,`; revisions neither)."""
-        if not isinstance(value, str):
-            return value
-        revisions: dict[str, str] = {}
-        for entry in (part.strip() for part in value.split(",")):
-            if not entry:
-                continue
-            model_id, sep, revision = entry.partition("=")
-            if not (sep and model_id.strip() and revision.strip()):
-                raise ValueError(f"MODEL_REVISIONS: {entry!r} is not id=revision")
-            revisions[model_id.strip()] = revision.strip()
-        return revisions
+        return _pairs(value, str(info.field_name).upper(), bare=False)
+
+    @field_validator("allowed_loras", mode="before")
+    @classmethod
+    def _loras_from_csv(cls, value: object) -> object:
+        """`name=source,name` (a bare name is its own source)."""
+        return _pairs(value, "ALLOWED_LORAS", bare=True)
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -110,8 +107,17 @@ class Settings(ConnectionFields, WorkerFields):
         unknown = sorted(set(self.model_revisions) - set(self.allowed_models))
         if unknown:
             raise ValueError(f"MODEL_REVISIONS pins models not in ALLOWED_MODELS: {unknown}")
+        unknown = sorted(set(self.lora_revisions) - set(self.allowed_loras))
+        if unknown:
+            raise ValueError(f"LORA_REVISIONS pins adapters not in ALLOWED_LORAS: {unknown}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
         if self.require_api_key and not self.valid_api_keys():
             raise ValueError("REQUIRE_API_KEY is set but neither API_KEY nor API_KEYS is")
+        if self.priority_topic and self.priority_topic in (self.request_topic, self.result_topic):
+            raise ValueError("PRIORITY_TOPIC must differ from REQUEST_TOPIC and RESULT_TOPIC")
         if self.min_steps > self.max_steps:
             raise ValueError("MIN_STEPS must not exceed MAX_STEPS")
         if self.min_image_size > self.max_image_size:
@@ -135,6 +141,9 @@ class Settings(ConnectionFields, WorkerFields):
             max_num_images=self.max_num_images,
             max_event_bytes=self.max_event_bytes,
             max_request_cost=self.max_request_cost,
+            input_prefix=self.input_prefix,
+            allowed_loras=tuple(self.allowed_loras),
+            max_loras_per_request=self.max_loras_per_request,
         )
 
     def pinned_revisions(self) -> dict[str, str]:
@@ -161,6 +170,11 @@ class Settings(ConnectionFields, WorkerFields):
             simulated_step_ms=self.simulated_step_ms,
             simulated_load_ms=self.simulated_load_ms,
             model_revisions=self.pinned_revisions(),
+            loras={
+                name: LoraSource(source, self.lora_revisions.get(name))
+                for name, source in self.allowed_loras.items()
+            },
+            max_loras=self.max_loras_cache,
         )
 
     def valid_api_keys(self) -> list[str]:
@@ -182,6 +196,23 @@ class Settings(ConnectionFields, WorkerFields):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+
+def _pairs(value: object, setting: str, *, bare: bool) -> object:
+    """`key=value,key=value` as a dict; `bare`: a lone `key` maps to itself."""
+    if not isinstance(value, str):
+        return value
+    pairs: dict[str, str] = {}
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        key, sep, item = (part.strip() for part in entry.partition("="))
+        if bare and not sep:
+            item = key
+        if not (key and item):
+            raise ValueError(f"{setting}: {entry!r} is not name=value")
+        pairs[key] = item
+    return pairs
 
 
 def _env_value(value: object) -> str:

@@ -16,6 +16,13 @@ class ConnectionFields(BaseSettings):
         "127.0.0.1:9092", description="Broker list, comma-separated host:port."
     )
     request_topic: str = Field("generation.requests", description="Topic of the requests.")
+    priority_topic: str = Field(
+        "generation.requests.priority",
+        description=(
+            "Requests that start before any request of REQUEST_TOPIC not yet running, even while "
+            "the worker is busy (same contract, results on RESULT_TOPIC); empty: no priority lane."
+        ),
+    )
     result_topic: str = Field("generation.results", description="Topic of the results.")
     dlq_topic: str = Field(
         "generation.requests.dlq", description="Dead letters: events with no usable request_id."

@@ -48,6 +48,7 @@ def make_settings(request: pytest.FixtureRequest, shared_data_dir: Path) -> Call
             "app_port": 0,
             "kafka_bootstrap_servers": kafka,
             "request_topic": f"requests-{suffix}",
+            "priority_topic": f"priority-{suffix}",
             "result_topic": f"results-{suffix}",
             "dlq_topic": f"dlq-{suffix}",
             "group_id": f"workers-{suffix}",

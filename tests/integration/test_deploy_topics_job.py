@@ -1,8 +1,9 @@
 """The topic Job of deploy/kubernetes runs: its inline script, with the environment its pod gets
 (the ConfigMap, its own variables and the Kafka credential of the example Secret, nothing else of
-that Secret) pointed at the session's broker, creates the three topics, is idempotent, and
-raises the partition count of the request and result topics when REQUEST_PARTITIONS grows (where
-the broker implements CreatePartitions: Kafka does, the embedded Tansu does not)."""
+that Secret) pointed at the session's broker, creates the topics (the priority lane's too), is
+idempotent, and raises the partition count of the request, priority and result topics when
+REQUEST_PARTITIONS grows (where the broker implements CreatePartitions: Kafka does, the embedded
+Tansu does not)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def run_job(settings: Settings, partitions: int, home: Path) -> subprocess.Compl
         {
             "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
             "REQUEST_TOPIC": settings.request_topic,
+            "PRIORITY_TOPIC": settings.priority_topic,
             "RESULT_TOPIC": settings.result_topic,
             "DLQ_TOPIC": settings.dlq_topic,
             "REQUEST_PARTITIONS": str(partitions),
@@ -57,6 +59,7 @@ async def partition_counts(settings: Settings) -> dict[str, int]:
     await admin.start()
     try:
         topics = [settings.request_topic, settings.result_topic, settings.dlq_topic]
+        topics.append(settings.priority_topic)
         return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(topics)}
     finally:
         await admin.close()
@@ -67,6 +70,7 @@ async def test_the_topic_job_creates_the_topics_once(
 ) -> None:
     settings = make_settings()
     expected = {settings.request_topic: 3, settings.result_topic: 3, settings.dlq_topic: 1}
+    expected[settings.priority_topic] = 3
     for _ in range(2):  # the second run finds them and changes nothing
         run = run_job(settings, 3, tmp_path)
         assert run.returncode == 0, run.stderr
@@ -88,4 +92,5 @@ async def test_the_topic_job_raises_partitions(
     assert "raising partitions 2 -> 4" in raised.stdout
     counts = await partition_counts(settings)
     assert counts[settings.request_topic] == counts[settings.result_topic] == 4
+    assert counts[settings.priority_topic] == 4
     assert counts[settings.dlq_topic] == 1

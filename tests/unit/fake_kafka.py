@@ -104,15 +104,16 @@ class FakeConsumer:
         self._broker.committed.update(offsets)
 
     async def getmany(
-        self, timeout_ms: int = 0, max_records: int | None = None
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """`partitions`: only these (none: every assigned partition not paused)."""
         self.polls += 1
         if self._rebalance_in_poll is not None:  # as aiokafka does: a rebalance inside a poll
             assignment, self._rebalance_in_poll = self._rebalance_in_poll, None
             await self.rebalance(assignment)
         got: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
         budget = max_records if max_records is not None else 1_000_000
-        for tp in sorted(self._assigned - self._paused):
+        for tp in sorted((self._assigned - self._paused) & set(partitions or self._assigned)):
             log = self._broker.logs.get(tp, [])
             position = self._positions[tp]
             records = log[position : position + budget]

@@ -21,6 +21,8 @@ from tests.unit.fake_kafka import FakeBroker, FakeConsumer, FakeProducer
 
 TOPIC = "requests"
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+PRIORITY = "requests.priority"  # PRIORITY_TOPIC
+U0 = TopicPartition(PRIORITY, 0)
 
 
 def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
@@ -30,6 +32,7 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
         "default_model": "fake",
         "app_port": 0,
         "request_topic": TOPIC,
+        "priority_topic": PRIORITY,
         "result_topic": "results",
         "dlq_topic": "dlq",
         "max_batch_size": 1,
@@ -61,9 +64,16 @@ def event(
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, engine: FakeEngine, **overrides: Any) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        engine: FakeEngine,
+        partitions: set[TopicPartition] | None = None,
+        **overrides: Any,
+    ) -> None:
+        """`partitions`: assigned at the start (default: P0)."""
         self.broker = FakeBroker()
-        self.consumer = FakeConsumer(self.broker, {P0})
+        self.consumer = FakeConsumer(self.broker, partitions or {P0})
         self.producer = FakeProducer(self.broker)
         self.engine = engine
         self.settings = settings_for(tmp_path, **overrides)

@@ -31,7 +31,9 @@ VENDOR = Path(__file__).parents[2] / "schemas" / "vendor"
 SPEC = VENDOR / "asyncapi-3.0.0.json"
 # From schemas/vendor/README.md: what `npm pack @asyncapi/specs@6.11.1` contains.
 SPEC_SHA256 = "d4571a420e6ffb7fcc7066c95a6db1202f299a3c51daa103d0706bf30f95e626"
-LIMITS = RequestLimits(allowed_models=("stabilityai/sdxl-turbo",))
+LIMITS = RequestLimits(
+    allowed_models=("stabilityai/sdxl-turbo",), allowed_loras=("watercolor-style",)
+)
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,7 @@ def test_every_topic_has_its_channel_and_operation(document: dict[str, Any]) -> 
     addresses = {name: channel["address"] for name, channel in document["channels"].items()}
     assert addresses == {
         "requests": "generation.requests",
+        "priorityRequests": "generation.requests.priority",
         "results": "generation.results",
         "progress": "generation.progress",
         "control": "generation.control",

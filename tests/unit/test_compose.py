@@ -194,7 +194,7 @@ def test_init_services_create_what_the_worker_uses(
     services: dict[str, Any], worker_env: dict[str, str]
 ) -> None:
     topics_env = services["init-topics"]["environment"]
-    for key in ("REQUEST_TOPIC", "RESULT_TOPIC", "DLQ_TOPIC"):
+    for key in ("REQUEST_TOPIC", "PRIORITY_TOPIC", "RESULT_TOPIC", "DLQ_TOPIC"):
         assert topics_env[key] == worker_env[key], key
     assert services["init-bucket"]["environment"]["S3_BUCKET"] == worker_env["S3_BUCKET"]
 

@@ -272,7 +272,7 @@ def test_the_contract_page_s_1_1_examples_are_what_the_contract_reads() -> None:
     contract = (Path(__file__).parents[2] / "docs" / "contract.md").read_text(encoding="utf-8")
     blocks = [block.split("```", 1)[0] for block in contract.split("```json\n")[1:]]
     by_kind = {
-        "request": [b for b in blocks if '"schema_version"' in b],
+        "request": [b for b in blocks if '"schema_version": "1.1"' in b],
         "progress": [b for b in blocks if '"stage"' in b],
         "control": [b for b in blocks if '"type": "cancel"' in b],
     }

@@ -18,6 +18,15 @@ AttentionSlicing = Literal["auto"] | int | None
 
 
 @dataclass(frozen=True)
+class LoraSource:
+    """Where a LoRA adapter's weights are: a local folder, a hub id (at `revision`, or the
+    main branch), or TINY_LORA_ID, the adapter built for tiny-sdxl."""
+
+    source: str
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     models_dir: Path  # the built tiny model lives here
     engine: EngineKind = "diffusers"  # simulated: no model, no torch (simulated.py)
@@ -40,6 +49,10 @@ class EngineConfig:
     simulated_load_ms: float = 1000.0  # simulated engine: the time of one model load
     # Hub model id -> the revision to load (MODEL_REVISIONS); others load the main branch.
     model_revisions: Mapping[str, str] = field(default_factory=dict)
+    # Contract 1.2: LoRA adapters by name (ALLOWED_LORAS, with LORA_REVISIONS), and how many
+    # stay loaded in each pipeline (MAX_LORAS_CACHE).
+    loras: Mapping[str, LoraSource] = field(default_factory=dict)
+    max_loras: int = 4
 
     def __post_init__(self) -> None:
         if self.max_models < 1:

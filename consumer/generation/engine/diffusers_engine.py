@@ -10,7 +10,13 @@ from typing import Any
 
 import torch
 
-from consumer.generation.engine.activity import COMPILING, GENERATING, EngineActivity, PhaseMark
+from consumer.generation.engine.activity import (
+    COMPILING,
+    GENERATING,
+    LOADING,
+    EngineActivity,
+    PhaseMark,
+)
 from consumer.generation.engine.cache import CacheBackedEngine, ModelCache
 from consumer.generation.engine.compiling import CompiledShapes, call_shape
 from consumer.generation.engine.config import EngineConfig
@@ -21,10 +27,12 @@ from consumer.generation.engine.loading import (
     choose_placement,
     import_pipeline_library,
 )
+from consumer.generation.engine.loras import LoraAdapters
 from consumer.generation.engine.memory import free_memory, guard_generation, pipeline_bytes
 from consumer.generation.engine.protocol import (
     EngineError,
     JobOutput,
+    PurgeResult,
     StepHook,
     one_batch,
     split_outputs,
@@ -33,6 +41,8 @@ from consumer.generation.engine.steps import stop_reason
 from schemas import ErrorCode
 
 log = logging.getLogger(__name__)
+
+_IMAGE_TO_IMAGE = "_worker_image_to_image"  # the pipeline attribute holding its img2img twin
 
 
 class _Stop(Exception):
@@ -64,6 +74,13 @@ class DiffusersEngine(CacheBackedEngine[Any]):
             ),
             revisions=config.model_revisions,
         )
+        self._loras = LoraAdapters(
+            config.loras,
+            config.models_dir,
+            capacity=config.max_loras,
+            offline=config.offline,
+            retry_seconds=config.model_retry_seconds,
+        )
         self.activity = EngineActivity()
         self._compiled_shapes = CompiledShapes()
         self._cache: ModelCache[Any] = ModelCache(
@@ -86,6 +103,7 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         first = one_batch(jobs)
         shape = call_shape(jobs)
         with self._cache.use(first.model) as pipeline:
+            self._use_loras(pipeline, first)
             compiles = _compiled(pipeline) and self._compiled_shapes.is_new(first.model, shape)
             with self.activity.phase(COMPILING if compiles else GENERATING, first.model) as phase:
                 started = time.perf_counter()
@@ -93,11 +111,21 @@ class DiffusersEngine(CacheBackedEngine[Any]):
                 def compiled() -> None:
                     self._compiled_shapes.add(first.model, shape)
 
-                guard = _step_guard(phase, timeout_seconds, cancel, on_step, first.steps, compiled)
+                total = first.denoising_steps
+                guard = _step_guard(phase, timeout_seconds, cancel, on_step, total, compiled)
                 images = self._run(pipeline, jobs, guard)
                 duration = time.perf_counter() - started
             del pipeline  # leaving the block may unload it: no reference may outlive the block
         return split_outputs(jobs, images, duration)
+
+    def _use_loras(self, pipeline: Any, job: GenerationJob) -> None:
+        """The batch's adapters (1.2), before the call: loading one is a load for the watchdog,
+        and not part of the generation's time limit."""
+        if not job.loras:
+            self._loras.apply(pipeline, job.model, ())  # turns adapters off, if any
+            return
+        with self.activity.phase(LOADING, job.model):
+            self._loras.apply(pipeline, job.model, job.loras)
 
     def _run(self, pipeline: Any, jobs: Sequence[GenerationJob], guard: Any) -> list[Any]:
         first = jobs[0]
@@ -106,18 +134,26 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         # CPU generators: the same seed gives the same initial noise on every device.
         generators = [torch.Generator("cpu").manual_seed(s) for job in jobs for s in job.seeds]
 
+        run = pipeline
+        kwargs: dict[str, Any] = {"width": first.width, "height": first.height}
+        if first.init_image is not None:  # image-to-image (1.2): the same loaded components
+            if any(job.input_pixels is None for job in jobs):
+                raise EngineError(ErrorCode.INTERNAL_ERROR, "an init image was not read")
+            run = image_to_image(pipeline)
+            images = [job.input_pixels for job in jobs for _ in job.seeds]
+            kwargs = {"image": images, "strength": first.strength}
+
         def call() -> Any:
             with torch.inference_mode():
-                return pipeline(
+                return run(
                     prompt=prompts,
                     negative_prompt=negatives,
-                    width=first.width,
-                    height=first.height,
                     num_inference_steps=first.steps,
                     guidance_scale=first.cfg,
                     generator=generators,
                     output_type="pil",
                     callback_on_step_end=guard,
+                    **kwargs,
                 )
 
         try:
@@ -127,6 +163,11 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         except (RuntimeError, ValueError, TypeError) as exc:
             raise EngineError(ErrorCode.GENERATION_FAILED, f"generation failed: {exc}") from exc
         return list(result.images)
+
+    def purge(self, model_id: str | None = None) -> PurgeResult:
+        """As the cache's purge; failed adapter loads (1.2) are forgotten too."""
+        self._loras.forget()
+        return super().purge(model_id)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -142,6 +183,27 @@ class DiffusersEngine(CacheBackedEngine[Any]):
         log.info("unloaded model(s) %s", ", ".join(model_ids))
         self._compiled_shapes.forget(model_ids)  # loaded again, they compile again
         free_memory(self._placement.device)
+
+
+def image_to_image(pipeline: Any) -> Any:
+    """The image-to-image pipeline made of `pipeline`'s own components (`from_pipe`: no weights
+    copied, adapters shared), made once and kept on it, so it goes when the model does."""
+    made = getattr(pipeline, _IMAGE_TO_IMAGE, None)
+    if made is None:
+        from diffusers import AutoPipelineForImage2Image
+
+        # Each call of a VAE that must run in fp32 (force_upcast: SDXL's stock VAE) casts it
+        # there and back to encode the input, and diffusers warns about it every time.
+        logging.getLogger("diffusers.models.modeling_utils").addFilter(_quiet_upcast)
+
+        made = AutoPipelineForImage2Image.from_pipe(pipeline)
+        made.set_progress_bar_config(disable=True)
+        setattr(pipeline, _IMAGE_TO_IMAGE, made)
+    return made
+
+
+def _quiet_upcast(record: logging.LogRecord) -> bool:
+    return "should be kept in float32" not in record.getMessage()
 
 
 def _compiled(pipeline: Any) -> bool:

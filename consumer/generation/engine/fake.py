@@ -14,7 +14,7 @@ from PIL import Image
 from consumer.generation.engine.activity import COMPILING, GENERATING, EngineActivity, PhaseMark
 from consumer.generation.engine.cache import CacheBackedEngine, ModelCache
 from consumer.generation.engine.compiling import CompiledShapes, call_shape
-from consumer.generation.engine.jobs import GenerationJob
+from consumer.generation.engine.jobs import GenerationJob, drawn_seed
 from consumer.generation.engine.memory import guard_generation
 from consumer.generation.engine.protocol import EngineError, JobOutput, StepHook
 from schemas import ErrorCode
@@ -41,6 +41,7 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         max_bytes: int = 0,
         model_bytes: Mapping[str, int] | None = None,
         compile_seconds: float = 0.0,
+        unavailable_loras: Container[str] = frozenset(),
     ) -> None:
         """`unavailable`: models whose loads fail (read at each load: a set the test changes
         makes a model loadable later).
@@ -52,7 +53,10 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         by default, so that a test sees every load attempt.
         `max_bytes`, `model_bytes`: the cache's byte budget and each model's size (default 0).
         `compile_seconds`: pipelines count as compiled (TORCH_COMPILE): the first call of each
-        shape spends this long compiling in its first step, as torch.compile does."""
+        shape spends this long compiling in its first step, as torch.compile does.
+        `unavailable_loras`: adapters whose use fails with `lora_unavailable` (contract 1.2);
+        the others are accepted, and change the pixels (drawn_seed) as an init image does."""
+        self._unavailable_loras = unavailable_loras
         self.load_calls: list[str] = []
         self.batches: list[list[str]] = []  # request ids of each call, for batching tests
         self.evicted: list[str] = []
@@ -94,6 +98,9 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
         on_step: StepHook | None = None,
     ) -> list[JobOutput]:
         first, shape = jobs[0], call_shape(jobs)
+        missing = [name for name, _ in first.loras if name in self._unavailable_loras]
+        if missing:
+            raise EngineError(ErrorCode.LORA_UNAVAILABLE, f"LoRA {missing[0]!r} is not available")
         with self._cache.use(first.model) as pipeline:
             pipeline.calls += 1
             del pipeline  # as the real engine: leaving the block may unload it
@@ -124,7 +131,7 @@ class FakeEngine(CacheBackedEngine[FakePipeline]):
             raise _cuda_out_of_memory(images)
         if self._hang is not None:
             self._hang.wait()
-        total = jobs[0].steps
+        total = jobs[0].denoising_steps
         for step in range(total):
             time.sleep(self._step_seconds + (self._compile_seconds if compiles and not step else 0))
             if phase.step():
@@ -155,5 +162,6 @@ def _cuda_out_of_memory(images: int) -> BaseException:
 
 
 def _image(job: GenerationJob, seed: int) -> Image.Image:
+    seed = drawn_seed(job, seed)
     colour = (seed % 256, (seed >> 8) % 256, (seed >> 16) % 256)
     return Image.new("RGB", (job.width, job.height), colour)

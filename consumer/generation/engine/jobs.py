@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from schemas import GenerationRequest
 from schemas.cost import request_cost
-from schemas.limits import MAX_SEED
+from schemas.inputs import effective_steps
+from schemas.limits import ABSOLUTE_MAX_IMAGE_SIZE, MAX_SEED
 from schemas.params import OutputFormat
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 STANDARD_POLICY = "standard"  # the worker's safe default negative prompt was applied
 CUSTOM_POLICY = "custom"  # the caller supplied its own negative prompt
 
-BatchKey = tuple[str, int, int, int, float]
+# LoRA adapters of a job: (name, scale) pairs, in the request's order (contract 1.2).
+Loras = tuple[tuple[str, float], ...]
+# model, width, height, steps, cfg, strength (None: text-to-image), adapters.
+BatchKey = tuple[str, int, int, int, float, float | None, Loras]
 
 
 @dataclass(frozen=True)
@@ -45,11 +53,43 @@ class GenerationJob:
     # Drawn by the simulated engine (ENGINE=simulated): synthetic images, never to be taken for a
     # real model's, so part of what they embed and of their digests.
     synthetic: bool = False
+    # Contract 1.2, image-to-image: the init image's object key (None: text-to-image), the
+    # strength, and the size the request asked for (0: the input's, known once it is read;
+    # width and height are 0 there until then). Then (inputs.py) the input's SHA-256 and its
+    # pixels, resized to width x height.
+    init_image: str | None = None
+    strength: float | None = None
+    requested_size: tuple[int, int] = (0, 0)
+    input_sha256: str | None = None
+    input_pixels: Image | None = field(default=None, compare=False, repr=False)
+    # LoRA adapters, applied at their scales for this job's call, never fused into the weights.
+    loras: Loras = ()
 
     @property
     def batch_key(self) -> BatchKey:
-        """Requests with equal keys can share one pipeline call."""
-        return (self.model, self.width, self.height, self.steps, self.cfg)
+        """Requests with equal keys can share one pipeline call: image-to-image with the same
+        strength, the same adapter set at the same scales."""
+        return (
+            self.model,
+            self.width,
+            self.height,
+            self.steps,
+            self.cfg,
+            self.strength,
+            self.loras,
+        )
+
+    @property
+    def denoising_steps(self) -> int:
+        """The steps the pipeline runs: int(steps x strength) for image-to-image."""
+        if self.strength is None:
+            return self.steps
+        return effective_steps(self.steps, self.strength)
+
+    @property
+    def input_pending(self) -> bool:
+        """An image-to-image job whose input is not read yet."""
+        return self.init_image is not None and self.input_pixels is None
 
     @property
     def num_images(self) -> int:
@@ -58,7 +98,9 @@ class GenerationJob:
     @property
     def cost(self) -> float:
         """In default-request units (schemas/cost.py): what the batch budget adds up."""
-        return request_cost(self.width, self.height, self.steps, self.num_images, self.cfg)
+        width = self.width or ABSOLUTE_MAX_IMAGE_SIZE  # an input's size unknown yet: the largest
+        height = self.height or ABSOLUTE_MAX_IMAGE_SIZE
+        return request_cost(width, height, self.steps, self.num_images, self.cfg)
 
 
 def request_seed(request_id: str) -> int:
@@ -85,14 +127,15 @@ def plan_job(
     params = request.params
     first = request_seed(request.request_id) if params.seed is None else params.seed
     custom = request.negative_prompt is not None
+    width, height = params.requested_size
     return GenerationJob(
         request_id=request.request_id,
         prompt=request.prompt,
         negative_prompt=request.negative_prompt if custom else default_negative_prompt,  # type: ignore[arg-type]
         policy=CUSTOM_POLICY if custom else STANDARD_POLICY,
         model=params.model_name,
-        width=params.width,
-        height=params.height,
+        width=width,
+        height=height,
         steps=params.steps,
         cfg=params.cfg,
         seeds=image_seeds(first, params.num_images),
@@ -100,7 +143,21 @@ def plan_job(
         quality=params.output_quality,
         deadline=request.deadline.timestamp() if request.deadline is not None else None,
         model_revision=(model_revisions or {}).get(params.model_name),
+        init_image=params.init_image.key if params.init_image is not None else None,
+        strength=params.strength_or_default,
+        requested_size=(width, height) if params.init_image is not None else (0, 0),
+        loras=tuple((lora.name, lora.scale) for lora in params.loras or ()),
     )
+
+
+def drawn_seed(job: GenerationJob, seed: int) -> int:
+    """What the fake and simulated engines draw image `seed` of `job` from: the seed itself, or
+    with an init image or adapters (1.2) a mix of it with the input's digest, the strength and
+    the adapters, so that those change the pixels as they do on a real model."""
+    if job.init_image is None and not job.loras:
+        return seed
+    text = f"{seed}|{job.input_sha256}|{job.strength}|{list(job.loras)}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
 
 
 def warmup_job(model: str, size: int) -> GenerationJob:

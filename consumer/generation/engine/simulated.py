@@ -14,10 +14,12 @@ pool's real broker and store, without a GPU, without torch (nothing here imports
 - Models: every model id is accepted and none is loaded; a "load" takes SIMULATED_LOAD_MS, through
   the same ModelCache (LRU, MAX_MODELS_CACHE, stats) and the same `loading` and `generating`
   phases, so the watchdog, /health, /v1/models and the metrics see loads and generations.
-- Images: drawn from each seed at the requested size, the same bytes for the same seed and size,
-  cheap (a few ms for 1024x1024): a colour gradient with fine noise, which PNG compresses to about
-  what it makes of a photograph (some 60 % of the raw pixels), so encoding and uploads cost about
-  what real images cost. Each output's note (audit.note) says the images are synthetic.
+- Images: drawn from each seed (mixed with the init image's digest, the strength and the LoRA
+  adapters when a request has them, contract 1.2) at the requested size, the same bytes for the
+  same seed and size, cheap (a few ms for 1024x1024): a colour gradient with fine noise, which
+  PNG compresses to about what it makes of a photograph (some 60 % of the raw pixels), so
+  encoding and uploads cost about what real images cost. Each output's note (audit.note) says
+  the images are synthetic.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from consumer.generation.engine.activity import GENERATING, EngineActivity
 from consumer.generation.engine.cache import CacheBackedEngine, ModelCache
 from consumer.generation.engine.catalog import SIMULATED_NOTE
 from consumer.generation.engine.config import EngineConfig
-from consumer.generation.engine.jobs import GenerationJob
+from consumer.generation.engine.jobs import GenerationJob, drawn_seed
 from consumer.generation.engine.protocol import (
     EngineError,
     JobOutput,
@@ -97,11 +99,16 @@ class SimulatedEngine(CacheBackedEngine[SimulatedModel]):
         ):
             del model  # as the real engine: leaving the block may unload it
             started = time.perf_counter()
-            images = [draw(seed, job.width, job.height) for job in jobs for seed in job.seeds]
-            for step in range(first.steps):
+            images = [
+                draw(drawn_seed(job, seed), job.width, job.height)
+                for job in jobs
+                for seed in job.seeds
+            ]
+            total = first.denoising_steps  # image-to-image (1.2): int(steps x strength)
+            for step in range(total):
                 _sleep_until(started + (step + 1) * self._step_seconds)
                 phase.step()  # the watchdog's generation limit counts from the last step
-                _after_step(started, timeout_seconds, cancel, on_step, step, first.steps)
+                _after_step(started, timeout_seconds, cancel, on_step, step, total)
             duration = time.perf_counter() - started
         return split_outputs(jobs, images, duration, SIMULATED_NOTE)
 
