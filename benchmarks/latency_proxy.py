@@ -52,8 +52,9 @@ def classify(method: str, target: str) -> str:
 class Call:
     method: str
     kind: str
-    started: float  # time.monotonic() when the request's first bytes reached the proxy
-    answered: float | None = None  # the first response bytes after it
+    target: str  # the request line's target: path and query
+    started: float  # time.time() when the request's first bytes reached the proxy
+    answered: float | None = None  # time.time() of the first response bytes after it
 
 
 @dataclass
@@ -74,7 +75,7 @@ class ProxyStats:
         self.by_method[method] += 1
         self.by_kind[kind] += 1
         self.by_method_kind[f"{method} {kind}"] += 1
-        call = Call(method, kind, time.monotonic())
+        call = Call(method, kind, target, time.time())
         self.calls.append(call)
         return call
 
@@ -264,7 +265,7 @@ class LatencyProxy:
             # are its answer (an interim 100 Continue included).
             unanswered = [call for call in pending if call.answered is None]
             if unanswered:
-                unanswered[0].answered = time.monotonic()
+                unanswered[0].answered = time.time()
                 pending.remove(unanswered[0])
             writer.write(data)
             await writer.drain()

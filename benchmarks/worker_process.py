@@ -45,10 +45,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import psutil  # type: ignore[import-untyped]
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from benchmarks.latency_proxy import Call as ProxyCall
 from benchmarks.latency_proxy import LatencyProxy
 from consumer.devtools.processes import free_port
 from consumer.devtools.services import SeaweedS3, TansuBroker, create_topics
@@ -122,6 +124,8 @@ class Run:
     store_calls: dict[str, Any] = field(default_factory=dict)
     stages_p50_ms: dict[str, float] = field(default_factory=dict)
     engine: dict[str, Any] = field(default_factory=dict)
+    store_path: dict[str, dict[str, float]] = field(default_factory=dict)
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at the start and the end
     problem: str | None = None
 
     @property
@@ -243,8 +247,14 @@ def cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
         if pid is None:
             continue
         with contextlib.suppress(psutil.Error):
-            times = psutil.Process(pid).cpu_times()
+            process = psutil.Process(pid)
+            times = process.cpu_times()
             out[name] = float(times.user + times.system)
+            if name == "worker":  # its event loop (the main thread) apart from its threads
+                main = [t for t in process.threads() if t.id == pid]
+                if main:
+                    out["worker event loop"] = float(main[0].user_time + main[0].system_time)
+                    out["worker threads"] = out[name] - out["worker event loop"]
     return out
 
 
@@ -306,6 +316,7 @@ async def run_cell(stack: Services, proxy: LatencyProxy, cell: Cell, workdir: Pa
     run = Run(cell)
     first = WARMUP_BATCHES * cell.batch + cell.batch  # results that close the warm-up
     budget = START_ALLOWANCE_S + SLACK * cell.requests / cell.engine_rate
+    load_start = os.getloadavg()[0]
     launched = time.time()
     proc = start_worker(settings, log)
     pids = {
@@ -338,6 +349,8 @@ async def run_cell(stack: Services, proxy: LatencyProxy, cell: Cell, workdir: Pa
         if lines
     }
     run.engine = engine_waits(lines, cell)
+    run.store_path = store_path(lines, proxy.stats.calls)
+    run.load = (load_start, os.getloadavg()[0])
     return run
 
 
@@ -398,18 +411,15 @@ def engine_calls(lines: list[dict[str, Any]]) -> list[Call]:
     stages; the requests of one engine call share its end (the `generated` point)."""
     by_end: dict[int, list[dict[str, float]]] = {}
     for line in lines:
-        st = {k: float(v) / 1000 for k, v in line["stages_ms"].items()}
-        generated = float(line["ts"]) - st["publish"] - st["store"]
-        submitted = generated - st["generate"]
-        slot = submitted - st["record"]
-        checked = slot - st["queued"]
+        points = request_points(line)
+        generated = points["generated"]
         point = {
             "end": generated,
             "start": generated - float(line["duration_sec"]),
-            "submitted": submitted,
-            "slot": slot,
-            "checked": checked,
-            "taken": checked - st["preflight"],
+            "submitted": points["submitted"],
+            "slot": points["slot"],
+            "checked": points["checked"],
+            "taken": points["taken"],
         }
         by_end.setdefault(round(generated * 200), []).append(point)  # 5 ms buckets
     merged: list[list[dict[str, float]]] = []
@@ -467,9 +477,80 @@ def engine_waits(lines: list[dict[str, Any]], cell: Cell) -> dict[str, Any]:
 
 
 def _same_call(line: dict[str, Any], call: Call) -> bool:
-    st = line["stages_ms"]
-    generated = float(line["ts"]) - (float(st["publish"]) + float(st["store"])) / 1000
-    return abs(generated - call.end) < 0.006
+    return abs(request_points(line)["generated"] - call.end) < 0.006
+
+
+def request_points(line: dict[str, Any]) -> dict[str, float]:
+    """A "request finished" line's points in time (time.time() s), back from the line's time
+    (just after its publish) through its stages."""
+    st = {k: float(v) / 1000 for k, v in line["stages_ms"].items()}
+    published = float(line["ts"])
+    stored = published - st["publish"]
+    generated = stored - st["store"]
+    submitted = generated - st["generate"]
+    slot = submitted - st["record"]
+    checked = slot - st["queued"]
+    return {
+        "taken": checked - st["preflight"],
+        "checked": checked,
+        "slot": slot,
+        "submitted": submitted,
+        "generated": generated,
+        "stored": stored,
+        "published": published,
+    }
+
+
+def _request_of(call: ProxyCall) -> str | None:
+    """The request id a store call is about: `<bucket>/<prefix>/<request_id>/<name>`, or a
+    listing of `prefix=<prefix>/<request_id>/`."""
+    parts = urlsplit(call.target)
+    if call.kind == "listing":
+        prefix = parse_qs(parts.query).get("prefix", [""])[0]
+        return prefix.rstrip("/").rpartition("/")[2] or None
+    segments = unquote(parts.path).strip("/").split("/")
+    return segments[-2] if len(segments) >= 3 else None
+
+
+# (stage name, its start point, the store call it waits for (method, kind), its end point)
+STORE_STEPS = (
+    ("preflight", "taken", ("GET", "listing"), "checked"),
+    ("record", "slot", ("PUT", "marker"), "submitted"),
+    ("store", "generated", ("PUT", "image"), "stored"),
+    ("after publish", "published", ("DELETE", "marker"), None),
+)
+
+
+def store_path(lines: list[dict[str, Any]], calls: list[ProxyCall]) -> dict[str, dict[str, float]]:
+    """For each stage that makes a store call: p50 ms from the stage's start until the call
+    reached the line (threads and botocore before it), the call itself (the line's delay and the
+    store), and from its answer to the stage's end (back to the event loop, the request's other
+    calls of the stage)."""
+    by_request: dict[tuple[str, str, str], ProxyCall] = {}
+    for call in calls:
+        request_id = _request_of(call)
+        if request_id is not None and call.answered is not None:
+            by_request.setdefault((request_id, call.method, call.kind), call)
+    out: dict[str, dict[str, float]] = {}
+    for stage, begin, (method, kind), end in STORE_STEPS:
+        before, during, after = [], [], []
+        for line in lines:
+            found = by_request.get((str(line["request_id"]), method, kind))
+            if found is None or found.answered is None:
+                continue
+            points = request_points(line)
+            before.append((found.started - points[begin]) * 1000)
+            during.append((found.answered - found.started) * 1000)
+            if end is not None:
+                after.append((points[end] - found.answered) * 1000)
+        if before:
+            out[stage] = {
+                "calls": len(before),
+                "to_the_line_ms": statistics.median(before),
+                "call_ms": statistics.median(during),
+                "answer_to_stage_end_ms": statistics.median(after) if after else float("nan"),
+            }
+    return out
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -477,7 +558,10 @@ def _same_call(line: dict[str, Any], call: Call) -> bool:
 
 def render(run: Run) -> list[str]:
     c, sc = run.cell, run.store_calls
-    lines = [f"{c.label()}: {c.requests} requests of {SIZE}x{SIZE}, 1 step"]
+    lines = [
+        f"{c.label()}: {c.requests} requests of {SIZE}x{SIZE}, 1 step (load average "
+        f"{run.load[0]:.2f} at the start, {run.load[1]:.2f} at the end)"
+    ]
     if run.problem:
         lines.append(f"  PROBLEM: {run.problem}")
     lines += [
@@ -513,6 +597,16 @@ def render(run: Run) -> list[str]:
             "  idle ms per gap while the next batch was in: "
             + ", ".join(f"{k} {v:.1f}" for k, v in e["idle_ms_per_call_by_wait"].items()),
         ]
+    if run.store_path:
+        lines.append(
+            "  store calls in their stages, p50 ms (stage start -> call on the line / the call / "
+            "its answer -> stage end): "
+            + "; ".join(
+                f"{stage} {v['to_the_line_ms']:.1f} / {v['call_ms']:.1f} / "
+                f"{v['answer_to_stage_end_ms']:.1f}"
+                for stage, v in run.store_path.items()
+            )
+        )
     return lines
 
 
