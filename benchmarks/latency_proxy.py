@@ -233,6 +233,8 @@ class LatencyProxy:
             await asyncio.gather(upstream, downstream, return_exceptions=True)
         except (OSError, TimeoutError):
             pass
+        except asyncio.CancelledError:  # stop(): the connection ends here, quietly (asyncio's
+            pass  # server logs a handler that ends cancelled as an error)
         finally:
             for w in (writer, up_writer):
                 if w is not None:
