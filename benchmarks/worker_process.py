@@ -706,6 +706,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with services(workdir) as stack:
             runs = asyncio.run(run_all(stack, cells, workdir))
+    except KeyboardInterrupt:
+        print("interrupted: the worker process and the services are stopped", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         if args.keep:
             print(f"logs kept in {workdir}")
