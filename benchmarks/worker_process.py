@@ -13,9 +13,9 @@ as a subprocess with ENGINE=simulated (each engine call sleeps SIMULATED_STEP_MS
 GIL, for its whole batch), SIMULATED_STEP_MS=--step-ms and MAX_BATCH_SIZE=--batch, its S3 endpoint
 the proxy. Results are read from the result topic.
 
-The rate is timed on the results' own timestamps, from the last result of the warm-up (the first
-WARMUP_BATCHES batches: process start, group join and the first batches are not counted) to the
-last result, and counts the images finished in between. The engine's rate is --batch images per
+The rate is timed on the results' own timestamps, from the last result of batch WARMUP_BATCHES + 1
+to the last result, and counts the images of the batches finished in between (process start, the
+group join and the first batches are not counted). The engine's rate is --batch images per
 step time. Where the engine waits comes from the worker's "request finished" log lines: each
 carries its stages (preflight, queued, record, generate, store, publish, in ms), its engine call's
 own duration and the time it was written (just after its publish), from which the engine calls'
@@ -295,10 +295,10 @@ async def collect(
 
 
 def timed_window(results: Sequence[Result], batch: int) -> tuple[int, float]:
-    """(images, seconds) from the last result of the warm-up batches to the last result.
+    """(images, seconds) from the last result of batch WARMUP_BATCHES + 1 to the last result.
 
     Results come a batch at a time, so both ends are a batch's last result: the images in
-    between are exactly those of the batches after the warm-up (backlog requests are of one
+    between are exactly those of the batches after that one (backlog requests are of one
     image each; a batch of `batch` requests)."""
     stamps = sorted(r.timestamp for r in results)
     first = min(WARMUP_BATCHES * batch + batch - 1, len(stamps) - 1)
@@ -566,7 +566,7 @@ def render(run: Run) -> list[str]:
         lines.append(f"  PROBLEM: {run.problem}")
     lines += [
         f"  timed: {run.images} images in {run.window_s:.2f} s (results' timestamps, from the "
-        f"last result of warm-up batch {WARMUP_BATCHES} to the last; launch to last result "
+        f"last result of batch {WARMUP_BATCHES + 1} to the last; launch to last result "
         f"{run.launch_to_last_s:.1f} s)",
         f"  worker {run.rate:7.1f} img/s   engine {c.engine_rate:7.1f} img/s   "
         f"share {run.share:.3f}",
