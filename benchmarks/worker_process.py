@@ -342,15 +342,19 @@ async def run_cell(stack: Services, proxy: LatencyProxy, cell: Cell, workdir: Pa
         run.launch_to_last_s = max(r.timestamp for r in results) - launched
     run.cpu_s = {k: cpu_end[k] - cpu_start[k] for k in cpu_end if k in cpu_start}
     run.store_calls = store_calls(proxy, run.results)
-    lines = finished_lines(log)
-    run.stages_p50_ms = {
-        stage: statistics.median(float(line["stages_ms"][stage]) for line in lines)
-        for stage in STAGES
-        if lines
-    }
-    run.engine = engine_waits(lines, cell)
-    run.store_path = store_path(lines, proxy.stats.calls)
     run.load = (load_start, os.getloadavg()[0])
+    lines = finished_lines(log)
+    try:
+        run.stages_p50_ms = {
+            stage: statistics.median(float(line["stages_ms"][stage]) for line in lines)
+            for stage in STAGES
+            if lines
+        }
+        run.engine = engine_waits(lines, cell)
+        run.store_path = store_path(lines, proxy.stats.calls)
+    except (KeyError, TypeError, ValueError) as exc:  # a worker whose log line reads otherwise
+        note = f"the log's stage timings were not understood ({exc!r}): no breakdown"
+        run.problem = f"{run.problem}; {note}" if run.problem else note
     return run
 
 
@@ -668,11 +672,11 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--step-ms", type=float, default=100.0)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--store-ms", type=float, default=20.0)
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--step-ms", type=float, default=100.0, help="SIMULATED_STEP_MS")
+    parser.add_argument("--batch", type=int, default=4, help="MAX_BATCH_SIZE")
+    parser.add_argument("--requests", type=int, default=400, help="the backlog")
+    parser.add_argument("--store-ms", type=float, default=20.0, help="added per store request")
     parser.add_argument("--in-flight", type=int, default=None, help="MAX_BATCHES_IN_FLIGHT")
     parser.add_argument("--io-threads", type=int, default=None, help="IO_THREADS")
     parser.add_argument("--sweep", action="store_true", help="step 25-200 ms x store 5-50 ms")
