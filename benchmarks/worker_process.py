@@ -83,6 +83,7 @@ class Cell:
     requests: int
     in_flight: int | None = None  # MAX_BATCHES_IN_FLIGHT; None: the worker's default
     io_threads: int | None = None  # IO_THREADS; None: the worker's default
+    extra: tuple[tuple[str, str], ...] = ()  # further settings (--set NAME=VALUE)
 
     @property
     def engine_rate(self) -> float:
@@ -95,6 +96,7 @@ class Cell:
             knobs.append(f"in flight {self.in_flight}")
         if self.io_threads is not None:
             knobs.append(f"io threads {self.io_threads}")
+        knobs += [f"{name}={value}" for name, value in self.extra]
         return ", ".join(knobs)
 
 
@@ -176,6 +178,7 @@ def worker_settings(stack: Services, cell: Cell, endpoint_url: str, name: str) -
         values["max_batches_in_flight"] = cell.in_flight
     if cell.io_threads is not None:
         values["io_threads"] = cell.io_threads
+    values |= {name.lower(): value for name, value in cell.extra}
     return Settings(_env_file=None, **values)
 
 
@@ -639,7 +642,9 @@ def sweep_cells(args: argparse.Namespace) -> list[Cell]:
         count = int(min(SWEEP_MAX, max(SWEEP_MIN, rate * SWEEP_SECONDS)))
         count -= count % args.batch
         for store in SWEEP_STORE_MS:
-            cells.append(Cell(step, args.batch, store, count, args.in_flight, args.io_threads))
+            cells.append(
+                Cell(step, args.batch, store, count, args.in_flight, args.io_threads, args.set)
+            )
     return cells
 
 
@@ -648,7 +653,9 @@ def knob_cells(args: argparse.Namespace) -> list[Cell]:
     for in_flight in args.knob_in_flight:
         for io in args.knob_io_threads:
             cells.append(
-                Cell(args.step_ms, args.batch, args.store_ms, args.requests, in_flight, io)
+                Cell(
+                    args.step_ms, args.batch, args.store_ms, args.requests, in_flight, io, args.set
+                )
             )
     return cells
 
@@ -665,6 +672,13 @@ async def run_all(stack: Services, cells: list[Cell], workdir: Path) -> list[Run
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"not NAME=VALUE: {text!r}")
+    return name.strip().upper(), value
 
 
 def _ints(text: str) -> list[int]:
@@ -684,9 +698,18 @@ def main(argv: list[str] | None = None) -> None:
         "--knob-in-flight", type=_ints, default=None, help="e.g. 1,2,3: one run each"
     )
     parser.add_argument("--knob-io-threads", type=_ints, default=None, help="e.g. 2,4,8")
+    parser.add_argument(
+        "--set",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a further worker setting, e.g. MAX_ATTEMPTS=0 (repeatable)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the runs here")
     parser.add_argument("--keep", action="store_true", help="keep the logs (prints the folder)")
     args = parser.parse_args(argv)
+    args.set = tuple(args.set)
     if args.sweep:
         cells = sweep_cells(args)
     elif args.knob_in_flight or args.knob_io_threads:
@@ -702,6 +725,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.requests,
                 args.in_flight,
                 args.io_threads,
+                args.set,
             )
         ]
     # SIGTERM unwinds like Ctrl-C: the worker process and the services are stopped.
