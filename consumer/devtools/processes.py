@@ -94,6 +94,12 @@ class ManagedProcess:
         raise NotImplementedError
 
     @property
+    def pid(self) -> int | None:
+        """The running process's id (None when not started here or stopped): for CPU figures."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
     def log_path(self) -> Path:
         return self.data_dir / f"{self.name}.log"
 
