@@ -112,11 +112,12 @@ class ConnectionFields(BaseSettings):
         10, ge=0, description="After a first request, wait this long for compatible companions."
     )
     max_batches_in_flight: int = Field(
-        2,
+        3,
         ge=1,
         description=(
-            "Batches generating or uploading at once (a batch whose images are stored publishes "
-            "its results beside the next ones)."
+            "Batches in flight at once: one generating, one on record and queued behind it (the "
+            "engine never waits for its store writes), one uploading; a batch whose images are "
+            "stored publishes its results beside the next ones."
         ),
     )
     batch_lookahead: int = Field(
@@ -137,11 +138,12 @@ class ConnectionFields(BaseSettings):
         ),
     )
     io_threads: int = Field(
-        2,
+        4,
         ge=1,
         description=(
-            "Threads for image encoding and uploads, each image of a request on its own (more "
-            "compete with torch on a CPU-only box; on a GPU host, the images per batch)."
+            "Threads for image encoding and uploads, each image on its own: at least the images "
+            "of one batch (MAX_BATCH_SIZE), or a batch uploads in rounds while the engine waits "
+            "for its slot."
         ),
     )
 
