@@ -42,7 +42,8 @@ from consumer.output.config import OutputConfig
 from consumer.output.progress import ProgressReporter
 from consumer.output.publishing import Publisher
 from consumer.requests.config import TriageConfig
-from consumer.requests.journal import AttemptJournal, owner_id
+from consumer.requests.journal import AttemptJournal
+from consumer.requests.journal_store import owner_id
 from consumer.requests.lookup import StoreLookup
 from consumer.requests.triage import Triage, Work
 from consumer.settings import Settings
@@ -185,6 +186,7 @@ class Worker:
             consumer, producer = await self._connect()
             self._wire(consumer, producer)
             assert self._journal is not None
+            await self._journal.check_store()
             watchers.append(asyncio.create_task(self._journal.keep_leased()))
             if self.settings.join_after_warmup:  # take partitions only once able to work,
                 # however many tries loading the default model takes (health.py)

@@ -19,15 +19,8 @@ from consumer.generation.engine import (
     StepHook,
 )
 from consumer.generation.inputs import InputReader, by_batch_key, prepare_batch
-from consumer.output.images import (
-    REQUEST_DIGEST_METADATA,
-    completed_result,
-    encode_one,
-    image_key_for,
-    look_up,
-    request_digest,
-    store_one,
-)
+from consumer.output.images import completed_result, encode_one, store_one
+from consumer.output.taken import look_in_folder, remove_created
 from consumer.requests.decision import Stored
 from consumer.stoppable import Backoff, StopRequested
 from schemas import ErrorCode, GenerationResult, ImageRef
@@ -253,45 +246,18 @@ class BatchProcessor:
             return await self._taken(outcome)
 
     async def _taken(self, output: JobOutput) -> GenerationResult:
-        """A fresh request found one of its keys taken: its request_id was used before. The
-        same parameters (a request sent twice): every image is there, the same; other
-        parameters: refused `request_id_conflict`, and the images this attempt created (it
-        created only where nothing was) are removed; an image that vouches for nothing (an
-        older worker's, or half written): stored again over it."""
+        """A fresh request found one of its keys taken: its request_id was used before
+        (taken.py). Its stored answer, a refusal, or its images stored over what vouches for
+        nothing."""
         job = output.job
-        folder = image_key_for(job, self._key_prefix, 0).rpartition("/")[0]
-
-        def look() -> tuple[Stored, GenerationResult | None]:
-            return look_up(job, self._store, self._key_prefix, self._store.keys_in(folder, 100))
-
-        try:
-            stored, answer = await asyncio.to_thread(look)
-        except StorageError as exc:
-            log.warning("store lookup failed: %s", exc, extra={"request_id": job.request_id})
-            stored, answer = Stored.UNKNOWN, None
+        stored, answer = await asyncio.to_thread(look_in_folder, job, self._store, self._key_prefix)
         if stored is Stored.SAME and answer is not None:
             return answer
         if stored is Stored.OTHER:
-            log.warning(
-                "request_id used before for other parameters", extra={"request_id": job.request_id}
-            )
-            await asyncio.to_thread(self._remove_created, output)
+            log.warning("request_id used before", extra={"request_id": job.request_id})
+            await asyncio.to_thread(remove_created, job, self._store, self._key_prefix)
             return GenerationResult.failed(job.request_id, ErrorCode.REQUEST_ID_CONFLICT)
         return await self._store_one(output, create=False)
-
-    def _remove_created(self, output: JobOutput) -> None:
-        """The images of `output` whose metadata says they are this request's (created by this
-        attempt: under a taken request_id, nothing else of its parameters can be there)."""
-        job = output.job
-        wanted = request_digest(job)
-        for index in range(job.num_images):
-            key = image_key_for(job, self._key_prefix, index)
-            try:
-                metadata = self._store.head(key)
-                if metadata is not None and metadata.get(REQUEST_DIGEST_METADATA) == wanted:
-                    self._store.delete(key)
-            except StorageError as exc:
-                log.warning("image not removed: %s", exc, extra={"key": key})
 
     async def _store_one(self, output: JobOutput, create: bool = False) -> GenerationResult:
         """Each image encoded and uploaded on its own I/O thread (a request's images side by

@@ -24,11 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import os
-import re
-import secrets
-import socket
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias
@@ -42,7 +37,15 @@ from consumer.requests.journal_entries import (
     RecordKey,
     State,
     inherit,
-    settled,
+)
+from consumer.requests.journal_store import (
+    JOURNAL_FOLDER,
+    LEASE_SECONDS,
+    creates_honoured,
+    observed,
+    read_journals,
+    read_others,
+    trim,
 )
 from consumer.stoppable import wait_or_stop
 from storage import ImageStore, StorageError
@@ -52,40 +55,11 @@ log = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[Any, Any]
 Partition: TypeAlias = tuple[str, int]
 
-# A journal not renewed for this long belongs to a worker that died; a worker with work in
-# progress renews it every LEASE_SECONDS / 3 (one small write every two seconds). Also the
-# allowance for clocks: a lease is taken for lapsed only LEASE_SECONDS after its end.
-LEASE_SECONDS = 6.0
 WAIT_SECONDS = 300.0  # waiting for a live worker to let go (a long batch past its revoke)
-# Other workers' journals read per assignment; a lapsed one this old is deleted unread.
-MAX_JOURNALS = 1000
-FORGET_AFTER_SECONDS = 7 * 24 * 3600.0
-JOURNAL_FOLDER = "_attempts"  # request ids start with a letter or digit: never this
 LOAD_SECONDS = 10.0  # reading the journals at an assignment, at most
 # An entry not running here is dropped this long after its last change, committed or not (the
 # partition's new owner has read it long since); while the record stays here, its count is kept.
 HELD_SECONDS = 600.0
-
-
-def owner_id() -> str:
-    """This process's name in journal keys: host, pid and a random part (a restarted process
-    with the same pid on the same host is another owner)."""
-    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:60] or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def _observed(
-    journal: Journal | None, owner: str, last_lease: dict[str, tuple[float, float]]
-) -> Journal | None:
-    """`journal` as read again, marked lapsed once its lease has not moved for LEASE_SECONDS
-    of this worker's time (`last_lease`: each journal's lease and when it was first seen)."""
-    if journal is not None:
-        lease, seen_at = last_lease.get(owner, (math.nan, time.monotonic()))
-        if lease != journal.lease_until:
-            last_lease[owner] = (journal.lease_until, time.monotonic())
-        elif time.monotonic() - seen_at > LEASE_SECONDS:
-            journal.lease_until = -math.inf  # not renewed: its owner died
-    return journal
 
 
 def key_of(record: Record) -> RecordKey:
@@ -113,9 +87,16 @@ class AttemptJournal:
         self._revoked: set[Partition] = set()  # taken away since this worker had them
         self._loaded: set[Partition] = set()  # assigned, their journals read
         self._load_lock = asyncio.Lock()
+        self._creates: bool | None = None  # the store refuses a second create of a key
         self._write_lock = asyncio.Lock()
         self._changes = 0  # bumped by every change; a write covers the changes before it
         self._written = 0
+
+    async def check_store(self) -> None:
+        """Ask the store whether it honours `create` (three calls; again later if it could
+        not be asked)."""
+        owner = self.key.rpartition("/")[2].removesuffix(".json")
+        self._creates = await asyncio.to_thread(creates_honoured, self._store, self.folder, owner)
 
     # --- what triage asks -----------------------------------------------------------------------
 
@@ -127,9 +108,11 @@ class AttemptJournal:
         return max(own.attempts, inherited) if own is not None else inherited
 
     def may_have_run(self, record: Record) -> bool:
-        """Whether any worker may have started it before: then its store folder is looked at."""
+        """Whether any worker may have started it before: then its store folder is looked at.
+        Every record may have, as long as the store is not known to honour `create` (which
+        finds a request_id used before when its images are written)."""
         key = key_of(record)
-        if (record.topic, record.partition) in self._unknown:
+        if not self._creates or (record.topic, record.partition) in self._unknown:
             return True
         return key in self._own.entries or key in self._inherited.attempts
 
@@ -164,7 +147,9 @@ class AttemptJournal:
         committed = committed or {}
         self._revoked -= partitions
         try:
-            journals = await asyncio.wait_for(asyncio.to_thread(self._read_others), LOAD_SECONDS)
+            journals = await asyncio.wait_for(
+                asyncio.to_thread(read_others, self._store, self.folder, self.key), LOAD_SECONDS
+            )
         except (StorageError, TimeoutError) as exc:
             log.warning("attempt journals not read: %s", exc)
             self._unknown |= partitions
@@ -187,7 +172,7 @@ class AttemptJournal:
                 self._own.entries[key] = Entry("", attempts, State.HELD, now)
         if any(found.attempts.values()) and not await self.write():
             return  # the evidence is only in the old journals: leave them as they are
-        await asyncio.to_thread(self._trim, journals, partitions, committed, now)
+        await asyncio.to_thread(trim, self._store, journals, partitions, committed, now)
 
     async def wait_released(
         self, records: list[Record], until: asyncio.Event, step: Callable[[], None]
@@ -210,12 +195,12 @@ class AttemptJournal:
             log.info("waiting for a live worker to let go", extra={"journals": sorted(owners)})
             await wait_or_stop(until, 1.0)  # raises StopRequested at a stop
             try:
-                journals = await asyncio.to_thread(self._read, owners)
+                journals = await asyncio.to_thread(read_journals, self._store, owners)
             except StorageError as exc:
                 log.warning("attempt journal not read: %s", exc)
                 continue
             for owner in owners:
-                journal = _observed(journals.get(owner), owner, last_lease)
+                journal = observed(journals.get(owner), owner, last_lease)
                 for key in keys:
                     if self._inherited.busy.get(key) == owner:
                         self._settle(key, journal)
@@ -302,6 +287,8 @@ class AttemptJournal:
             await asyncio.sleep(LEASE_SECONDS / 3)
             if self.running():
                 await self.write()
+            if self._creates is None:
+                await self.check_store()
 
     def _document(self) -> bytes:
         now = time.time()
@@ -331,40 +318,3 @@ class AttemptJournal:
                 self._own.entries[key] = Entry(entry.request_id, entry.attempts, new, now)
                 changed = True
         return changed
-
-    # --- reading others -------------------------------------------------------------------------
-
-    def _read_others(self) -> dict[str, Journal]:
-        keys = [k for k in self._store.keys_in(self.folder, MAX_JOURNALS) if k != self.key]
-        return self._read(keys)
-
-    def _read(self, keys: Iterable[str]) -> dict[str, Journal]:
-        journals = {}
-        for key in keys:
-            data = self._store.get(key)
-            if data is None:
-                continue  # deleted since the listing
-            try:
-                journals[key] = Journal.from_bytes(data)
-            except ValueError as exc:
-                log.warning("skipping %s: %s", key, exc)
-        return journals
-
-    def _trim(
-        self,
-        journals: dict[str, Journal],
-        partitions: set[Partition],
-        committed: dict[Partition, int],
-        now: float,
-    ) -> None:
-        """Lapsed journals lose the entries this member carried over (or that are committed);
-        an empty one, or one lapsed for FORGET_AFTER_SECONDS, is deleted. Best effort."""
-        for key, journal in journals.items():
-            left = settled(journal, partitions, committed, now, LEASE_SECONDS)
-            try:
-                if left is None or now - journal.lease_until > FORGET_AFTER_SECONDS:
-                    self._store.delete(key)
-                elif left is not journal:
-                    self._store.put(key, left.to_bytes(), "application/json")
-            except StorageError as exc:
-                log.warning("attempt journal %s not trimmed: %s", key, exc)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from consumer.requests.journal import JOURNAL_FOLDER, LEASE_SECONDS
 from consumer.requests.journal_entries import Entry, Journal, RecordKey, State, inherit
+from consumer.requests.journal_store import JOURNAL_FOLDER, LEASE_SECONDS
 from storage import ImageStore
 
 TOPIC = "requests"

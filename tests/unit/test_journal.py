@@ -94,7 +94,27 @@ def record(offset: int, partition: int = 0) -> ConsumerRecord[Any, Any]:
 
 
 def journal_on(store: LocalImageStore, landed: int = -1) -> AttemptJournal:
-    return AttemptJournal(store, "", "me", lambda partition: landed)
+    journal = AttemptJournal(store, "", "me", lambda partition: landed)
+    journal._creates = True  # as check_store finds for a local store
+    return journal
+
+
+async def test_until_the_store_is_known_to_honour_create_every_record_may_have_run(
+    tmp_path: Path,
+) -> None:
+    class Ignores(LocalImageStore):
+        def create(self, *args: Any, **kwargs: Any) -> str:
+            return self.put(*args, **kwargs)
+
+    for store, honoured in (
+        (LocalImageStore(tmp_path / "a"), True),
+        (Ignores(tmp_path / "b"), False),
+    ):
+        journal = AttemptJournal(store, "", "me", lambda partition: -1)
+        assert journal.may_have_run(record(0))  # not asked yet
+        await journal.check_store()
+        assert journal.may_have_run(record(0)) is not honoured
+        assert store.keys_in("_attempts", 10) == []  # the probe is gone
 
 
 async def test_a_new_owner_carries_a_dead_workers_crashes_before_trimming_its_journal(
