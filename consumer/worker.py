@@ -100,6 +100,7 @@ class Worker:
             io_threads=self._io_threads,
             on_storage_retry=self.metrics.storage_retries.inc,
             stops=self._stops.due,
+            reuse_stored=settings.reuse_stored_images,
             inputs=InputReader(
                 store,
                 int(settings.max_input_image_bytes),

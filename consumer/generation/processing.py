@@ -74,11 +74,15 @@ class BatchProcessor:
         on_storage_retry: Callable[[], None] = lambda: None,
         stops: StopCheck = lambda jobs: {},
         inputs: InputReader | None = None,
+        reuse_stored: bool = True,
     ) -> None:
         """`stops`: which of some jobs must stop now (cancelled, past their deadline); asked
         before each engine call and after each of its denoising steps. `inputs`: reads the init
-        images of image-to-image jobs (contract 1.2; default limits when None)."""
+        images of image-to-image jobs (contract 1.2; default limits when None). `reuse_stored`
+        (REUSE_STORED_IMAGES): a request found stored at upload is answered from the store;
+        off, its images are written again over the same ones."""
         self._inputs = inputs or InputReader(store)
+        self._reuse_stored = reuse_stored
         self._engine = engine
         self._stops = stops
         self._store = store
@@ -251,7 +255,7 @@ class BatchProcessor:
         nothing."""
         job = output.job
         stored, answer = await asyncio.to_thread(look_in_folder, job, self._store, self._key_prefix)
-        if stored is Stored.SAME and answer is not None:
+        if stored is Stored.SAME and answer is not None and self._reuse_stored:
             return answer
         if stored is Stored.OTHER:
             log.warning("request_id used before", extra={"request_id": job.request_id})
