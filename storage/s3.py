@@ -142,19 +142,7 @@ class S3ImageStore:
     ) -> str:
         """Upload `data` to `key` (overwrites data and metadata) and return its client URL.
         `metadata` becomes x-amz-meta-* user metadata, which `head` returns."""
-        check_metadata(metadata)
-        try:
-            self._client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=data,
-                ContentType=content_type,
-                CacheControl=self.cache_control,
-                Metadata=metadata or {},
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise self._wrap(exc, f"put {key!r}") from None
-        return self.url_for(key)
+        return self._put_object(key, data, content_type, metadata, only_new=False)
 
     def create(
         self,
@@ -165,7 +153,19 @@ class S3ImageStore:
     ) -> str:
         """`put` with `If-None-Match: *`: HTTP 412 (something is stored there) raises
         AlreadyStored; a 409 (a concurrent conditional write) is retryable."""
+        return self._put_object(key, data, content_type, metadata, only_new=True)
+
+    def _put_object(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str,
+        metadata: dict[str, str] | None,
+        only_new: bool,
+    ) -> str:
         check_metadata(metadata)
+        condition = {"IfNoneMatch": "*"} if only_new else {}
+        action = f"{'create' if only_new else 'put'} {key!r}"
         try:
             self._client.put_object(
                 Bucket=self.bucket,
@@ -174,14 +174,14 @@ class S3ImageStore:
                 ContentType=content_type,
                 CacheControl=self.cache_control,
                 Metadata=metadata or {},
-                IfNoneMatch="*",
+                **condition,
             )
         except ClientError as exc:
-            if _error_code(exc) == "PreconditionFailed":
+            if only_new and _error_code(exc) == "PreconditionFailed":
                 raise AlreadyStored(key) from None
-            raise self._wrap(exc, f"create {key!r}") from None
+            raise self._wrap(exc, action) from None
         except BotoCoreError as exc:
-            raise self._wrap(exc, f"create {key!r}") from None
+            raise self._wrap(exc, action) from None
         return self.url_for(key)
 
     def get(self, key: str) -> bytes | None:

@@ -148,14 +148,19 @@ class BatchProcessor:
                     log.error("store refused an init image read: %s", exc)
                     failed = {j.request_id: ErrorCode.STORAGE_FAILED for j in jobs if j.init_image}
                     return [job for job in jobs if not job.init_image], failed
-                if self.abandoned:
-                    raise Abandoned from exc
-                self._on_storage_retry()
-                log.warning("store unavailable (%s); retrying in %.1fs", exc, backoff.delay)
-                try:
-                    await backoff.wait(self._abandon_loop)
-                except StopRequested:
-                    raise Abandoned from exc
+                await self._store_away(exc, backoff)
+
+    async def _store_away(self, exc: StorageError, backoff: Backoff) -> None:
+        """A store call failed for a passing reason: wait before the next try, or give the
+        batch up (Abandoned) once the worker abandons its work."""
+        if self.abandoned:
+            raise Abandoned from exc
+        self._on_storage_retry()
+        log.warning("store unavailable (%s); retrying in %.1fs", exc, backoff.delay)
+        try:
+            await backoff.wait(self._abandon_loop)
+        except StopRequested:
+            raise Abandoned from exc
 
     async def _generate(
         self, jobs: list[GenerationJob], calls: _Calls
@@ -286,14 +291,7 @@ class BatchProcessor:
                     request_id = output.job.request_id
                     log.error("store refused: %s", exc, extra={"request_id": request_id})
                     return GenerationResult.failed(request_id, ErrorCode.STORAGE_FAILED)
-                if self.abandoned:
-                    raise Abandoned from exc
-                self._on_storage_retry()
-                log.warning("store unavailable (%s); retrying in %.1fs", exc, backoff.delay)
-                try:
-                    await backoff.wait(self._abandon_loop)
-                except StopRequested:
-                    raise Abandoned from exc
+                await self._store_away(exc, backoff)
 
     async def _each_image(
         self,
