@@ -57,6 +57,8 @@ from consumer.devtools.services import SeaweedS3, TansuBroker, create_topics
 from consumer.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+# The checkout whose `python -m consumer` runs (--trees: another commit's, side by side).
+WORKER_TREE = ROOT
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 SIZE = 64
 # Batches whose results are left out of the timed window (start-up, the first lookups).
@@ -212,7 +214,7 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     """Ours, less anything a worker would read as a setting (or AWS's own), plus the settings."""
     own = settings.to_env()
     env = {k: v for k, v in os.environ.items() if k not in own and not k.startswith("AWS_")}
-    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    path = [str(WORKER_TREE), *filter(None, [os.environ.get("PYTHONPATH")])]
     return env | own | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(path)}
 
 
@@ -220,7 +222,7 @@ def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "consumer", "--env-file", "/nonexistent", "run"],
-            cwd=ROOT,
+            cwd=WORKER_TREE,
             env=worker_environment(settings),
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -706,6 +708,14 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NAME=VALUE",
         help="a further worker setting, e.g. MAX_ATTEMPTS=0 (repeatable)",
     )
+    parser.add_argument(
+        "--trees",
+        type=lambda text: [Path(p).resolve() for p in text.split(",")],
+        default=None,
+        metavar="DIR,DIR",
+        help="run the worker of each checkout in turn, twice, on the same services (e.g. an "
+        "older commit's `git worktree` beside this one; with --set ENGINE=diffusers)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the runs here")
     parser.add_argument("--keep", action="store_true", help="keep the logs (prints the folder)")
     args = parser.parse_args(argv)
@@ -733,7 +743,14 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-worker-process-"))
     try:
         with services(workdir) as stack:
-            runs = asyncio.run(run_all(stack, cells, workdir))
+            runs = asyncio.run(run_all(stack, cells, workdir)) if not args.trees else []
+            for tree in [*(args.trees or []), *reversed(args.trees or [])]:  # A B B A
+                global WORKER_TREE
+                WORKER_TREE = tree
+                done = asyncio.run(run_all(stack, cells, workdir))
+                rates = ", ".join(f"{run.rate:.1f} img/s ({run.problem or 'ok'})" for run in done)
+                print(f"tree {tree}: {rates}", flush=True)
+                runs += done
     except KeyboardInterrupt:
         print("interrupted: the worker process and the services are stopped", file=sys.stderr)
         raise SystemExit(130) from None
