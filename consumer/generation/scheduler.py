@@ -49,11 +49,6 @@ class Scheduler:
         before the others), so it is at least `room`."""
         return self.in_flight.free_slots + self._lookahead - self.pending.urgent
 
-    @property
-    def idle(self) -> bool:
-        """Nothing runs or waits: a lone request may start at once."""
-        return not self.in_flight and not self.pending
-
     def add(self, batches: Iterable[list[Work]]) -> None:
         self.pending.extend(batches)
 

@@ -45,7 +45,7 @@ def never_ending(started: list[str]) -> Callable[[list[Work]], Any]:
 
 async def test_room_counts_free_slots_and_the_lookahead() -> None:
     scheduler = Scheduler(slots=2, lookahead=1, loaded_models=list)
-    assert scheduler.room() == 3 and scheduler.idle
+    assert scheduler.room() == 3 and not scheduler.in_flight and not scheduler.pending
     scheduler.add([[work("a")], [work("b")]])
     assert scheduler.room() == 1 and scheduler.holds("a") and not scheduler.holds("z")
 
