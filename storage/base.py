@@ -72,7 +72,7 @@ class ImageStore(Protocol):
 
     def get(self, key: str) -> bytes | None:
         """The whole object, or None when `key` does not exist. Small objects only: it is read
-        into memory in one piece (counters, markers; not images on the hot path)."""
+        into memory in one piece (attempt journals, init images; not images on the hot path)."""
         ...
 
     def head(self, key: str) -> dict[str, str] | None:

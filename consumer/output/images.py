@@ -36,7 +36,7 @@ PARAMS_DIGEST_METADATA = "params-sha256"
 REQUEST_DIGEST_METADATA = "request-sha256"
 # ... and its size, so a result served from the store reports `bytes` without a download.
 SIZE_METADATA = "bytes"
-# The name of an image in a request's folder: <index>.<ext> (a marker's name never is).
+# The name of an image in a request's folder: <index>.<ext> (anything else there is not one).
 _IMAGE_NAME = re.compile(r"[0-9]+\.[a-z]+")
 # audit.note of a result served from the store (followed by "; " and the model's note, if any).
 STORED_NOTE = "served from the store: images of an earlier delivery with identical parameters"

@@ -46,7 +46,7 @@ class Facts:
     duplicate_conflict: bool = False  # taken beside a record with its id and other parameters
     stored: Stored = Stored.NOTHING
     stop: ErrorCode | None = None  # CANCELLED, or DEADLINE_EXCEEDED (deadline or age passed)
-    attempts: int = 0  # attempt markers on record: starts by workers that died
+    attempts: int = 0  # crashes on record (the attempt journal): runs by workers that died
     max_attempts: int = 0  # MAX_ATTEMPTS; 0: no crash-loop guard
 
 

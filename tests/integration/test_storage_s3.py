@@ -116,7 +116,7 @@ def test_get_head_delete_and_metadata(s3_endpoint: S3Endpoint, client: Any) -> N
 
 
 def test_small_json_object_under_attempts(s3_endpoint: S3Endpoint, client: Any) -> None:
-    """The crash-loop guard's marker: a small JSON object in the request's folder."""
+    """A small JSON object (an attempt journal is one) round-trips."""
     store = _store(s3_endpoint)
     store.ensure_bucket()
     key = f"images/req-{secrets.token_hex(4)}/_attempt-1"
