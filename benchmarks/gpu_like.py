@@ -4,7 +4,7 @@
 so the engine sleeps `--engine-ms` per batch off the GIL, as a CUDA call leaves the CPU free, and
 makes 8x8 images; every store call (put, get, head, list, delete) takes `--store-ms`, as on S3. The
 broker is the embedded Tansu. It shows whether the worker keeps the engine busy when the work
-around each batch (uploads, attempt journal writes, publishing) is latency, not CPU: the worker's rate
+around each batch (uploads, journal writes, publishing) is latency, not CPU: the worker's rate
 next to the engine's own. Synthetic; a benchmark, not a test.
 """
 
