@@ -90,9 +90,10 @@ def trim(
 
 
 def creates_honoured(store: ImageStore, folder: str, owner: str) -> bool | None:
-    """Whether the store refuses a second `create` of one key (None: it could not be asked)."""
+    """Whether the store refuses a second `create` of one key (None: it could not be asked). The
+    probe object sits beside the journals' folder, not in it (readers list that folder)."""
     try:
-        honoured = supports_create(store, f"{folder}/.probe-{owner}")
+        honoured = supports_create(store, f"{folder}-probe-{owner}")
     except StorageError as exc:
         log.warning("store not asked about conditional writes: %s", exc)
         return None

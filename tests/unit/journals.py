@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from consumer.requests.journal_entries import Entry, Journal, RecordKey, State, inherit
-from consumer.requests.journal_store import JOURNAL_FOLDER, LEASE_SECONDS
+from consumer.requests.journal_store import JOURNAL_FOLDER, LEASE_SECONDS, read_journals
 from storage import ImageStore
 
 TOPIC = "requests"
@@ -32,13 +32,9 @@ def seed_crashes(
 
 
 def journals(store: ImageStore, prefix: str = "") -> dict[str, Journal]:
+    """Every journal in the store, read as a new owner reads them."""
     folder = f"{prefix}/{JOURNAL_FOLDER}".lstrip("/")
-    found = {}
-    for key in store.keys_in(folder, 1000):
-        data = store.get(key)
-        if data is not None:
-            found[key] = Journal.from_bytes(data)
-    return found
+    return read_journals(store, store.keys_in(folder, 1000))
 
 
 def crashes_if_all_died(
