@@ -672,6 +672,10 @@ async def run_all(stack: Services, cells: list[Cell], workdir: Path) -> list[Run
     return runs
 
 
+def _cpu_line(run: Run) -> str:
+    return ", ".join(f"{name} {seconds:.2f}" for name, seconds in run.cpu_s.items())
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -748,7 +752,11 @@ def main(argv: list[str] | None = None) -> None:
                 global WORKER_TREE
                 WORKER_TREE = tree
                 done = asyncio.run(run_all(stack, cells, workdir))
-                rates = ", ".join(f"{run.rate:.1f} img/s ({run.problem or 'ok'})" for run in done)
+                rates = ", ".join(
+                    f"{run.rate:.1f} img/s, CPU s in the window {_cpu_line(run)} "
+                    f"({run.problem or 'ok'})"
+                    for run in done
+                )
                 print(f"tree {tree}: {rates}", flush=True)
                 runs += done
     except KeyboardInterrupt:
