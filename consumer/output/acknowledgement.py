@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import replace
+from functools import partial
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -122,22 +123,28 @@ class Acknowledger:
 
     def _result_delivery(self, record: Record, result: GenerationResult) -> Delivery:
         topic, request_id = self._config.result_topic, result.request_id or ""
-        minimal = GenerationResult.failed(request_id, ErrorCode.RESULT_REFUSED)
-        refused = ErrorInfo.public(ErrorCode.RESULT_REFUSED)
         trace = trace_headers(record.headers)
+
+        def minimal() -> OutRecord:
+            failed = GenerationResult.failed(request_id, ErrorCode.RESULT_REFUSED)
+            return result_record(topic, failed, self._source, trace)
+
+        refused = ErrorInfo.public(ErrorCode.RESULT_REFUSED)
         return Delivery(
             request_id,
             (
-                result_record(topic, result, self._source, trace),
-                result_record(topic, minimal, self._source, trace),
-                self._dead_letter(record, refused),
+                partial(result_record, topic, result, self._source, trace),
+                minimal,
+                partial(self._dead_letter, record, refused),
             ),
         )
 
     def _dead_letter_delivery(self, record: Record, error: ErrorInfo) -> Delivery:
-        letter = self._dead_letter(record, error)
-        bare = replace(letter, value=None)  # the headers still say where it came from and why
-        return Delivery(f"{record.topic}:{record.partition}@{record.offset}", (letter, bare))
+        def bare() -> OutRecord:  # the headers still say where it came from and why
+            return replace(self._dead_letter(record, error), value=None)
+
+        label = f"{record.topic}:{record.partition}@{record.offset}"
+        return Delivery(label, (partial(self._dead_letter, record, error), bare))
 
     def _dead_letter(self, record: Record, error: ErrorInfo) -> OutRecord:
         limit = self._config.max_record_bytes
