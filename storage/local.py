@@ -90,17 +90,7 @@ class LocalImageStore:
         target = self.path_for(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(
-                dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-            )
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.link(tmp_name, target)  # the claim: fails when the name is taken
-            finally:
-                Path(tmp_name).unlink(missing_ok=True)
+            self._write_atomically(target, data, claim=True)
             if metadata:  # a reader in between sees {}: an object that vouches for nothing
                 text = json.dumps(metadata, sort_keys=True).encode()
                 self._write_atomically(_sidecar(target), text)
@@ -179,17 +169,18 @@ class LocalImageStore:
         return keys[:limit]
 
     @staticmethod
-    def _write_atomically(target: Path, data: bytes) -> None:
+    def _write_atomically(target: Path, data: bytes, claim: bool = False) -> None:
+        """`data` in a synced temporary file, then moved into place (os.replace), or with
+        `claim` linked into place, which raises FileExistsError when the name is taken."""
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+            (os.link if claim else os.replace)(tmp_name, target)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)  # gone already after a replace
 
     def url_for(self, key: str) -> str:
         """BASE_URL/key when set, else the file's file:// URI."""
