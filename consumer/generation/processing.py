@@ -54,6 +54,20 @@ class _Calls:
     stopped: dict[str, ErrorCode] = field(default_factory=dict)
 
 
+def _in_order(
+    jobs: Sequence[GenerationJob],
+    failed: Mapping[str, ErrorCode],
+    outcomes: Mapping[str, JobOutput | GenerationResult],
+) -> list[JobOutput | GenerationResult]:
+    """Each job's outcome in the jobs' order: its failure code's result where it has one."""
+    return [
+        GenerationResult.failed(job.request_id, failed[job.request_id])
+        if job.request_id in failed
+        else outcomes[job.request_id]
+        for job in jobs
+    ]
+
+
 class Abandoned(Exception):
     """The worker gave the batch up (shutdown or rebalance): publish nothing, commit nothing,
     so the requests are delivered again."""
@@ -127,12 +141,7 @@ class BatchProcessor:
         for group in by_batch_key(ready):
             for outcome in await self._generate(group, calls):
                 outcomes[_request_id(outcome)] = outcome
-        return [
-            GenerationResult.failed(job.request_id, refused[job.request_id])
-            if job.request_id in refused
-            else outcomes[job.request_id]
-            for job in jobs
-        ]
+        return _in_order(jobs, refused, outcomes)
 
     async def _read_inputs(
         self, jobs: list[GenerationJob]
@@ -175,12 +184,7 @@ class BatchProcessor:
         if running:
             outputs = await self._engine_call(running, calls)
             outcomes = {_request_id(outcome): outcome for outcome in outputs}
-        return [
-            GenerationResult.failed(job.request_id, stopped[job.request_id])
-            if job.request_id in stopped
-            else outcomes[job.request_id]
-            for job in jobs
-        ]
+        return _in_order(jobs, stopped, outcomes)
 
     async def _engine_call(
         self, jobs: list[GenerationJob], calls: _Calls
@@ -259,7 +263,18 @@ class BatchProcessor:
         (taken.py). Its stored answer, a refusal, or its images stored over what vouches for
         nothing."""
         job = output.job
-        stored, answer = await asyncio.to_thread(look_in_folder, job, self._store, self._key_prefix)
+        backoff = Backoff(0.2, self._max_backoff)
+        while True:  # a key is taken: never written over before the folder says whose it is
+            try:
+                stored, answer = await asyncio.to_thread(
+                    look_in_folder, job, self._store, self._key_prefix
+                )
+                break
+            except StorageError as exc:
+                if not exc.retryable:
+                    log.error("store refused: %s", exc, extra={"request_id": job.request_id})
+                    return GenerationResult.failed(job.request_id, ErrorCode.STORAGE_FAILED)
+                await self._store_away(exc, backoff)
         if stored is Stored.SAME and answer is not None and self._reuse_stored:
             return answer
         if stored is Stored.OTHER:

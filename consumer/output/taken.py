@@ -23,13 +23,9 @@ _LIST_LIMIT = 100
 def look_in_folder(
     job: GenerationJob, store: ImageStore, key_prefix: str
 ) -> tuple[Stored, GenerationResult | None]:
-    """What the request's folder holds (look_up): Stored.UNKNOWN when the store cannot say."""
+    """What the request's folder holds (look_up). Raises StorageError."""
     folder = image_key_for(job, key_prefix, 0).rpartition("/")[0]
-    try:
-        return look_up(job, store, key_prefix, store.keys_in(folder, _LIST_LIMIT))
-    except StorageError as exc:
-        log.warning("store lookup failed: %s", exc, extra={"request_id": job.request_id})
-        return Stored.UNKNOWN, None
+    return look_up(job, store, key_prefix, store.keys_in(folder, _LIST_LIMIT))
 
 
 def remove_created(job: GenerationJob, store: ImageStore, key_prefix: str) -> None:

@@ -15,6 +15,7 @@ from aiokafka.errors import CommitFailedError
 
 from consumer.generation.engine.fake import FakeEngine
 from consumer.requests.journal_entries import State
+from storage import StorageError
 from tests.unit.harness import P0, TOPIC, Harness, event, running
 from tests.unit.journals import crashes_if_all_died, seed_crashes, state_of
 
@@ -176,6 +177,34 @@ async def test_a_request_sent_twice_is_answered_with_the_first_ones_images(
     assert [i.key for i in first.images] == [i.key for i in second.images]
     assert [i.seed for i in first.images] == [i.seed for i in second.images]
     assert h.store.path_for(key).stat().st_mtime_ns == written  # not written again
+
+
+async def test_a_taken_key_is_never_written_over_while_the_store_cannot_say_whose_it_is(
+    tmp_path: Path,
+) -> None:
+    """The second record finds its key taken, and the listing that would say whose it is fails
+    for a passing reason: it is tried again (with the store-outage backoff), not written over."""
+    h = Harness(tmp_path, FakeEngine(), storage_retry_max_backoff_seconds=0.2)
+    h.broker.append(TOPIC, 0, event("again", seed=None))
+    async with running(h):
+        await h.wait(lambda: h.broker.committed.get(P0) == 1, "the first delivery")
+        key = h.results()["again"][0].images[0].key
+        written = h.store.path_for(key).stat().st_mtime_ns
+        listing, failures = h.store.keys_in, [2]
+
+        def flaky(folder: str, limit: int) -> list[str]:
+            if failures[0]:
+                failures[0] -= 1
+                raise StorageError("connection reset", retryable=True)
+            return listing(folder, limit)
+
+        h.store.keys_in = flaky  # type: ignore[method-assign]
+        h.broker.append(TOPIC, 0, event("again", seed=None))  # sent again
+        await h.wait(lambda: h.broker.committed.get(P0) == 2, "the second delivery")
+    second = h.results()["again"][1]
+    assert failures == [0] and second.status == "completed"
+    assert second.audit is not None and "served from the store" in (second.audit.note or "")
+    assert h.store.path_for(key).stat().st_mtime_ns == written  # not written over
 
 
 async def test_a_redelivered_record_is_answered_from_the_store_without_generating(
