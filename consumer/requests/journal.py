@@ -79,6 +79,7 @@ class AttemptJournal:
         prefix = key_prefix.strip("/")
         self.folder = f"{prefix}/{JOURNAL_FOLDER}" if prefix else JOURNAL_FOLDER
         self.key = f"{self.folder}/{owner}.json"
+        self._owner = owner
         self._store = store
         self._committed = committed
         self._own = Journal(owner, 0.0)
@@ -95,8 +96,9 @@ class AttemptJournal:
     async def check_store(self) -> None:
         """Ask the store whether it honours `create` (three calls; again later if it could
         not be asked)."""
-        owner = self.key.rpartition("/")[2].removesuffix(".json")
-        self._creates = await asyncio.to_thread(creates_honoured, self._store, self.folder, owner)
+        self._creates = await asyncio.to_thread(
+            creates_honoured, self._store, self.folder, self._owner
+        )
 
     # --- what triage asks -----------------------------------------------------------------------
 
@@ -136,15 +138,13 @@ class AttemptJournal:
                 finally:  # read, or known unreadable (every record suspect)
                     self._loaded |= missing
 
-    async def load(
-        self, partitions: set[Partition], committed: dict[Partition, int] | None = None
-    ) -> None:
-        """Read the other workers' journals for the records of newly assigned `partitions`
-        (`committed`: their committed offsets, where known: older entries are moot), carry what
-        they say into this journal, then trim the lapsed ones. A store that cannot be read
-        makes every record of these partitions suspect of having run (looked up), with no
-        crash on record."""
-        committed = committed or {}
+    async def load(self, partitions: set[Partition]) -> None:
+        """Read the other workers' journals for the records of newly assigned `partitions`,
+        carry what they say into this journal, then trim the lapsed ones. Entries of records
+        committed since are kept and counted too: they are never fetched again, and this
+        journal drops them once its own commits pass them. A store that cannot be read makes
+        every record of these partitions suspect of having run (looked up), with no crash on
+        record."""
         self._revoked -= partitions
         try:
             journals = await asyncio.wait_for(
@@ -156,7 +156,7 @@ class AttemptJournal:
             return
         self._unknown -= partitions
         now = time.time()
-        found = inherit(journals, partitions, committed, now, LEASE_SECONDS)
+        found = inherit(journals, partitions, {}, now, LEASE_SECONDS)
         log.info(
             "attempt journals read",
             extra={
@@ -172,7 +172,7 @@ class AttemptJournal:
                 self._own.entries[key] = Entry("", attempts, State.HELD, now)
         if any(found.attempts.values()) and not await self.write():
             return  # the evidence is only in the old journals: leave them as they are
-        await asyncio.to_thread(trim, self._store, journals, partitions, committed, now)
+        await asyncio.to_thread(trim, self._store, journals, partitions, now)
 
     async def wait_released(
         self, records: list[Record], until: asyncio.Event, step: Callable[[], None]
@@ -236,7 +236,7 @@ class AttemptJournal:
     def engine_started(self, records: Iterable[Record]) -> None:
         """The engine took the batch: its NEXT entries become ENGINE, written without anyone
         waiting (a crash before the write lands is blamed on the batch before it)."""
-        changed = self._set_state(records, State.NEXT, State.ENGINE)
+        changed = self._set_state(map(key_of, records), State.NEXT, State.ENGINE)
         if changed:
             asyncio.get_running_loop().create_task(self.write())
 
@@ -245,7 +245,7 @@ class AttemptJournal:
         goes once its commit lands. Written at once for a partition revoked meanwhile (its new
         owner waits for this), otherwise with the next write."""
         records = list(records)
-        self._set_state(records, None, State.HELD)
+        self._set_state(map(key_of, records), None, State.HELD)
         if any((r.topic, r.partition) in self._revoked for r in records):
             asyncio.get_running_loop().create_task(self.write())
 
@@ -275,10 +275,8 @@ class AttemptJournal:
 
     async def close(self) -> None:
         """At exit: nothing runs here any more; the lease ends now (nobody waits for it)."""
-        now = time.time()
-        for key, entry in self._own.entries.items():
-            self._own.entries[key] = Entry(entry.request_id, entry.attempts, State.HELD, now)
-        self._own.lease_until = now
+        self._set_state(list(self._own.entries), None, State.HELD)
+        self._own.lease_until = time.time()
         await self.write()
 
     async def keep_leased(self) -> None:
@@ -307,12 +305,11 @@ class AttemptJournal:
         for record, request_id in records:
             key = key_of(record)
             self._own.entries[key] = Entry(request_id, self.attempts(record), state, now)
-        self._changes += 1
 
-    def _set_state(self, records: Iterable[Record], old: State | None, new: State) -> bool:
+    def _set_state(self, keys: Iterable[RecordKey], old: State | None, new: State) -> bool:
+        """Entries in state `old` (None: any) turn `new`; whether any did."""
         now, changed = time.time(), False
-        for record in records:
-            key = key_of(record)
+        for key in keys:
             entry = self._own.entries.get(key)
             if entry is not None and (old is None or entry.state is old):
                 self._own.entries[key] = Entry(entry.request_id, entry.attempts, new, now)

@@ -110,22 +110,14 @@ def inherit(
 
 
 def settled(
-    journal: Journal,
-    mine: set[tuple[str, int]],
-    committed: dict[tuple[str, int], int],
-    now: float,
-    skew: float,
+    journal: Journal, mine: set[tuple[str, int]], now: float, skew: float
 ) -> Journal | None:
-    """A lapsed journal without the entries of partitions `mine` (carried over by the reader, or
-    committed): what to write back; None when nothing is left (delete it). A live journal is
-    its owner's to change: returned as it is."""
+    """A lapsed journal without the entries of partitions `mine` (carried over by the reader):
+    what to write back; None when nothing is left (delete it). A live journal is its owner's to
+    change: returned as it is."""
     if journal.live(now, skew):
         return journal
-    left = {
-        key: entry
-        for key, entry in journal.entries.items()
-        if (key[0], key[1]) not in mine and key[2] >= committed.get((key[0], key[1]), 0)
-    }
+    left = {key: entry for key, entry in journal.entries.items() if (key[0], key[1]) not in mine}
     if not left:
         return None
     return Journal(journal.owner, journal.lease_until, left)

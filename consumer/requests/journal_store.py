@@ -73,13 +73,12 @@ def trim(
     store: ImageStore,
     journals: dict[str, Journal],
     partitions: set[tuple[str, int]],
-    committed: dict[tuple[str, int], int],
     now: float,
 ) -> None:
-    """Lapsed journals lose the entries of `partitions` (carried over by the reader) and those
-    committed; an empty one, or one lapsed for FORGET_AFTER_SECONDS, is deleted. Best effort."""
+    """Lapsed journals lose the entries of `partitions` (carried over by the reader); an empty
+    one, or one lapsed for FORGET_AFTER_SECONDS, is deleted. Best effort."""
     for key, journal in journals.items():
-        left = settled(journal, partitions, committed, now, LEASE_SECONDS)
+        left = settled(journal, partitions, now, LEASE_SECONDS)
         try:
             if left is None or now - journal.lease_until > FORGET_AFTER_SECONDS:
                 store.delete(key)

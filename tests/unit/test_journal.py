@@ -69,11 +69,11 @@ def test_a_record_in_two_journals_counts_the_larger_not_the_sum() -> None:
 def test_settled_trims_what_the_reader_carried_and_leaves_a_live_journal_alone() -> None:
     dead = Journal("dead", NOW - 60)
     dead.entries = {(T, 0, 1): entry(State.ENGINE), (T, 1, 9): entry(State.ENGINE)}
-    left = settled(dead, MINE, {}, NOW, 0.0)
+    left = settled(dead, MINE, NOW, 0.0)
     assert left is not None and list(left.entries) == [(T, 1, 9)]
-    assert settled(lapsed(o1=entry(State.ENGINE)), MINE, {}, NOW, 0.0) is None
+    assert settled(lapsed(o1=entry(State.ENGINE)), MINE, NOW, 0.0) is None
     alive = live(o1=entry(State.ENGINE))
-    assert settled(alive, MINE, {}, NOW, 0.0) is alive
+    assert settled(alive, MINE, NOW, 0.0) is alive
 
 
 def test_a_journal_round_trips_and_garbage_is_refused() -> None:
