@@ -8,6 +8,7 @@ from functools import partial
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 
 class ErrorCode(StrEnum):
@@ -229,3 +230,8 @@ class ErrorInfo(BaseModel):
     def public(cls, code: ErrorCode) -> ErrorInfo:
         """The error with its fixed public message."""
         return cls(code=code, message=PUBLIC_MESSAGES[code])
+
+
+def violation(code: ViolationCode, message: str, **ctx: object) -> PydanticCustomError:
+    """A validation error carrying its violation code (how the validator reports a rule)."""
+    return PydanticCustomError(code.value, message, dict(ctx) or None)

@@ -15,9 +15,8 @@ import math
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import PydanticCustomError
 
-from schemas.errors import MAX_FIELD_CHARS, ViolationCode, clip
+from schemas.errors import MAX_FIELD_CHARS, ViolationCode, clip, violation
 from schemas.limits import RequestLimits
 
 DEFAULT_STRENGTH = 0.5
@@ -51,16 +50,12 @@ class LoraRef(BaseModel):
     )
 
 
-def _violation(code: ViolationCode, message: str, **ctx: object) -> PydanticCustomError:
-    return PydanticCustomError(code.value, message, dict(ctx) or None)
-
-
 def check_init_image_key(key: str, limits: RequestLimits) -> None:
     """Raises `init_image_not_allowed` for a key outside INPUT_PREFIX, or one that climbs out of
     it (`..` segments, which some stores and proxies resolve)."""
     inside = key.startswith(limits.input_prefix) and ".." not in key.split("/")
     if not inside or key == limits.input_prefix:
-        raise _violation(
+        raise violation(
             ViolationCode.INIT_IMAGE_NOT_ALLOWED,
             "params.init_image.key '{key}' is outside this worker's input prefix",
             key=clip(key, MAX_FIELD_CHARS),
@@ -70,7 +65,7 @@ def check_init_image_key(key: str, limits: RequestLimits) -> None:
 def check_strength_range(strength: float) -> None:
     """In (0, 1]."""
     if not (math.isfinite(strength) and 0 < strength <= 1):
-        raise _violation(
+        raise violation(
             ViolationCode.STRENGTH_OUT_OF_RANGE,
             "params.strength must be greater than 0 and at most 1, got {value}",
             value=strength,
@@ -82,14 +77,14 @@ def check_strength_use(strength: float | None, has_init_image: bool, steps: int)
     default strength counts when none is given)."""
     if not has_init_image:
         if strength is not None:
-            raise _violation(
+            raise violation(
                 ViolationCode.STRENGTH_WITHOUT_INIT_IMAGE,
                 "params.strength applies to image-to-image only: give params.init_image",
             )
         return
     strength = DEFAULT_STRENGTH if strength is None else strength
     if effective_steps(steps, strength) < 1:
-        raise _violation(
+        raise violation(
             ViolationCode.TOO_FEW_STEPS_FOR_STRENGTH,
             "params.steps x params.strength must be at least 1 ({steps} x {strength} is not):"
             " more steps or a higher strength",
@@ -107,7 +102,7 @@ def check_loras(loras: Sequence[LoraRef], limits: RequestLimits) -> None:
     """At most MAX_LORAS_PER_REQUEST, each named once, each scale in range, each allowed (the
     allowlist checked last: a request that breaks only it is `lora_not_allowed`)."""
     if len(loras) > limits.max_loras_per_request:
-        raise _violation(
+        raise violation(
             ViolationCode.TOO_MANY_LORAS,
             "params.loras may name at most {hi} adapters, got {value}",
             hi=limits.max_loras_per_request,
@@ -115,10 +110,10 @@ def check_loras(loras: Sequence[LoraRef], limits: RequestLimits) -> None:
         )
     names = [lora.name for lora in loras]
     if len(set(names)) < len(names):
-        raise _violation(ViolationCode.DUPLICATE_LORA, "params.loras names an adapter twice")
+        raise violation(ViolationCode.DUPLICATE_LORA, "params.loras names an adapter twice")
     for lora in loras:
         if not (math.isfinite(lora.scale) and -MAX_LORA_SCALE <= lora.scale <= MAX_LORA_SCALE):
-            raise _violation(
+            raise violation(
                 ViolationCode.LORA_SCALE_OUT_OF_RANGE,
                 "params.loras scale must be between {lo} and {hi}, got {value}",
                 lo=-MAX_LORA_SCALE,
@@ -127,7 +122,7 @@ def check_loras(loras: Sequence[LoraRef], limits: RequestLimits) -> None:
             )
     for lora in loras:
         if lora.name not in limits.allowed_loras:
-            raise _violation(
+            raise violation(
                 ViolationCode.LORA_NOT_ALLOWED,
                 "params.loras adapter '{name}' is not allowed on this worker",
                 name=clip(lora.name, MAX_FIELD_CHARS),

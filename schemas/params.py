@@ -12,10 +12,9 @@ import math
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from schemas.cost import request_cost
-from schemas.errors import MAX_FIELD_CHARS, ViolationCode, clip, has_lone_surrogate
+from schemas.errors import MAX_FIELD_CHARS, ViolationCode, clip, has_lone_surrogate, violation
 from schemas.inputs import (
     DEFAULT_STRENGTH,
     InitImageRef,
@@ -38,10 +37,6 @@ def limits_of(info: ValidationInfo) -> RequestLimits:
     context = info.context if isinstance(info.context, dict) else {}
     limits = context.get("limits")
     return limits if isinstance(limits, RequestLimits) else RequestLimits()
-
-
-def violation(code: ViolationCode, message: str, **ctx: object) -> PydanticCustomError:
-    return PydanticCustomError(code.value, message, dict(ctx) or None)
 
 
 def unicode_text(value: object, field: str) -> object:

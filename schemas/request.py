@@ -13,8 +13,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from schemas.errors import MAX_FIELD_CHARS, ViolationCode, clip
-from schemas.params import GenerationParams, limits_of, unicode_text, violation
+from schemas.errors import MAX_FIELD_CHARS, ViolationCode, clip, violation
+from schemas.params import GenerationParams, limits_of, unicode_text
 from schemas.times import NaiveTimestampError, parse_rfc3339
 
 # Starts with a letter or digit, so "." and ".." (path segments) can never be an id.
