@@ -60,6 +60,10 @@ class LatencyStore(MemoryStore):
         time.sleep(self.delay)
         return super().get(key)
 
+    def get_prefix(self, key: str, limit: int) -> bytes | None:
+        time.sleep(self.delay)
+        return super().get_prefix(key, limit)
+
     def head(self, key: str) -> dict[str, str] | None:
         time.sleep(self.delay)
         return super().head(key)

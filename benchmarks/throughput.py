@@ -113,6 +113,10 @@ class MemoryStore:
     def get(self, key: str) -> bytes | None:
         return self.objects.get(key)
 
+    def get_prefix(self, key: str, limit: int) -> bytes | None:
+        data = self.objects.get(key)
+        return None if data is None else data[: limit + 1]
+
     def head(self, key: str) -> dict[str, str] | None:
         return self.metadata.get(key) if key in self.objects else None
 

@@ -75,6 +75,11 @@ class ImageStore(Protocol):
         into memory in one piece (attempt journals, init images; not images on the hot path)."""
         ...
 
+    def get_prefix(self, key: str, limit: int) -> bytes | None:
+        """At most the first `limit` + 1 bytes of the object (more than `limit`: it is larger;
+        nothing past that is fetched), or None when `key` does not exist."""
+        ...
+
     def head(self, key: str) -> dict[str, str] | None:
         """The object's user metadata ({} when it was stored without), or None when missing."""
         ...

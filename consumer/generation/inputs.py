@@ -47,16 +47,6 @@ class InputRefused(Exception):
         self.code = code
 
 
-def read_bounded(store: ImageStore, key: str, limit: int) -> bytes | None:
-    """At most `limit` + 1 bytes of `key` (the S3 and local stores read no further), or None
-    when it does not exist. Raises StorageError."""
-    get_prefix = getattr(store, "get_prefix", None)
-    if get_prefix is not None:
-        data: bytes | None = get_prefix(key, limit)
-        return data
-    return store.get(key)  # another store: read whole, then checked as the others
-
-
 def decode_input(data: bytes | None, max_bytes: int) -> InputImage:
     """The checked, decoded init image; raises InputRefused."""
     if data is None:
@@ -88,7 +78,7 @@ def decode_input(data: bytes | None, max_bytes: int) -> InputImage:
 
 def read_input(store: ImageStore, key: str, max_bytes: int) -> InputImage:
     """Read and decode one init image. Raises InputRefused or StorageError."""
-    return decode_input(read_bounded(store, key, max_bytes), max_bytes)
+    return decode_input(store.get_prefix(key, max_bytes), max_bytes)
 
 
 def output_side(requested: int, input_side: int, min_size: int, max_size: int) -> int:
