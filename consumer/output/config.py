@@ -17,6 +17,7 @@ class OutputConfig:
     group_id: str  # names the worker pool in each record's ce_source
     max_record_bytes: int  # KAFKA_MAX_REQUEST_SIZE: a dead letter is cut to fit it
     priority_topic: str = ""  # PRIORITY_TOPIC: its requests are the priority lane's
+    progress_interval_seconds: float = 0.25  # a request's progress events coalesce over this
 
     def lane(self, topic: str) -> str:
         """The lane a request record came in by, for metrics and logs."""
@@ -31,4 +32,5 @@ class OutputConfig:
             group_id=settings.group_id,
             max_record_bytes=settings.kafka_max_request_size,
             priority_topic=settings.priority_topic,
+            progress_interval_seconds=settings.progress_interval_seconds,
         )

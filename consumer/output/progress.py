@@ -2,19 +2,24 @@
 
 Fire and forget: a progress event is never awaited on the request's path and a lost one costs
 nothing (results stay on the result topic, so "exactly one outcome per request" holds there).
-Step events are throttled per request (the first and the last always go), sends in flight are
-bounded (a broker that is away drops progress, counted, rather than queueing it in memory), and
-each event carries the CloudEvents headers and the request's W3C trace context.
+Coalesced, as the contract allows: a request's event waits PROGRESS_INTERVAL_SECONDS and only
+its newest one then goes, so a request gets at most one event per interval; `finished` goes at
+once (before its result), and only after an event that went: a request answered within the
+interval of being queued gets no progress event, its result being the first thing to show. On a
+backlog of fast requests, three events per request besides the result cost the worker a quarter
+of its rate for nothing a display could show. Sends in flight are bounded (a broker that is away
+drops progress, counted, rather than queueing it in memory), and each event carries the
+CloudEvents headers and the request's W3C trace context.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -27,14 +32,29 @@ from schemas.progress import Stage, progress_event
 
 log = logging.getLogger(__name__)
 
-MIN_STEP_INTERVAL_SECONDS = 0.25  # at most four step events a second per request
 MAX_SENDS_IN_FLIGHT = 1000
-# Requests followed at once (their trace context, their last step event). A request released by
-# a rebalance or abandoned at shutdown never gets its `finished`: the oldest are forgotten past
-# this, so the bookkeeping stays bounded (a forgotten one only loses its trace headers).
+# Requests followed at once (their trace context, whether an event of theirs went). A request
+# released by a rebalance or abandoned at shutdown never gets its `finished`: the oldest are
+# forgotten past this, so the bookkeeping stays bounded (a forgotten one loses its trace headers
+# and its `finished`).
 MAX_TRACKED = 10_000
 
 Headers = list[tuple[str, bytes]]
+
+
+class _Held(NamedTuple):
+    stage: Stage
+    step: int | None
+    total: int | None
+
+
+FINISHED = _Held("finished", None, None)
+
+
+@dataclass
+class _Followed:
+    trace: Headers  # traceparent/tracestate to carry
+    shown: bool = False  # an event of this request went
 
 
 class ProgressReporter:
@@ -42,24 +62,27 @@ class ProgressReporter:
         self, config: OutputConfig, producer: AIOKafkaProducer, metrics: WorkerMetrics
     ) -> None:
         self._topic = config.progress_topic
+        self._interval = config.progress_interval_seconds
         self._source = ce_source(config.group_id)
         self._producer = producer
         self._metrics = metrics
         self._loop = asyncio.get_running_loop()
-        # request_id -> traceparent/tracestate to carry; oldest first
-        self._trace: OrderedDict[str, Headers] = OrderedDict()
-        self._last_step: OrderedDict[str, float] = OrderedDict()
+        self._followed: OrderedDict[str, _Followed] = OrderedDict()  # queued ones, oldest first
+        # request_id -> its newest event not sent yet, and when it goes (in that order)
+        self._held: dict[str, tuple[_Held, float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
         self._sends: set[asyncio.Future[None]] = set()
 
     def queued(self, request_id: str, trace: Headers) -> None:
         if self._topic:
-            self._trace[request_id] = trace
-            _bound(self._trace)
-            self._emit(request_id, "queued")
+            self._followed[request_id] = _Followed(trace)
+            while len(self._followed) > MAX_TRACKED:
+                self._followed.popitem(last=False)
+            self._hold(request_id, _Held("queued", None, None))
 
     def started(self, request_ids: Iterable[str], total_steps: int) -> None:
         for request_id in request_ids:
-            self._emit(request_id, "started", 0, total_steps)
+            self._hold(request_id, _Held("started", 0, total_steps))
 
     def step_from_thread(self, request_ids: list[str], step: int, total: int) -> None:
         """Called by the engine thread after each denoising step."""
@@ -67,38 +90,54 @@ class ProgressReporter:
             self._loop.call_soon_threadsafe(self._step, request_ids, step, total)
 
     def finished(self, request_id: str) -> None:
-        """The last event of a request that was queued (sent before its result); nothing for
-        one answered without being queued."""
-        self._last_step.pop(request_id, None)
-        if request_id in self._trace:
-            self._emit(request_id, "finished")
-            del self._trace[request_id]
+        """The last event of a queued request, sent at once (before its result) in place of
+        any still held, when an event of it went before; else nothing."""
+        self._held.pop(request_id, None)
+        followed = self._followed.pop(request_id, None)
+        if followed is not None and followed.shown:
+            self._emit(request_id, FINISHED, followed)
 
     def _step(self, request_ids: list[str], step: int, total: int) -> None:
-        now = time.monotonic()
         for request_id in request_ids:
-            last = self._last_step.get(request_id, -1.0)
-            if step in (1, total) or now - last >= MIN_STEP_INTERVAL_SECONDS:
-                self._last_step[request_id] = now
-                _bound(self._last_step)
-                self._emit(request_id, "step", step, total)
+            self._hold(request_id, _Held("step", step, total))
 
-    def _emit(
-        self, request_id: str, stage: Stage, step: int | None = None, total: int | None = None
-    ) -> None:
+    def _hold(self, request_id: str, event: _Held) -> None:
+        """Keep `event` as the request's newest; it goes an interval after the first event
+        held since the last one went."""
         if not self._topic:
             return
+        held = self._held.get(request_id)
+        if held is not None:  # keeps its place and its time
+            self._held[request_id] = (event, held[1])
+            return
+        due = self._loop.time() + self._interval
+        self._held[request_id] = (event, due)
+        if self._timer is None:
+            self._timer = self._loop.call_at(due, self._send_due)
+
+    def _send_due(self) -> None:
+        """Send the held events whose time has come (the oldest first), then wait for the next."""
+        self._timer = None
+        now = self._loop.time()
+        while self._held:
+            request_id, (event, due) = next(iter(self._held.items()))
+            if due > now:
+                self._timer = self._loop.call_at(due, self._send_due)
+                return
+            del self._held[request_id]
+            self._emit(request_id, event, self._followed.get(request_id))
+
+    def _emit(self, request_id: str, event: _Held, followed: _Followed | None) -> None:
         if len(self._sends) >= MAX_SENDS_IN_FLIGHT:
             self._metrics.progress_dropped.inc()
             return
-        event = progress_event(request_id, stage, step, total)
-        headers = [
-            *cloudevent_headers(PROGRESS_TYPE, self._source, request_id),
-            *self._trace.get(request_id, []),
-        ]
-        record = OutRecord(
-            self._topic, request_id.encode(), event.model_dump_json().encode(), headers
-        )
+        body = progress_event(request_id, event.stage, event.step, event.total)
+        headers = cloudevent_headers(PROGRESS_TYPE, self._source, request_id)
+        if followed is not None:
+            headers += followed.trace
+            followed.shown = True
+        value = body.model_dump_json().encode()
+        record = OutRecord(self._topic, request_id.encode(), value, headers)
         future = asyncio.ensure_future(self._send(record))
         self._sends.add(future)
         future.add_done_callback(self._sends.discard)
@@ -109,8 +148,3 @@ class ProgressReporter:
         except KafkaError as exc:
             self._metrics.progress_dropped.inc()
             log.debug("progress event dropped: %s", type(exc).__name__)
-
-
-def _bound(entries: OrderedDict[str, Any]) -> None:
-    while len(entries) > MAX_TRACKED:
-        entries.popitem(last=False)

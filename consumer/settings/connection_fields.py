@@ -35,6 +35,16 @@ class ConnectionFields(BaseSettings):
     progress_topic: str = Field(
         "generation.progress", description="Progress events (1.1); empty disables them."
     )
+    progress_interval_seconds: float = Field(
+        0.25,
+        ge=0,
+        le=60,
+        description=(
+            "A request's progress events are coalesced over this long: at most one per "
+            "interval goes, its newest; `finished` goes at once (before the result), after an "
+            "event that went: a request answered within the interval gets none. 0: each at once."
+        ),
+    )
     cancel_retention_seconds: float = Field(
         3600.0,
         ge=0,

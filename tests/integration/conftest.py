@@ -70,9 +70,15 @@ def make_settings(request: pytest.FixtureRequest, shared_data_dir: Path) -> Call
 
 @pytest.fixture
 async def contract_settings(make_settings: Callable[..., Settings]) -> Settings:
-    """Settings with control and progress topics of this test's own, all topics created."""
+    """Settings with control and progress topics of this test's own, all topics created.
+    Progress events uncoalesced (PROGRESS_INTERVAL_SECONDS=0): these tests follow every stage
+    of requests that take well under the default interval on the tiny model."""
     suffix = make_settings().group_id  # unique to this test
-    built = make_settings(control_topic=f"control-{suffix}", progress_topic=f"progress-{suffix}")
+    topics_of_its_own = {
+        "control_topic": f"control-{suffix}",
+        "progress_topic": f"progress-{suffix}",
+    }
+    built = make_settings(**topics_of_its_own, progress_interval_seconds=0)
     topics = [built.request_topic, built.result_topic, built.progress_topic, built.control_topic]
     await create_topics(built.kafka_bootstrap_servers, topics, 2)
     return built
