@@ -18,6 +18,7 @@ from consumer.generation.engine import JobOutput
 from consumer.generation.processing import Abandoned, BatchProcessor, OnStopped
 from consumer.ops.metrics import WorkerMetrics
 from consumer.output.answers import Answer, Answers
+from consumer.output.outbox import Outbox
 from consumer.output.progress import ProgressReporter
 from consumer.output.publishing import BrokerGaveUp, Unpublishable
 from consumer.requests.journal import AttemptJournal
@@ -77,13 +78,12 @@ class BatchRunner:
         abandoning: asyncio.Event,
         fail: Callable[[str], None],
     ) -> None:
-        self._answers = answers
+        self._outbox = Outbox(answers, until=abandoning)  # publish retries give up at the deadline
         self._metrics = metrics
         self._journal = journal
         self._engine_claims = 0  # batches recorded for the engine whose call has not returned
         self._progress = progress
         self._processor = processor
-        self._abandoning = abandoning  # set at the drain deadline: publish retries give up
         self._fail = fail
 
     async def run(self, batch: list[Work], stored: Callable[[], None] = lambda: None) -> None:
@@ -175,10 +175,8 @@ class BatchRunner:
         return Answer(work.records, result, work.job, stages=stages)
 
     async def _publish(self, answer: Answer) -> None:
-        # Shielded: a cancelled drain must not interrupt a publish between send and commit.
-        publish = self._answers.publish([answer], until=self._abandoning)
         try:
-            await asyncio.shield(publish)
+            await self._outbox.publish(answer)
         except BrokerGaveUp:
             log.warning("broker away at shutdown: %s left for redelivery", answer.result.request_id)
         except Unpublishable as exc:
