@@ -195,6 +195,30 @@ async def send(producer: AIOKafkaProducer, out: OutRecord) -> None:
     await delivery
 
 
+async def send_all(producer: AIOKafkaProducer, records: list[OutRecord]) -> list[Exception | None]:
+    """Produce every record, then wait for each acknowledgement (they travel together): what
+    each one raised, or None. In one task, not a task per record."""
+    deliveries: list[asyncio.Future[Any] | Exception] = []
+    for out in records:
+        try:
+            deliveries.append(
+                await producer.send(out.topic, key=out.key, value=out.value, headers=out.headers)
+            )
+        except Exception as exc:  # refused before it was sent: too large, unknown topic...
+            deliveries.append(exc)
+    outcomes: list[Exception | None] = []
+    for delivery in deliveries:
+        if isinstance(delivery, Exception):
+            outcomes.append(delivery)
+            continue
+        try:
+            await delivery
+            outcomes.append(None)
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
 async def leave_group(consumer: AIOKafkaConsumer) -> None:
     """Send LeaveGroup even in generation 0.
 

@@ -26,7 +26,7 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from consumer.intake.kafka_io import OutRecord, send
+from consumer.intake.kafka_io import OutRecord, send_all
 from consumer.ops.metrics import WorkerMetrics
 from consumer.stoppable import Backoff, StopRequested
 
@@ -122,10 +122,10 @@ class Publisher:
 
     async def _attempt(
         self, records: list[OutRecord], until: asyncio.Event
-    ) -> list[BaseException | None]:
+    ) -> list[Exception | None]:
         """Send all at once, then wait for every acknowledgement (one round trip, not one per
         record); abandoned as soon as `until` is set."""
-        sends = asyncio.gather(*(send(self._producer, r) for r in records), return_exceptions=True)
+        sends = asyncio.ensure_future(send_all(self._producer, records))
         waiting: set[asyncio.Future[Any]] = {sends}
         if until.is_set():
             done, _ = await asyncio.wait(waiting, timeout=LAST_ATTEMPT_SECONDS)
