@@ -152,12 +152,7 @@ class Triage:
             or any(self._journal.may_have_run(record) for record in work.records)
             for work, conflict in candidates
         ]
-        finds = await asyncio.gather(
-            *(
-                self._found(work, look)
-                for (work, _), look in zip(candidates, looked_up, strict=True)
-            )
-        )
+        finds = await self._finds([work for work, _ in candidates], looked_up)
         checked_at = time.perf_counter()
         ready = []
         for (work, conflict), look, found in zip(candidates, looked_up, finds, strict=True):
@@ -171,8 +166,12 @@ class Triage:
                 poll.answers.append(self._answer(work, found, decision))
         return ready
 
-    async def _found(self, work: Work, look: bool) -> Found:
-        return await self._lookup(work.job) if look else NOT_LOOKED_UP
+    async def _finds(self, works: list[Work], looked_up: list[bool]) -> list[Found]:
+        """What the store holds for each work to look up (side by side), NOT_LOOKED_UP for the
+        others (no task each: on a backlog of fresh requests, that is every one)."""
+        wanted = [work.job for work, look in zip(works, looked_up, strict=True) if look]
+        found = iter(await asyncio.gather(*map(self._lookup, wanted)) if wanted else [])
+        return [next(found) if look else NOT_LOOKED_UP for look in looked_up]
 
     def _facts(self, found: Found, attempts: int, stop: ErrorCode | None, conflict: bool) -> Facts:
         stored = found.stored
