@@ -290,10 +290,13 @@ class AttemptJournal:
 
     def _document(self) -> bytes:
         now = time.time()
+        committed = {(k[0], k[1]): -1 for k in self._own.entries}
+        for partition in committed:
+            committed[partition] = self._committed(partition)
         self._own.entries = {
             key: entry
             for key, entry in self._own.entries.items()
-            if key[2] >= self._committed((key[0], key[1]))
+            if key[2] >= committed[(key[0], key[1])]
             and (entry.state is not State.HELD or now - entry.at < HELD_SECONDS)
         }
         if self.running():

@@ -16,6 +16,7 @@ owner past its revoke limit), not a crash; the reader waits for them.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -49,12 +50,11 @@ class Journal:
         return now < self.lease_until + skew
 
     def to_bytes(self) -> bytes:
-        rows = [
-            [topic, partition, offset, e.request_id, e.attempts, e.state.value, round(e.at, 3)]
-            for (topic, partition, offset), e in sorted(self.entries.items())
-        ]
-        document = {"owner": self.owner, "lease_until": round(self.lease_until, 3), "entries": rows}
-        return json.dumps(document, separators=(",", ":")).encode()
+        """{"owner": ..., "lease_until": ..., "entries": [[topic, partition, offset,
+        request_id, attempts, state, at], ...]}, the entries in record order."""
+        head = json.dumps({"owner": self.owner, "lease_until": round(self.lease_until, 3)})
+        rows = ",".join(_row(key, entry) for key, entry in sorted(self.entries.items()))
+        return f'{head[:-1]}, "entries": [{rows}]}}'.encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Journal:
@@ -70,6 +70,15 @@ class Journal:
             return cls(str(document["owner"]), float(document["lease_until"]), entries)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not an attempt journal: {exc}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _row(key: RecordKey, entry: Entry) -> str:
+    """One entry as JSON, made once: a journal is written a few times a batch, and most of its
+    entries have not changed since the last write."""
+    topic, partition, offset = key
+    state, at = entry.state.value, round(entry.at, 3)
+    return json.dumps([topic, partition, offset, entry.request_id, entry.attempts, state, at])
 
 
 @dataclass
