@@ -34,18 +34,29 @@ class Outbox:
         await done
 
     async def _send_ready(self) -> None:
+        group: list[tuple[Answer, asyncio.Future[None]]] = []
         try:
             while self._ready:
                 group, self._ready = self._ready, []
+                error: Exception | None = None
                 try:
                     await self._answers.publish([answer for answer, _ in group], self._until)
-                except Exception as exc:  # each waiter handles it, as if it had published alone
-                    for _, done in group:
-                        if not done.done():
-                            done.set_exception(exc)
-                else:
-                    for _, done in group:
-                        if not done.done():
-                            done.set_result(None)
-        finally:
+                except Exception as exc:  # each caller handles it, as if it had published alone
+                    error = exc
+                for _, done in group:
+                    _settle(done, error)
+                group = []
+        finally:  # cancelled (the loop is closing): nobody is left waiting forever
+            for _, done in group + self._ready:
+                done.cancel()
+            self._ready = []
             self._sending = None
+
+
+def _settle(done: asyncio.Future[None], error: Exception | None) -> None:
+    if done.done():  # its caller was cancelled: the publish went on all the same
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
