@@ -38,6 +38,11 @@ class StopRequested(Exception):
     """The worker is stopping: a wait or retry loop gave up."""
 
 
+class Abandoned(Exception):
+    """The worker gave a batch up (shutdown or rebalance): publish nothing, commit nothing, so
+    its requests are delivered again."""
+
+
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
     """Sleep `seconds`, or raise StopRequested as soon as `stop` is set."""
     if await event_within(stop, seconds):

@@ -1,4 +1,4 @@
-"""One batch to its outcomes: generate and store (processing.py), then publish and commit.
+"""One batch to its outcomes: generated and stored (processing.py), published and committed.
 
 No batch ends without an outcome for each of its requests: whatever it raises (a bug, a
 MemoryError while encoding) becomes a `failed` result with code `internal_error`. Only an
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from consumer.generation.engine import JobOutput
-from consumer.generation.processing import Abandoned, BatchProcessor, OnStopped
+from consumer.generation.processing import BatchProcessor, OnStopped
 from consumer.ops.metrics import WorkerMetrics
 from consumer.output.answers import Answer, Answers
 from consumer.output.outbox import Outbox
@@ -23,6 +23,7 @@ from consumer.output.progress import ProgressReporter
 from consumer.output.publishing import BrokerGaveUp, Unpublishable
 from consumer.requests.journal import AttemptJournal
 from consumer.requests.triage import Record, Work
+from consumer.stoppable import Abandoned
 from schemas import ErrorCode, GenerationResult
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,11 @@
-"""One batch, from jobs to result events: generate on the engine thread, encode and upload on I/O
-threads, with retries for a store that went away. Nothing here touches Kafka."""
+"""One batch, from jobs to results: init images read, generation on the engine thread, then each
+request's images encoded and uploaded on I/O threads (uploads.py), with retries for a store that
+went away. Nothing here touches Kafka."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,12 +19,10 @@ from consumer.generation.engine import (
     StepHook,
 )
 from consumer.generation.inputs import InputReader, by_batch_key, prepare_batch
-from consumer.output.images import completed_result, encode_one, store_one
-from consumer.output.taken import look_in_folder, remove_created
-from consumer.requests.decision import Stored
-from consumer.stoppable import Backoff, StopRequested
-from schemas import ErrorCode, GenerationResult, ImageRef
-from storage import AlreadyStored, ImageStore, StorageError
+from consumer.output.uploads import ImageUploader, StoreOutage
+from consumer.stoppable import Abandoned
+from schemas import ErrorCode, GenerationResult
+from storage import ImageStore, StorageError
 from storage.png import DEFAULT_COMPRESS_LEVEL
 
 log = logging.getLogger(__name__)
@@ -68,11 +66,6 @@ def _in_order(
     ]
 
 
-class Abandoned(Exception):
-    """The worker gave the batch up (shutdown or rebalance): publish nothing, commit nothing,
-    so the requests are delivered again."""
-
-
 class BatchProcessor:
     def __init__(
         self,
@@ -96,28 +89,23 @@ class BatchProcessor:
         (REUSE_STORED_IMAGES): a request found stored at upload is answered from the store;
         off, its images are written again over the same ones."""
         self._inputs = inputs or InputReader(store)
-        self._reuse_stored = reuse_stored
         self._engine = engine
         self._stops = stops
-        self._store = store
-        self._key_prefix = key_prefix
         self._timeout = timeout_seconds
-        self._max_backoff = max_backoff_seconds
-        self._png_level = png_compress_level
         self._engine_thread = engine_thread
         self._io_threads = io_threads
-        self._on_storage_retry = on_storage_retry
-        # Set by abandon(): the engine stops at its next denoising step, retries stop at once.
-        self._abandon_thread = threading.Event()
-        self._abandon_loop = asyncio.Event()
+        self._outage = StoreOutage(max_backoff_seconds, on_storage_retry)
+        self._uploader = ImageUploader(
+            store, key_prefix, png_compress_level, io_threads, self._outage, reuse_stored
+        )
 
     def abandon(self) -> None:
-        self._abandon_thread.set()
-        self._abandon_loop.set()
+        """The engine stops at its next denoising step, store retries stop at once."""
+        self._outage.abandon()
 
     @property
     def abandoned(self) -> bool:
-        return self._abandon_thread.is_set()
+        return self._outage.abandoned
 
     async def generate(
         self,
@@ -148,7 +136,7 @@ class BatchProcessor:
     ) -> tuple[list[GenerationJob], dict[str, ErrorCode]]:
         """The batch's init images read and its jobs sized (inputs.py), retried while the store
         is away; the jobs whose input is refused, with the code."""
-        backoff = Backoff(0.2, self._max_backoff)
+        backoff = self._outage.backoff()
         while True:
             try:
                 return await prepare_batch(self._inputs, jobs, self._io_threads)
@@ -157,19 +145,7 @@ class BatchProcessor:
                     log.error("store refused an init image read: %s", exc)
                     failed = {j.request_id: ErrorCode.STORAGE_FAILED for j in jobs if j.init_image}
                     return [job for job in jobs if not job.init_image], failed
-                await self._store_away(exc, backoff)
-
-    async def _store_away(self, exc: StorageError, backoff: Backoff) -> None:
-        """A store call failed for a passing reason: wait before the next try, or give the
-        batch up (Abandoned) once the worker abandons its work."""
-        if self.abandoned:
-            raise Abandoned from exc
-        self._on_storage_retry()
-        log.warning("store unavailable (%s); retrying in %.1fs", exc, backoff.delay)
-        try:
-            await backoff.wait(self._abandon_loop)
-        except StopRequested:
-            raise Abandoned from exc
+                await self._outage.wait(exc, backoff)
 
     async def _generate(
         self, jobs: list[GenerationJob], calls: _Calls
@@ -194,7 +170,7 @@ class BatchProcessor:
 
         def call() -> Sequence[JobOutput]:  # on the engine thread
             loop.call_soon_threadsafe(calls.on_start)
-            return self._engine.generate(jobs, self._timeout, self._abandon_thread, hook)
+            return self._engine.generate(jobs, self._timeout, self._outage.abandon_thread, hook)
 
         try:
             outputs = await loop.run_in_executor(self._engine_thread, call)
@@ -239,11 +215,11 @@ class BatchProcessor:
     async def finish(
         self, outcome: JobOutput | GenerationResult, fresh: bool = False
     ) -> GenerationResult:
-        """The job's result: its images encoded and stored (retried while the store is away).
-        A request cancelled or past its deadline once its generation ended is stopped here,
-        its images not stored: once they are, it is answered `completed`. `fresh`: no worker
-        ran it before (journal.py) and its folder was not looked up: its images are created,
-        never overwritten, and a taken key means its request_id was used before."""
+        """The job's result: its images encoded and stored (uploads.py). A request cancelled or
+        past its deadline once its generation ended is stopped here, its images not stored:
+        once they are, it is answered `completed`. `fresh`: no worker ran it before
+        (journal.py) and its folder was not looked up: its images are created, never
+        overwritten, and a taken key means its request_id was used before."""
         if isinstance(outcome, GenerationResult):
             return outcome
         request_id = outcome.job.request_id
@@ -253,76 +229,4 @@ class BatchProcessor:
                 "request stopped before its images were stored", extra={"request_id": request_id}
             )
             return GenerationResult.failed(request_id, code)
-        try:
-            return await self._store_one(outcome, create=fresh)
-        except AlreadyStored:
-            return await self._taken(outcome)
-
-    async def _taken(self, output: JobOutput) -> GenerationResult:
-        """A fresh request found one of its keys taken: its request_id was used before
-        (taken.py). Its stored answer, a refusal, or its images stored over what vouches for
-        nothing."""
-        job = output.job
-        backoff = Backoff(0.2, self._max_backoff)
-        while True:  # a key is taken: never written over before the folder says whose it is
-            try:
-                stored, answer = await asyncio.to_thread(
-                    look_in_folder, job, self._store, self._key_prefix
-                )
-                break
-            except StorageError as exc:
-                if not exc.retryable:
-                    log.error("store refused: %s", exc, extra={"request_id": job.request_id})
-                    return GenerationResult.failed(job.request_id, ErrorCode.STORAGE_FAILED)
-                await self._store_away(exc, backoff)
-        if stored is Stored.SAME and answer is not None and self._reuse_stored:
-            return answer
-        if stored is Stored.OTHER:
-            log.warning("request_id used before", extra={"request_id": job.request_id})
-            await asyncio.to_thread(remove_created, job, self._store, self._key_prefix)
-            return GenerationResult.failed(job.request_id, ErrorCode.REQUEST_ID_CONFLICT)
-        return await self._store_one(output, create=False)
-
-    async def _store_one(self, output: JobOutput, create: bool = False) -> GenerationResult:
-        """Each image encoded and uploaded on its own I/O thread (a request's images side by
-        side, not one after the other); retried as a whole while the store is away."""
-        loop = asyncio.get_running_loop()
-        encoded: dict[int, bytes] = {}  # encoded once, however often the upload is retried
-
-        def encode_and_store(index: int) -> ImageRef:  # one hand-off per image, not two
-            if index not in encoded:
-                encoded[index] = encode_one(output, index, self._png_level)
-            return store_one(output, index, encoded[index], self._store, self._key_prefix, create)
-
-        backoff = Backoff(0.2, self._max_backoff)
-        while True:
-            try:
-                images = await self._each_image(loop, encode_and_store, len(output.images))
-                return completed_result(output, images)
-            except AlreadyStored:
-                raise
-            except StorageError as exc:
-                if not exc.retryable:
-                    request_id = output.job.request_id
-                    log.error("store refused: %s", exc, extra={"request_id": request_id})
-                    return GenerationResult.failed(request_id, ErrorCode.STORAGE_FAILED)
-                await self._store_away(exc, backoff)
-
-    async def _each_image(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        encode_and_store: Callable[[int], ImageRef],
-        count: int,
-    ) -> list[ImageRef]:
-        """All of them finish before this returns or raises (no upload left running behind a
-        retry); the first error is raised, a refusal before a transient one."""
-        if count == 1:  # the usual case: no gather around one call
-            return [await loop.run_in_executor(self._io_threads, encode_and_store, 0)]
-        calls = [loop.run_in_executor(self._io_threads, encode_and_store, i) for i in range(count)]
-        outcomes = await asyncio.gather(*calls, return_exceptions=True)
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
-        if errors:
-            refused = [e for e in errors if isinstance(e, StorageError) and not e.retryable]
-            others = [e for e in errors if not isinstance(e, StorageError)]
-            raise (others or refused or errors)[0]
-        return [o for o in outcomes if isinstance(o, ImageRef)]
+        return await self._uploader.store(outcome, fresh)

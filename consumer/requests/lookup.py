@@ -7,7 +7,7 @@ rebalance), for other parameters (the request_id was used for another request), 
 
 Only a record that may have run before (journal.py) is looked up before it runs; a fresh one is
 not, and its images are stored with `create`, which finds a request_id used before at the first
-image instead (processing.py). All of it is store I/O on threads.
+image instead (uploads.py). All of it is store I/O on threads.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ is never dropped. Validation of a large event runs on a thread, so the event loo
 the sidecar) keeps turning while it runs. The store is looked at (lookup.py) before a valid
 request's fate is decided when any worker may have run it before (journal.py), and for every
 cancelled or expired one: a request already answered stays answered. A fresh request that runs is
-not looked up: its images are created, never overwritten (processing.py).
+not looked up: its images are created, never overwritten (uploads.py).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Storing a request's images (consumer/generation/processing.py): each image encoded and uploaded
-on its own I/O thread, retried as a whole while the store is away, each image encoded once."""
+"""Storing a request's images (consumer/output/uploads.py, through the batch processor): each
+image encoded and uploaded on its own I/O thread, retried as a whole while the store is away,
+each image encoded once."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-import consumer.generation.processing as processing
+import consumer.output.uploads as uploads
 from consumer.generation.engine import GenerationJob, JobOutput
 from consumer.generation.engine.fake import FakeEngine
 from consumer.generation.processing import BatchProcessor
@@ -77,13 +78,13 @@ async def test_a_transient_failure_retries_and_each_image_is_encoded_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     encoded: list[int] = []
-    original = processing.encode_one
+    original = uploads.encode_one
 
     def counting(out: JobOutput, index: int, level: int = 1) -> bytes:
         encoded.append(index)
         return original(out, index, level)
 
-    monkeypatch.setattr(processing, "encode_one", counting)
+    monkeypatch.setattr(uploads, "encode_one", counting)
     store = SlowStore(tmp_path, {"2.png": StorageError("store away", retryable=True)})
     with ThreadPoolExecutor(2) as io:
         result = await processor(store, io).finish(output(4))

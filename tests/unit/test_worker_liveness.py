@@ -131,7 +131,7 @@ async def test_a_batch_raising_unexpectedly_yields_internal_error_results(tmp_pa
     def out_of_memory(*args: Any) -> str:
         raise MemoryError("while encoding")
 
-    h.worker._processor._store.put = out_of_memory  # type: ignore[method-assign]
+    h.worker._store.put = out_of_memory  # type: ignore[method-assign]
     for name in ("m1", "m2"):
         h.broker.append(TOPIC, 0, event(name))
     h.broker.append(TOPIC, 0, event("m3", extra_field=1))  # rejected: unaffected
