@@ -84,9 +84,21 @@ class Acknowledger:
         """Publish each request's result, then commit; True once a commit covering every record
         has landed (False: it failed or was refused, and the records may be delivered again).
         Raises BrokerGaveUp when `until` is set while the broker is away (nothing committed)."""
+        published = await self.publish(records, results, until)
+        if not published:
+            return self.committed(records)
+        await self.commit_published(published, until)
+        return self.committed(published)
+
+    async def publish(
+        self, records: list[Record], results: list[GenerationResult], until: asyncio.Event
+    ) -> list[Record]:
+        """The first half of publish_then_commit: each request's result published (the broker
+        acknowledged it); the records to commit next (commit_published), those of a record
+        already answered left out. Raises as publish_then_commit."""
         pairs = [(r, res) for r, res in zip(records, results, strict=True) if self._first(r)]
         if not pairs:
-            return self.committed(records)
+            return []
         records = [record for record, _ in pairs]
         deliveries = [self._result_delivery(record, result) for record, result in pairs]
         await self._publisher.deliver(deliveries, until)
@@ -96,8 +108,11 @@ class Acknowledger:
                 latency = self._metrics.request_seconds.labels(self.lane(record))
                 latency.observe(max(0.0, now - record.timestamp / 1000))
         self.completed += len(records)
+        return records
+
+    async def commit_published(self, records: list[Record], until: asyncio.Event) -> None:
+        """The second half: the offsets of `records` (their results published) committed."""
         await self._done(records, until)
-        return self.committed(records)
 
     async def dead_letters(
         self, letters: list[tuple[Record, ErrorInfo]], until: asyncio.Event

@@ -43,6 +43,15 @@ class Answer:
     stages: StageClock | None = None
 
 
+@dataclass(frozen=True)
+class Sent:
+    """Answers whose results are published and not committed yet (Answers.send)."""
+
+    answers: list[Answer]
+    records: list[Record]  # every record of the answers
+    published: list[Record]  # those to commit (a record answered before is not published again)
+
+
 class Answers:
     def __init__(
         self,
@@ -61,20 +70,31 @@ class Answers:
     async def publish(self, answers: Sequence[Answer], until: asyncio.Event) -> None:
         """Publish and commit every answer. Raises publishing.BrokerGaveUp when `until` is set
         while the broker is away (nothing committed, nothing counted), and Unpublishable."""
-        if not answers:
-            return
+        if answers:
+            await self.settle(await self.send(answers, until), until)
+
+    async def send(self, answers: Sequence[Answer], until: asyncio.Event) -> Sent:
+        """The first half of `publish`: the results published (acknowledged), not committed
+        yet; `settle` does the rest. Raises as `publish`."""
         answers = [self._checked(answer) for answer in answers]
         for answer in answers:
             if answer.job is not None:
                 self._progress.finished(answer.job.request_id)
         records = [record for answer in answers for record in answer.records]
         results = [answer.result for answer in answers for _ in answer.records]
-        await self._acks.publish_then_commit(records, results, until)
+        published = await self._acks.publish(records, results, until)
+        return Sent(answers, records, published)
+
+    async def settle(self, sent: Sent, until: asyncio.Event) -> None:
+        """The second half: the offsets committed, then each answer counted and logged once,
+        and the attempt journal told its records run no more."""
+        if sent.published:
+            await self._acks.commit_published(sent.published, until)
         published = time.perf_counter()
-        for answer in answers:
+        for answer in sent.answers:
             self._count(answer)
             self._log(answer, published)
-        self._journal.left(records)
+        self._journal.left(sent.records)
 
     def _checked(self, answer: Answer) -> Answer:
         """The deadline, checked again just before publishing: a completed result whose
