@@ -57,9 +57,8 @@ class Outbox:
                     task = asyncio.create_task(self._commit(sent, group))
                     self._settling.add(task)
                     task.add_done_callback(self._settling.discard)
-                    group = []
+                    group = []  # the commit task's now
                     await asyncio.wait({task}, timeout=COMMIT_WAIT_SECONDS)
-                group = []
         finally:  # cancelled (the loop is closing): nobody is left waiting forever
             _cancel(group + self._ready)
             self._ready = []

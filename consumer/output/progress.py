@@ -42,13 +42,15 @@ MAX_TRACKED = 10_000
 Headers = list[tuple[str, bytes]]
 
 
-class _Held(NamedTuple):
+class _Event(NamedTuple):
+    """A progress event before it is stamped and sent."""
+
     stage: Stage
     step: int | None
     total: int | None
 
 
-FINISHED = _Held("finished", None, None)
+FINISHED = _Event("finished", None, None)
 
 
 @dataclass
@@ -69,7 +71,7 @@ class ProgressReporter:
         self._loop = asyncio.get_running_loop()
         self._followed: OrderedDict[str, _Followed] = OrderedDict()  # queued ones, oldest first
         # request_id -> its newest event not sent yet, and when it goes (in that order)
-        self._held: dict[str, tuple[_Held, float]] = {}
+        self._held: dict[str, tuple[_Event, float]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._sends: set[asyncio.Future[None]] = set()
 
@@ -78,11 +80,11 @@ class ProgressReporter:
             self._followed[request_id] = _Followed(trace)
             while len(self._followed) > MAX_TRACKED:
                 self._followed.popitem(last=False)
-            self._hold(request_id, _Held("queued", None, None))
+            self._hold(request_id, _Event("queued", None, None))
 
     def started(self, request_ids: Iterable[str], total_steps: int) -> None:
         for request_id in request_ids:
-            self._hold(request_id, _Held("started", 0, total_steps))
+            self._hold(request_id, _Event("started", 0, total_steps))
 
     def step_from_thread(self, request_ids: list[str], step: int, total: int) -> None:
         """Called by the engine thread after each denoising step."""
@@ -99,9 +101,9 @@ class ProgressReporter:
 
     def _step(self, request_ids: list[str], step: int, total: int) -> None:
         for request_id in request_ids:
-            self._hold(request_id, _Held("step", step, total))
+            self._hold(request_id, _Event("step", step, total))
 
-    def _hold(self, request_id: str, event: _Held) -> None:
+    def _hold(self, request_id: str, event: _Event) -> None:
         """Keep `event` as the request's newest; it goes an interval after the first event
         held since the last one went."""
         if not self._topic:
@@ -127,7 +129,7 @@ class ProgressReporter:
             del self._held[request_id]
             self._emit(request_id, event, self._followed.get(request_id))
 
-    def _emit(self, request_id: str, event: _Held, followed: _Followed | None) -> None:
+    def _emit(self, request_id: str, event: _Event, followed: _Followed | None) -> None:
         if len(self._sends) >= MAX_SENDS_IN_FLIGHT:
             self._metrics.progress_dropped.inc()
             return

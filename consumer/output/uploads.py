@@ -143,8 +143,6 @@ class ImageUploader:
     ) -> list[ImageRef]:
         """All of them finish before this returns or raises (no upload left running behind a
         retry); the first error is raised, a refusal before a transient one."""
-        if count == 1:  # the usual case: no gather around one call
-            return [await loop.run_in_executor(self._io_threads, encode_and_store, 0)]
         calls = [loop.run_in_executor(self._io_threads, encode_and_store, i) for i in range(count)]
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         errors = [o for o in outcomes if isinstance(o, BaseException)]

@@ -290,9 +290,7 @@ class AttemptJournal:
 
     def _document(self) -> bytes:
         now = time.time()
-        committed = {(k[0], k[1]): -1 for k in self._own.entries}
-        for partition in committed:
-            committed[partition] = self._committed(partition)
+        committed = {p: self._committed(p) for p in {(k[0], k[1]) for k in self._own.entries}}
         self._own.entries = {
             key: entry
             for key, entry in self._own.entries.items()
