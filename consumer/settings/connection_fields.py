@@ -87,11 +87,12 @@ class ConnectionFields(BaseSettings):
         description="Group session timeout: a worker that died loses its partitions after it.",
     )
     kafka_fetch_max_wait_ms: int = Field(
-        10,
+        500,
         ge=0,
         description=(
-            "How long a fetch may wait for records; on brokers that hold every fetch this long "
-            "(the embedded Tansu) it bounds an idle worker's latency."
+            "How long the broker may hold a fetch that finds no records. Kafka answers as soon "
+            "as records arrive; brokers that hold every fetch this long (the embedded Tansu: "
+            "`stack up` writes 10) add it to an idle worker's latency."
         ),
     )
     kafka_max_request_size: int = Field(

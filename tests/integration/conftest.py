@@ -53,6 +53,8 @@ def make_settings(request: pytest.FixtureRequest, shared_data_dir: Path) -> Call
             "dlq_topic": f"dlq-{suffix}",
             "group_id": f"workers-{suffix}",
             "kafka_session_timeout_ms": 6000,
+            # As `stack up` writes it: Tansu holds every fetch for the whole wait.
+            "kafka_fetch_max_wait_ms": 10,
             "storage_backend": "s3",
             "s3_endpoint_url": s3.endpoint_url,
             "s3_bucket": s3.bucket,

@@ -139,6 +139,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, tmp_path: Any) 
         monkeypatch.setenv(name.upper(), str(getattr(settings, name)))
     monkeypatch.setenv("PROGRESS_TOPIC", settings.progress_topic)
     monkeypatch.setenv("CONTROL_TOPIC", settings.control_topic)
+    monkeypatch.setenv("KAFKA_FETCH_MAX_WAIT_MS", str(settings.kafka_fetch_max_wait_ms))
 
 
 async def test_cli_submit_with_progress_prints_plain_lines_off_a_terminal(

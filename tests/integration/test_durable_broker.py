@@ -9,7 +9,7 @@ import pytest
 
 from consumer.devtools.processes import free_port
 from consumer.devtools.services import TansuBroker, create_topics
-from consumer.devtools.stack import stack_dir, stack_down, stack_up
+from consumer.devtools.stack import env_file, stack_dir, stack_down, stack_up
 from consumer.settings import Settings
 from tests.integration.kafka_tools import committed_and_end, consume_and_commit, produce
 
@@ -64,6 +64,7 @@ async def test_stack_down_and_up_keeps_topics_and_offsets(tmp_path: Path) -> Non
     try:
         await asyncio.to_thread(stack_up, settings, 2)
         _assert_no_secret_in_pidfile_or_log(stack_dir(settings))
+        _assert_env_file_fits_tansu(env_file(settings))
         first = await _produce_and_commit_four(bootstrap, topic, group)
         assert await asyncio.to_thread(stack_down, settings) == ["tansu", "seaweedfs"]
         await asyncio.to_thread(stack_up, settings, 2)
@@ -78,3 +79,13 @@ def _assert_no_secret_in_pidfile_or_log(folder: Path) -> None:
     assert "s3://tansu/" in pidfile
     assert secret not in pidfile
     assert secret not in (folder / "tansu" / "tansu.log").read_text()
+
+
+def _assert_env_file_fits_tansu(path: Path) -> None:
+    """The worker settings `stack up` writes override the two Kafka-first defaults Tansu needs
+    otherwise: it has no InitProducerId, and it holds every fetch for the whole wait."""
+    stack = Settings(_env_file=path)  # type: ignore[call-arg]
+    assert not stack.kafka_enable_idempotence
+    assert stack.kafka_fetch_max_wait_ms == 10
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert defaults.kafka_enable_idempotence and defaults.kafka_fetch_max_wait_ms == 500
