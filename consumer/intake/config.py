@@ -25,7 +25,7 @@ class KafkaConfig:
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     session_timeout_ms: int = 10_000
-    fetch_max_wait_ms: int = 500
+    fetch_max_wait_ms: int = 100
     max_fetch_bytes: int = 2 * 1024 * 1024
     max_request_size: int = 1024 * 1024
     enable_idempotence: bool = False

@@ -87,12 +87,13 @@ class ConnectionFields(BaseSettings):
         description="Group session timeout: a worker that died loses its partitions after it.",
     )
     kafka_fetch_max_wait_ms: int = Field(
-        500,
+        100,
         ge=0,
         description=(
-            "How long the broker may hold a fetch that finds no records. Kafka answers as soon "
-            "as records arrive; brokers that hold every fetch this long (the embedded Tansu: "
-            "`stack up` writes 10) add it to an idle worker's latency."
+            "How long the broker may hold a fetch that finds no records: an empty partition "
+            "costs 1000/this fetch requests a second. Kafka answers as soon as records arrive; "
+            "the embedded Tansu holds a fetch with an empty partition for the whole wait "
+            "(`stack up` writes 10)."
         ),
     )
     kafka_max_request_size: int = Field(

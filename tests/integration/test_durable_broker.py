@@ -88,4 +88,4 @@ def _assert_env_file_fits_tansu(path: Path) -> None:
     assert not stack.kafka_enable_idempotence
     assert stack.kafka_fetch_max_wait_ms == 10
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert defaults.kafka_enable_idempotence and defaults.kafka_fetch_max_wait_ms == 500
+    assert defaults.kafka_enable_idempotence and defaults.kafka_fetch_max_wait_ms == 100
