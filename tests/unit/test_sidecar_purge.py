@@ -15,7 +15,8 @@ from aiokafka import TopicPartition
 from consumer.generation.engine import Engine
 from consumer.generation.engine.fake import FakeEngine
 from consumer.ops.metrics import WorkerMetrics
-from consumer.ops.sidecar import SidecarConfig, build_app, is_loopback
+from consumer.ops.purge_guard import is_loopback
+from consumer.ops.sidecar import SidecarConfig, build_app
 from consumer.settings import Settings
 
 KEY = "purge-key-0123456789"
@@ -131,7 +132,7 @@ async def test_failed_keys_are_limited_per_peer_logged_and_counted(
 
 
 def test_the_failure_limit_is_per_peer_and_forgets_after_its_window() -> None:
-    from consumer.ops.sidecar import FailureLimiter
+    from consumer.ops.purge_guard import FailureLimiter
 
     now = [1000.0]
     limiter = FailureLimiter(limit=5, window_seconds=60, clock=lambda: now[0])
@@ -147,7 +148,7 @@ def test_the_failure_limit_is_per_peer_and_forgets_after_its_window() -> None:
 
 
 def test_the_failure_limiter_remembers_a_bounded_number_of_peers() -> None:
-    from consumer.ops.sidecar import FailureLimiter
+    from consumer.ops.purge_guard import FailureLimiter
 
     limiter = FailureLimiter(limit=1, window_seconds=60, max_peers=3, clock=lambda: 0.0)
     for peer in ("a", "b", "c", "d"):
