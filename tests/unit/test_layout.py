@@ -111,3 +111,15 @@ def test_runtime_code_never_imports_the_development_tooling() -> None:
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_folder_map_names_every_module_of_the_data_path() -> None:
+    """docs/development.md's table of the folders a record meets names each of their modules,
+    so that a new module is placed on the map when it is added."""
+    table = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(" `/"): line for line in table.splitlines() if "| `" in line}
+    for folder in ("intake", "requests", "generation", "output", "ops"):
+        row = rows[f"consumer/{folder}"]
+        for path in sorted((ROOT / "consumer" / folder).glob("*.py")):
+            if path.stem != "__init__":
+                assert f"`{path.stem}`" in row, f"consumer/{folder}/{path.name} is not on the map"
