@@ -5,10 +5,10 @@ its request and priority topics).
 
 `python -m benchmarks.fetch_wait [--bootstrap HOST:PORT] [--records 15]`. Without --bootstrap it
 starts the embedded Tansu on 127.0.0.1 in a temporary folder. A broker that answers a held fetch
-as soon as records arrive (Kafka) shows a few ms at every wait; one that holds every fetch for the
-whole wait (Tansu) shows latencies spread over [0, wait]. Each record is sent at a random moment
-(50-300 ms after the last one arrived), so it lands anywhere in a held fetch. A benchmark: it
-prints what it measured and asserts nothing.
+as soon as records arrive (Kafka) shows a few ms at every wait; one that holds a fetch for the
+whole wait shows latencies spread over [0, wait] (Tansu, beside an empty topic). Each record is
+sent at a random moment (50-300 ms after the last one arrived), so it lands anywhere in a held
+fetch. A benchmark: it prints what it measured and asserts nothing.
 """
 
 from __future__ import annotations

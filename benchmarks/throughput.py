@@ -154,7 +154,7 @@ def make_settings(stack: Stack, name: str, **overrides: Any) -> Settings:
         "control_topic": f"{name}.control", "progress_topic": f"{name}.progress",
         "priority_topic": f"{name}.priority",
         "kafka_session_timeout_ms": 6000, "kafka_enable_idempotence": False,
-        "kafka_fetch_max_wait_ms": 10,  # as `stack up` writes it: Tansu holds every fetch
+        "kafka_fetch_max_wait_ms": 10,  # as `stack up` writes it (Tansu)
         "s3_endpoint_url": s3.endpoint_url, "s3_bucket": s3.bucket, "s3_key_prefix": name,
         "aws_access_key_id": s3.access_key, "aws_secret_access_key": s3.secret_key,
     }

@@ -164,7 +164,7 @@ def worker_settings(stack: Services, cell: Cell, endpoint_url: str, name: str) -
         "kafka_bootstrap_servers": stack.broker.bootstrap_servers,
         "kafka_session_timeout_ms": 6000,
         "kafka_enable_idempotence": False,  # Tansu has no InitProducerId
-        "kafka_fetch_max_wait_ms": 10,  # as `stack up` writes it: Tansu holds every fetch
+        "kafka_fetch_max_wait_ms": 10,  # as `stack up` writes it (Tansu)
         "request_topic": f"{name}.requests",
         "result_topic": f"{name}.results",
         "dlq_topic": f"{name}.dlq",

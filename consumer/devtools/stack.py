@@ -76,7 +76,8 @@ def stack_up(settings: Settings, partitions: int = 4) -> Path:
     lines = [
         f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}",
         "KAFKA_ENABLE_IDEMPOTENCE=false",  # Tansu has no InitProducerId
-        # Tansu holds every fetch for the whole wait, even when records arrive meanwhile.
+        # Tansu holds a fetch that includes an empty partition (a worker's always includes its
+        # priority partition) for the whole wait, even when records arrive on another meanwhile.
         "KAFKA_FETCH_MAX_WAIT_MS=10",
         f"S3_ENDPOINT_URL=http://127.0.0.1:{s3_port}",
         f"S3_BUCKET={settings.s3_bucket}",

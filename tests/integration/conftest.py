@@ -53,7 +53,7 @@ def make_settings(request: pytest.FixtureRequest, shared_data_dir: Path) -> Call
             "dlq_topic": f"dlq-{suffix}",
             "group_id": f"workers-{suffix}",
             "kafka_session_timeout_ms": 6000,
-            # As `stack up` writes it: Tansu holds every fetch for the whole wait.
+            # As `stack up` writes it: Tansu holds a fetch with an empty partition all the wait.
             "kafka_fetch_max_wait_ms": 10,
             "storage_backend": "s3",
             "s3_endpoint_url": s3.endpoint_url,

@@ -83,7 +83,8 @@ def _assert_no_secret_in_pidfile_or_log(folder: Path) -> None:
 
 def _assert_env_file_fits_tansu(path: Path) -> None:
     """The worker settings `stack up` writes override the two Kafka-first defaults Tansu needs
-    otherwise: it has no InitProducerId, and it holds every fetch for the whole wait."""
+    otherwise: it has no InitProducerId, and it holds a fetch with an empty partition for the whole
+    wait."""
     stack = Settings(_env_file=path)  # type: ignore[call-arg]
     assert not stack.kafka_enable_idempotence
     assert stack.kafka_fetch_max_wait_ms == 10
