@@ -136,16 +136,14 @@ class BatchProcessor:
     ) -> tuple[list[GenerationJob], dict[str, ErrorCode]]:
         """The batch's init images read and its jobs sized (inputs.py), retried while the store
         is away; the jobs whose input is refused, with the code."""
-        backoff = self._outage.backoff()
-        while True:
-            try:
-                return await prepare_batch(self._inputs, jobs, self._io_threads)
-            except StorageError as exc:
-                if not exc.retryable:
-                    log.error("store refused an init image read: %s", exc)
-                    failed = {j.request_id: ErrorCode.STORAGE_FAILED for j in jobs if j.init_image}
-                    return [job for job in jobs if not job.init_image], failed
-                await self._outage.wait(exc, backoff)
+        try:
+            return await self._outage.retry(
+                lambda: prepare_batch(self._inputs, jobs, self._io_threads)
+            )
+        except StorageError as exc:
+            log.error("store refused an init image read: %s", exc)
+            failed = {j.request_id: ErrorCode.STORAGE_FAILED for j in jobs if j.init_image}
+            return [job for job in jobs if not job.init_image], failed
 
     async def _generate(
         self, jobs: list[GenerationJob], calls: _Calls

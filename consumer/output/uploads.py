@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from consumer.generation.engine import JobOutput
 from consumer.output.images import completed_result, encode_one, store_one
@@ -20,6 +21,8 @@ from schemas import ErrorCode, GenerationResult, ImageRef
 from storage import AlreadyStored, ImageStore, StorageError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class StoreOutage:
@@ -41,10 +44,20 @@ class StoreOutage:
     def abandoned(self) -> bool:
         return self.abandon_thread.is_set()
 
-    def backoff(self) -> Backoff:
-        return Backoff(0.2, self._max_backoff)
+    async def retry(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt()` until it succeeds: a passing store error is waited out (capped backoff),
+        a refusal (StorageError, not retryable) raised; Abandoned once the worker abandons its
+        work."""
+        backoff = Backoff(0.2, self._max_backoff)
+        while True:
+            try:
+                return await attempt()
+            except StorageError as exc:
+                if not exc.retryable:
+                    raise
+                await self._wait(exc, backoff)
 
-    async def wait(self, exc: StorageError, backoff: Backoff) -> None:
+    async def _wait(self, exc: StorageError, backoff: Backoff) -> None:
         """A store call failed for a passing reason: wait before the next try, or give the
         batch up (Abandoned) once the worker abandons its work."""
         if self.abandoned:
@@ -90,18 +103,12 @@ class ImageUploader:
         (taken.py). Its stored answer, a refusal, or its images stored over what vouches for
         nothing."""
         job = output.job
-        backoff = self._outage.backoff()
-        while True:  # a key is taken: never written over before the folder says whose it is
-            try:
-                stored, answer = await asyncio.to_thread(
-                    look_in_folder, job, self._store, self._key_prefix
-                )
-                break
-            except StorageError as exc:
-                if not exc.retryable:
-                    log.error("store refused: %s", exc, extra={"request_id": job.request_id})
-                    return GenerationResult.failed(job.request_id, ErrorCode.STORAGE_FAILED)
-                await self._outage.wait(exc, backoff)
+        try:  # a key is taken: never written over before the folder says whose it is
+            stored, answer = await self._outage.retry(
+                lambda: asyncio.to_thread(look_in_folder, job, self._store, self._key_prefix)
+            )
+        except StorageError as exc:
+            return _refused(job.request_id, exc)
         if stored is Stored.SAME and answer is not None and self._reuse_stored:
             return answer
         if stored is Stored.OTHER:
@@ -121,19 +128,16 @@ class ImageUploader:
                 encoded[index] = encode_one(output, index, self._png_level)
             return store_one(output, index, encoded[index], self._store, self._key_prefix, create)
 
-        backoff = self._outage.backoff()
-        while True:
-            try:
-                images = await self._each_image(loop, encode_and_store, len(output.images))
-                return completed_result(output, images)
-            except AlreadyStored:
-                raise
-            except StorageError as exc:
-                if not exc.retryable:
-                    request_id = output.job.request_id
-                    log.error("store refused: %s", exc, extra={"request_id": request_id})
-                    return GenerationResult.failed(request_id, ErrorCode.STORAGE_FAILED)
-                await self._outage.wait(exc, backoff)
+        count = len(output.images)
+        try:
+            images = await self._outage.retry(
+                lambda: self._each_image(loop, encode_and_store, count)
+            )
+        except AlreadyStored:  # a refusal of its own: store() looks at whose the key is
+            raise
+        except StorageError as exc:
+            return _refused(output.job.request_id, exc)
+        return completed_result(output, images)
 
     async def _each_image(
         self,
@@ -151,3 +155,8 @@ class ImageUploader:
             others = [e for e in errors if not isinstance(e, StorageError)]
             raise (others or refused or errors)[0]
         return [o for o in outcomes if isinstance(o, ImageRef)]
+
+
+def _refused(request_id: str, exc: StorageError) -> GenerationResult:
+    log.error("store refused: %s", exc, extra={"request_id": request_id})
+    return GenerationResult.failed(request_id, ErrorCode.STORAGE_FAILED)
